@@ -1,0 +1,53 @@
+"""consensus: a panel of LLMs answers, debates, and a synthesizer returns a consensus."""
+
+from consensus.agreement import matches_gold, normalize_answer, score_agreement
+from consensus.config import default_local_panel, load_panel, load_panel_file
+from consensus.engine import DebateOptions, debate, run_debate
+from consensus.errors import (
+    ConfigError,
+    ConsensusError,
+    LocalModelUnavailable,
+    MissingKeyError,
+    ProviderError,
+    QuestionError,
+)
+from consensus.types import (
+    Agreement,
+    Consensus,
+    DebateEvent,
+    DebateResult,
+    DebateSettings,
+    DebateStatus,
+    ModelAnswer,
+    Panel,
+    Round,
+    Seat,
+)
+
+__all__ = [
+    "Agreement",
+    "ConfigError",
+    "Consensus",
+    "ConsensusError",
+    "DebateEvent",
+    "DebateOptions",
+    "DebateResult",
+    "DebateSettings",
+    "DebateStatus",
+    "LocalModelUnavailable",
+    "MissingKeyError",
+    "ModelAnswer",
+    "Panel",
+    "ProviderError",
+    "QuestionError",
+    "Round",
+    "Seat",
+    "debate",
+    "default_local_panel",
+    "load_panel",
+    "load_panel_file",
+    "matches_gold",
+    "normalize_answer",
+    "run_debate",
+    "score_agreement",
+]

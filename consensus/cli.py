@@ -1,0 +1,213 @@
+"""The `consensus` command line: ask a question, show the panel."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.markup import escape
+from rich.panel import Panel as RichPanel
+from rich.table import Table
+from rich.text import Text
+
+from consensus.config import check_keys, load_panel
+from consensus.engine import DebateOptions, new_result, run_debate
+from consensus.errors import ConsensusError
+from consensus.types import DebateEvent, DebateResult, Panel
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Multi-LLM consensus debates.")
+out = Console()
+err = Console(stderr=True)
+
+PanelFileOpt = Annotated[
+    Path | None, typer.Option("--panel-file", help="TOML panel file (default: $CONSENSUS_PANEL_FILE)")
+]
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print one clear line on stderr and return the exit to raise."""
+    err.print(f"[bold red]error:[/] {escape(message)}")
+    return typer.Exit(code)
+
+
+def configured_panel(panel_file: Path | None) -> Panel:
+    """Load the panel and check keys and the local model before anything runs."""
+    try:
+        panel = load_panel(panel_file)
+        check_keys(panel)
+        if any(s.provider == "local" for s in [*panel.panelists, panel.synthesizer]):
+            from consensus.providers.local import ensure_available
+
+            ensure_available()
+    except ConsensusError as exc:
+        raise fail(str(exc)) from None
+    return panel
+
+
+def make_provider(panel: Panel) -> Any:
+    """The LiteLLM gateway for this panel's settings (with the local provider registered)."""
+    from consensus.providers.gateway import LiteLLMGateway
+
+    if any(s.provider == "local" for s in [*panel.panelists, panel.synthesizer]):
+        from consensus.providers.local import register_local_provider
+
+        register_local_provider()
+    return LiteLLMGateway(panel.debate)
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question for the panel")],
+    panel_file: PanelFileOpt = None,
+    rounds: Annotated[int | None, typer.Option("--rounds", min=0, max=10, help="most debate rounds after the openings")] = None,
+    language: Annotated[str | None, typer.Option("--language", help="answer language code, e.g. hi (default: detected)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print only the DebateResult JSON")] = False,
+) -> None:
+    """Ask the panel a question: openings, debate rounds, consensus."""
+    panel = configured_panel(panel_file)
+    options = DebateOptions(rounds=rounds, language=language, stream=not as_json)
+    try:
+        new_result(question, panel, options)  # validates question, rounds and language up front
+    except ConsensusError as exc:
+        raise fail(str(exc)) from None
+    provider = make_provider(panel)
+    view = None if as_json else LiveView(panel)
+    try:
+        result = asyncio.run(_run(question, panel, provider, options, view))
+    except KeyboardInterrupt:
+        err.print("[yellow]Stopped (Ctrl-C): the debate was cancelled.[/]")
+        raise typer.Exit(130) from None
+    if as_json:
+        sys.stdout.write(json.dumps(result.model_dump(mode="json"), ensure_ascii=False, indent=2) + "\n")
+    else:
+        print_result(result)
+    if result.status == "failed":
+        raise typer.Exit(1)
+
+
+async def _run(question: str, panel: Panel, provider: Any, options: DebateOptions, view: LiveView | None) -> DebateResult:
+    final: DebateResult | None = None
+    live = Live(view.render(), console=out, refresh_per_second=8, transient=True) if view else None
+    if live:
+        live.start()
+    try:
+        async for event in run_debate(question, panel, provider, options):
+            if view and live:
+                view.update(event)
+                live.update(view.render())
+            if event.result is not None:
+                final = event.result
+    finally:
+        if live:
+            live.stop()
+    assert final is not None
+    return final
+
+
+class LiveView:
+    """Live progress: each panelist's answer streaming under its name, the round and agreement."""
+
+    def __init__(self, panel: Panel) -> None:
+        self.panel = panel
+        self.text: dict[str, str] = {s.name: "" for s in panel.panelists}
+        self.state: dict[str, str] = {s.name: "waiting" for s in panel.panelists}
+        self.round = 0
+        self.agreement: float | None = None
+        self.consensus = ""
+
+    def update(self, e: DebateEvent) -> None:
+        if e.type == "answer.delta" and e.panelist in self.text:
+            if e.round != self.round:
+                self.round = e.round or 0
+                self.text = {k: "" for k in self.text}
+            self.text[e.panelist] += e.delta or ""
+            self.state[e.panelist] = f"round {e.round}: answering"
+        elif e.type == "answer.completed" and e.answer and e.panelist:
+            a = e.answer
+            self.text[e.panelist] = a.answer if a.ok else ""
+            self.state[e.panelist] = (
+                f"round {a.round}: final answer {a.final_answer!r}" if a.ok else f"round {a.round}: failed ({a.error.kind if a.error else ''})"
+            )
+        elif e.type == "round.completed" and e.round_result and e.round_result.agreement:
+            self.agreement = e.round_result.agreement.score
+        elif e.type == "consensus.delta":
+            self.consensus += e.delta or ""
+
+    def render(self) -> Group:
+        head = Text(f"Round {self.round}", style="bold")
+        if self.agreement is not None:
+            head.append(f"   agreement {self.agreement:.0%}")
+        panels: list[Any] = [head]
+        for s in self.panel.panelists:
+            body = "\n".join(self.text[s.name].splitlines()[-8:])[-800:]
+            panels.append(RichPanel(Text(body), title=f"{s.name} ({s.model})", subtitle=self.state[s.name]))
+        if self.consensus:
+            panels.append(RichPanel(Text(self.consensus[-1200:]), title="consensus (writing)"))
+        return Group(*panels)
+
+
+def print_result(r: DebateResult) -> None:
+    """Every model's answer per round, then the consensus."""
+    for rnd in r.rounds:
+        title = "Openings" if rnd.index == 0 else f"Debate round {rnd.index}"
+        agree = f" — agreement {rnd.agreement.score:.0%}" if rnd.agreement else ""
+        out.rule(f"{title}{agree}")
+        for a in rnd.answers:
+            if a.ok:
+                conf = f", confidence {a.confidence:.2f}" if a.confidence is not None else ""
+                out.print(f"[bold]{escape(a.panelist)}[/] ({escape(a.model)}) — final answer: "
+                          f"[cyan]{escape(str(a.final_answer))}[/]{conf}")  # fmt: skip
+                out.print(Text(a.answer))
+            else:
+                assert a.error is not None
+                out.print(f"[bold]{escape(a.panelist)}[/] ([red]failed: {escape(a.error.kind)}[/]) {escape(a.error.message)}")
+    out.rule("Consensus")
+    c = r.consensus
+    if c:
+        who = f"synthesized by {c.synthesizer}" if c.synthesizer else "no synthesizer"
+        out.print(f"agreement {c.agreement:.0%}, majority {c.majority!r}, {who}")
+        if c.fallback:
+            out.print(f"[yellow]fallback:[/] {escape(c.fallback_reason or '')}")
+        out.print(Text(c.answer))
+        for d in c.dissent:
+            out.print(f"[magenta]dissent[/] {', '.join(d.panelists)}: {escape(d.final_answer)}")
+    cost = "unknown" if r.usage.cost_usd is None else f"${r.usage.cost_usd:.4f}"
+    out.print(f"[dim]status {r.status.value}{' (' + r.reason + ')' if r.reason else ''} · language {r.language} · "
+              f"{r.usage.llm_calls} LLM calls · {r.usage.total_tokens} tokens · cost {cost} · "
+              f"{(r.timing.wall_ms or 0) / 1000:.1f} s · id {r.id}[/]")  # fmt: skip
+
+
+@app.command()
+def panels(
+    panel_file: PanelFileOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the panel as JSON")] = False,
+) -> None:
+    """Print the configured panel."""
+    try:
+        panel = load_panel(panel_file)
+    except ConsensusError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        sys.stdout.write(panel.model_dump_json(indent=2) + "\n")
+        return
+    t = Table(title=f"Panel ({panel.source})")
+    for col in ("name", "model", "temperature", "seed", "max_tokens", "persona"):
+        t.add_column(col)
+    for s in panel.panelists:
+        t.add_row(s.name, s.model, str(s.temperature), str(s.seed), str(s.max_tokens), (s.persona or "")[:60])
+    out.print(t)
+    d = panel.debate
+    out.print(f"synthesizer: {panel.synthesizer.name} ({panel.synthesizer.model}) · max_rounds {d.max_rounds} · "
+              f"agreement_threshold {d.agreement_threshold} · call timeout {d.call_timeout_s:g} s · "
+              f"deadline {d.deadline_s:g} s")  # fmt: skip
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,333 @@
+"""run_debate(): scheduling only — parallel calls, deadline, quorum, early stop, events."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from consensus.agreement import score_agreement
+from consensus.errors import ProviderError, QuestionError
+from consensus.language import detect_language, normalize_code
+from consensus.providers.base import DeltaSink, Message, Provider
+from consensus.rounds import debate_messages, new_marker, opening_messages, parse_reply
+from consensus.synthesis import synthesize_consensus
+from consensus.types import (
+    AnswerError,
+    Consensus,
+    DebateEvent,
+    DebateResult,
+    DebateStatus,
+    ModelAnswer,
+    Panel,
+    PanelistInfo,
+    Round,
+    Seat,
+    Timing,
+    UsageTotals,
+)
+
+
+@dataclass
+class DebateOptions:
+    """Per-debate choices; `stream` says whether anyone watches tokens (a bool or a callable)."""
+
+    rounds: int | None = None
+    language: str | None = None
+    stream: bool | Callable[[], bool] = False
+    debate_id: str | None = None
+    start_seq: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def validate_question(question: str, max_chars: int) -> str:
+    """The stripped question, or QuestionError when it is empty or too long."""
+    q = question.strip() if isinstance(question, str) else ""
+    if not q:
+        raise QuestionError("question", "is empty")
+    if len(q) > max_chars:
+        raise QuestionError("question", f"is {len(q)} characters long; the limit is {max_chars}")
+    return q
+
+
+def new_result(question: str, panel: Panel, options: DebateOptions) -> DebateResult:
+    """A fresh running DebateResult (validates the question and language)."""
+    q = validate_question(question, panel.debate.max_question_chars)
+    language = normalize_code(options.language) if options.language else detect_language(q)
+    rounds = panel.debate.max_rounds if options.rounds is None else options.rounds
+    if not 0 <= rounds <= 10:
+        raise QuestionError("rounds", f"must be between 0 and 10, got {rounds}")
+    return DebateResult(
+        id=options.debate_id or uuid.uuid4().hex,
+        question=q,
+        language=language,
+        status=DebateStatus.running,
+        panel=[PanelistInfo(name=s.name, model=s.model) for s in panel.panelists],
+        synthesizer=PanelistInfo(name=panel.synthesizer.name, model=panel.synthesizer.model),
+        max_rounds=rounds,
+        timing=Timing(started_at=datetime.now(UTC)),
+    )
+
+
+async def run_debate(
+    question: str,
+    panel: Panel,
+    provider: Provider,
+    options: DebateOptions | None = None,
+    *,
+    resume: DebateResult | None = None,
+) -> AsyncIterator[DebateEvent]:
+    """Run a debate, yielding its events; the last event carries the DebateResult.
+
+    With `resume`, completed rounds are kept and the debate continues after the last one.
+    """
+    opts = options or DebateOptions()
+    result = resume.model_copy(deep=True) if resume else new_result(question, panel, opts)
+    run = _Debate(panel, provider, opts, result)
+    task = asyncio.create_task(run.run())
+    try:
+        while True:
+            event = await run.queue.get()
+            if event is None:
+                break
+            yield event
+    finally:
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    if task.done() and not task.cancelled() and task.exception() is not None:
+        raise task.exception()  # type: ignore[misc]
+
+
+async def debate(
+    question: str, panel: Panel, provider: Provider, options: DebateOptions | None = None
+) -> DebateResult:
+    """Run a debate to the end and return its result."""
+    final: DebateResult | None = None
+    async for event in run_debate(question, panel, provider, options):
+        if event.result is not None:
+            final = event.result
+    assert final is not None
+    return final
+
+
+class _Debate:
+    def __init__(self, panel: Panel, provider: Provider, opts: DebateOptions, result: DebateResult) -> None:
+        self.panel = panel
+        self.provider = provider
+        self.opts = opts
+        self.result = result
+        self.marker = new_marker()
+        self.queue: asyncio.Queue[DebateEvent | None] = asyncio.Queue()
+        self.seq = opts.start_seq
+        self.settings = panel.debate
+        self.index = {s.name: i for i, s in enumerate(panel.panelists)}
+        self.pending: dict[str, ModelAnswer | None] = {}
+
+    def emit(self, type_: str, **fields: Any) -> None:
+        self.seq += 1
+        self.queue.put_nowait(DebateEvent(type=type_, seq=self.seq, debate_id=self.result.id, **fields))  # type: ignore[arg-type]
+
+    def watching(self) -> bool:
+        s = self.opts.stream
+        return s() if callable(s) else s
+
+    def sink(self, type_: str, round_: int | None, name: str) -> DeltaSink | None:
+        if not self.watching():
+            return None
+        return lambda text: self.emit(type_, round=round_, panelist=name, delta=text)
+
+    async def run(self) -> None:
+        r = self.result
+        if r.rounds:
+            r.status = DebateStatus.running
+        else:
+            self.emit("debate.started", data={"question": r.question, "language": r.language,
+                      "panel": [p.model_dump() for p in r.panel], "max_rounds": r.max_rounds})  # fmt: skip
+        try:
+            async with asyncio.timeout(self.settings.deadline_s):
+                await self.protocol()
+        except TimeoutError:
+            self.on_deadline()
+        finally:
+            self.queue.put_nowait(None)
+
+    async def protocol(self) -> None:
+        r = self.result
+        if not r.rounds:
+            await self.play_round(0, [s for s in self.panel.panelists])
+        while True:
+            latest = self.latest()
+            if len(latest) < 2:
+                return self.fail(self.quorum_reason())
+            last = r.rounds[-1]
+            if last.index >= r.max_rounds or (last.agreement and last.agreement.score >= self.settings.agreement_threshold):
+                break
+            alive = [s for s in self.panel.panelists if s.name in latest and self.answered_last(s.name)]
+            await self.play_round(last.index + 1, alive)
+        await self.finish()
+
+    def answered_last(self, name: str) -> bool:
+        return any(a.panelist == name and a.ok for a in self.result.rounds[-1].answers)
+
+    def latest(self) -> dict[str, ModelAnswer]:
+        """Each panelist's most recent successful answer."""
+        out: dict[str, ModelAnswer] = {}
+        for rnd in self.result.rounds:
+            for a in rnd.answers:
+                if a.ok:
+                    out[a.panelist] = a
+        return out
+
+    async def play_round(self, index: int, seats: list[Seat]) -> None:
+        latest = self.latest()
+        self.pending = {s.name: None for s in seats}
+
+        async def one(seat: Seat) -> ModelAnswer:
+            if index == 0:
+                messages = opening_messages(seat, self.result.question, self.result.language, self.marker)
+            else:
+                peers = [(self.index[n], a) for n, a in latest.items() if n != seat.name]
+                messages = debate_messages(
+                    seat, self.index[seat.name], self.result.question, latest[seat.name], peers, index,
+                    self.result.language, self.marker, self.budget(seat),
+                )  # fmt: skip
+            answer = await self.ask(seat, index, messages)
+            self.pending[seat.name] = answer
+            self.emit("answer.completed", round=index, panelist=seat.name, answer=answer)
+            return answer
+
+        answers = list(await asyncio.gather(*(one(s) for s in seats)))
+        self.pending = {}
+        self.close_round(index, answers)
+
+    def close_round(self, index: int, answers: list[ModelAnswer]) -> None:
+        rnd = Round(index=index, answers=answers)
+        self.result.rounds.append(rnd)
+        latest = self.latest()
+        rnd.agreement = score_agreement([(n, a.final_answer) for n, a in latest.items()])
+        self.result.answers = {**self.result.answers, **{a.panelist: a for a in answers}, **latest}
+        self.tally()
+        self.emit("round.completed", round=index, round_result=rnd)
+
+    def budget(self, seat: Seat) -> int | None:
+        return seat.context_window - (seat.max_tokens or 256) if seat.context_window else None
+
+    def timeout(self, seat: Seat) -> float:
+        return seat.timeout_s or self.settings.call_timeout_s
+
+    async def ask(self, seat: Seat, index: int, messages: list[Message]) -> ModelAnswer:
+        base = ModelAnswer(panelist=seat.name, model=seat.model, round=index)
+        try:
+            done = await self.provider.complete(
+                seat, messages, timeout_s=self.timeout(seat), json_output=True,
+                on_delta=self.sink("answer.delta", index, seat.name),
+            )  # fmt: skip
+        except ProviderError as err:
+            base.error = AnswerError(kind=err.kind, message=err.message, attempts=err.attempts)
+            base.attempts = err.attempts
+            return base
+        parsed = parse_reply(done.text)
+        return base.model_copy(update={
+            "answer": parsed.answer, "final_answer": parsed.final_answer, "confidence": parsed.confidence,
+            "structured": parsed.structured, "usage": done.usage, "cost_usd": done.cost_usd,
+            "latency_ms": done.latency_ms, "attempts": done.attempts,
+        })  # fmt: skip
+
+    async def finish(self) -> None:
+        r = self.result
+        latest = self.latest()
+        finals = sorted(((self.index[n], a) for n, a in latest.items()), key=lambda t: t[0])
+        agreement = r.rounds[-1].agreement
+        assert agreement is not None
+        synth = self.panel.synthesizer
+        fallbacks = [s for s in self.panel.panelists if s.name in latest and s.name != synth.name]
+        consensus, failures = await synthesize_consensus(
+            self.provider, synth, fallbacks, r.question, finals, agreement, r.language, self.marker,
+            self.timeout(synth), lambda seat: self.sink("consensus.delta", None, seat.name),
+        )  # fmt: skip
+        r.consensus = consensus
+        r.usage.llm_calls += sum(e.attempts for _, e in failures)
+        self.tally()
+        self.emit("consensus.completed", consensus=consensus)
+        degraded = failures or any(not a.ok for rnd in r.rounds for a in rnd.answers)
+        self.complete(DebateStatus.degraded if degraded else DebateStatus.completed, self.degraded_reason())
+
+    def degraded_reason(self) -> str | None:
+        failed = sorted({f"{a.panelist} ({a.error.kind})" for rnd in self.result.rounds for a in rnd.answers if a.error})
+        parts = [f"failed: {', '.join(failed)}"] if failed else []
+        c = self.result.consensus
+        if c and c.fallback:
+            parts.append(f"synthesis fallback: {c.fallback_reason}")
+        return "; ".join(parts) or None
+
+    def quorum_reason(self) -> str:
+        errors = [f"{a.panelist}: {a.error.kind}: {a.error.message}" for a in self.result.rounds[-1].answers if a.error]
+        return f"fewer than 2 panelists answered ({'; '.join(errors) or 'no answers'})"
+
+    def tally(self) -> None:
+        r = self.result
+        totals = UsageTotals()
+        costs: list[float | None] = []
+        for rnd in r.rounds:
+            for a in rnd.answers:
+                totals.prompt_tokens += a.usage.prompt_tokens
+                totals.completion_tokens += a.usage.completion_tokens
+                totals.total_tokens += a.usage.total_tokens
+                totals.llm_calls += a.attempts
+                costs.append(a.cost_usd if a.ok else 0.0)
+        if r.consensus:
+            c = r.consensus
+            totals.prompt_tokens += c.usage.prompt_tokens
+            totals.completion_tokens += c.usage.completion_tokens
+            totals.total_tokens += c.usage.total_tokens
+            totals.llm_calls += 1 if c.synthesizer else 0
+            costs.append(c.cost_usd)
+        totals.llm_calls = max(totals.llm_calls, r.usage.llm_calls)
+        totals.cost_usd = None if any(c is None for c in costs) else round(sum(c or 0.0 for c in costs), 8)
+        r.usage = totals
+
+    def complete(self, status: DebateStatus, reason: str | None) -> None:
+        r = self.result
+        r.status = status
+        r.reason = reason
+        now = datetime.now(UTC)
+        r.timing.finished_at = now
+        r.timing.wall_ms = int((now - r.timing.started_at).total_seconds() * 1000)
+        kind = "debate.failed" if status == DebateStatus.failed else "debate.completed"
+        self.emit(kind, result=r.model_copy(deep=True))
+
+    def fail(self, reason: str) -> None:
+        self.complete(DebateStatus.failed, reason)
+
+    def on_deadline(self) -> None:
+        """The whole-debate deadline ran out: keep what finished, mark the rest, end honestly."""
+        r = self.result
+        limit = f"the debate deadline of {self.settings.deadline_s:g} s ran out"
+        if self.pending:
+            answers = []
+            for name, a in self.pending.items():
+                seat = self.panel.seat(name)
+                answers.append(a or ModelAnswer(panelist=name, model=seat.model, round=self.pending_round(),
+                                                error=AnswerError(kind="deadline", message=limit)))  # fmt: skip
+            self.close_round(self.pending_round(), answers)
+        latest = self.latest()
+        if len(latest) < 2 or not r.rounds:
+            return self.fail(f"{limit} before 2 panelists answered")
+        agreement = r.rounds[-1].agreement
+        assert agreement is not None
+        if r.consensus is None:
+            from consensus.synthesis import dissent_from
+
+            majority_answer = next((latest[p].answer for p in agreement.majority_panelists if p in latest), "")
+            r.consensus = Consensus(answer=majority_answer, agreement=agreement.score, majority=agreement.majority,
+                                    dissent=dissent_from(agreement, latest), synthesizer=None, fallback=True,
+                                    fallback_reason=f"{limit} before synthesis; the majority answer is shown")  # fmt: skip
+            self.emit("consensus.completed", consensus=r.consensus)
+        self.complete(DebateStatus.degraded, limit)
+
+    def pending_round(self) -> int:
+        return len(self.result.rounds) if not self.result.rounds else self.result.rounds[-1].index + 1

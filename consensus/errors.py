@@ -1,0 +1,110 @@
+"""The error tree of the engine.
+
+    ConsensusError
+    ├── ConfigError            bad panel file / settings (carries source and field)
+    │   └── MissingKeyError    a provider's key env var is unset
+    ├── QuestionError          empty or over-long question, bad language code
+    ├── LocalModelUnavailable  the embedded model (or llama-cpp-python) is missing or broken
+    └── ProviderError          one LLM call failed after retries (carries `kind`)
+
+`ProviderError.kind` is one of ERROR_KINDS; policy.is_retryable() decides on it alone.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+ERROR_KINDS = (
+    "timeout",  # per-call timeout, 408, 504
+    "rate_limit",  # 429
+    "server",  # 5xx
+    "connection",  # refused / reset / DNS
+    "auth",  # 401 / 403
+    "bad_request",  # 400, 422
+    "not_found",  # 404, unknown model
+    "context_overflow",  # prompt too long for the model
+    "malformed",  # response that is not a valid completion
+    "unavailable",  # local model missing / failed to load
+    "deadline",  # the whole-debate deadline ran out
+    "cancelled",
+    "unknown",
+)
+
+
+class ConsensusError(Exception):
+    """Base of every error the engine raises on purpose."""
+
+
+class ConfigError(ConsensusError):
+    """A panel file or setting is invalid; `source` and `field` say where."""
+
+    def __init__(self, source: str, field: str | None, message: str) -> None:
+        self.source = source
+        self.field = field
+        self.message = message
+        where = f"{source}: {field}: " if field else f"{source}: "
+        super().__init__(where + message)
+
+
+class MissingKeyError(ConfigError):
+    """A configured provider needs an API key whose environment variable is unset."""
+
+
+class QuestionError(ConsensusError):
+    """The question (or its language) cannot be debated; `field` names the input."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+
+class LocalModelUnavailable(ConsensusError):
+    """The embedded local model cannot run; the message says what to install."""
+
+
+class ProviderError(ConsensusError):
+    """An LLM call failed for good; `kind` classifies it, the message is redacted."""
+
+    def __init__(
+        self,
+        kind: str,
+        message: str,
+        *,
+        status_code: int | None = None,
+        retry_after_s: float | None = None,
+        attempts: int = 1,
+    ) -> None:
+        self.kind = kind if kind in ERROR_KINDS else "unknown"
+        self.message = redact(message)
+        self.status_code = status_code
+        self.retry_after_s = retry_after_s
+        self.attempts = attempts
+        super().__init__(f"{self.kind}: {self.message}")
+
+
+_KEY_PATTERNS = [
+    re.compile(r"\b(sk|pk|rk|ck)[-_][A-Za-z0-9_\-]{8,}"),
+    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._\-]{8,}"),
+    re.compile(r"(?i)((?:api[_-]?key|token|secret|password)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]{4,}"),
+    re.compile(r"\bAIza[0-9A-Za-z_\-]{20,}"),
+]
+
+
+def redact(text: str) -> str:
+    """Remove anything that looks like a credential, and the values of key env vars."""
+    out = text
+    for name, value in os.environ.items():
+        if value and len(value) >= 8 and any(t in name.upper() for t in ("KEY", "TOKEN", "SECRET")):
+            out = out.replace(value, "[REDACTED]")
+    for pat in _KEY_PATTERNS:
+        out = pat.sub(_keep_prefix, out)
+    return out[:2000]
+
+
+def _keep_prefix(m: re.Match[str]) -> str:
+    # Patterns with a label group keep the label ("api_key=") and drop the value.
+    if m.re.groups and m.group(1) and not re.fullmatch(r"sk|pk|rk|ck", m.group(1)):
+        return m.group(1) + "[REDACTED]"
+    return "[REDACTED]"

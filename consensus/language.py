@@ -1,0 +1,136 @@
+"""Offline language detection and language names (no network)."""
+
+from __future__ import annotations
+
+import re
+import threading
+from functools import cache
+
+from consensus.errors import QuestionError
+
+# The interface languages: English, the 22 scheduled languages of India, Spanish, French, Arabic.
+UI_LANGUAGES = (
+    "en", "as", "bn", "brx", "doi", "gu", "hi", "kn", "ks", "kok", "mai", "ml", "mni",
+    "mr", "ne", "or", "pa", "sa", "sat", "sd", "ta", "te", "ur", "es", "fr", "ar",
+)  # fmt: skip
+RTL_LANGUAGES = frozenset({"ar", "ur", "sd", "ks", "fa", "he", "ps"})
+
+_CODE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+# Script ranges that name a language (or a small family settled below).
+_SCRIPTS: tuple[tuple[int, int, str], ...] = (
+    (0x0980, 0x09FF, "bn"),
+    (0x0A00, 0x0A7F, "pa"),
+    (0x0A80, 0x0AFF, "gu"),
+    (0x0B00, 0x0B7F, "or"),
+    (0x0B80, 0x0BFF, "ta"),
+    (0x0C00, 0x0C7F, "te"),
+    (0x0C80, 0x0CFF, "kn"),
+    (0x0D00, 0x0D7F, "ml"),
+    (0x1C50, 0x1C7F, "sat"),
+    (0xABC0, 0xABFF, "mni"),
+    (0x0900, 0x097F, "hi"),
+    (0x0600, 0x06FF, "ar"),
+    (0x0750, 0x077F, "ar"),
+    (0x0E00, 0x0E7F, "th"),
+    (0x0400, 0x04FF, "ru"),
+    (0x0370, 0x03FF, "el"),
+    (0x0590, 0x05FF, "he"),
+    (0x3040, 0x30FF, "ja"),
+    (0xAC00, 0xD7AF, "ko"),
+    (0x4E00, 0x9FFF, "zh"),
+)
+_URDU_LETTERS = set("ٹڈڑںےۓہھ")
+_SINDHI_LETTERS = set("ڄڃڇڏڙڦڪڱݙٻڀ")
+_ASSAMESE_LETTERS = set("ৰৱ")
+_lock = threading.Lock()
+
+
+def normalize_code(code: str) -> str:
+    """Validate a language code (BCP 47 shape, known to CLDR) and return its canonical form."""
+    c = code.strip()
+    if not _CODE.fullmatch(c):
+        raise QuestionError("language", f"{code!r} is not a language code like 'en', 'hi' or 'pt-BR'")
+    primary = c.split("-")[0].lower()
+    if _english_name(primary) is None:
+        raise QuestionError("language", f"unknown language code {code!r}")
+    rest = c.split("-")[1:]
+    return "-".join([primary, *[r.upper() if len(r) == 2 else r for r in rest]])
+
+
+@cache
+def _english_name(primary: str) -> str | None:
+    from babel import Locale, UnknownLocaleError
+
+    try:
+        return str(Locale.parse(primary).english_name)
+    except (UnknownLocaleError, ValueError, TypeError):
+        return None
+
+
+def language_name(code: str) -> str:
+    """The English name of a language code ('hi' -> 'Hindi'); the code itself when unknown."""
+    return _english_name(code.split("-")[0].lower()) or code
+
+
+def native_name(code: str) -> str:
+    """The language's name in itself ('hi' -> 'हिन्दी')."""
+    from babel import Locale, UnknownLocaleError
+
+    try:
+        return str(Locale.parse(code.replace("-", "_")).display_name or code)
+    except (UnknownLocaleError, ValueError, TypeError):
+        return code
+
+
+def is_rtl(code: str) -> bool:
+    """True for right-to-left languages."""
+    return code.split("-")[0].lower() in RTL_LANGUAGES
+
+
+def detect_language(text: str, default: str = "en") -> str:
+    """Guess the language of `text` offline: by script first, then langdetect for Latin text."""
+    counts: dict[str, int] = {}
+    for ch in text:
+        o = ord(ch)
+        for lo, hi, lang in _SCRIPTS:
+            if lo <= o <= hi:
+                counts[lang] = counts.get(lang, 0) + 1
+                break
+    letters = sum(1 for ch in text if ch.isalpha())
+    if counts and letters:
+        lang, n = max(counts.items(), key=lambda kv: kv[1])
+        if n / letters >= 0.3:
+            chars = set(text)
+            if lang == "ar":
+                if chars & _SINDHI_LETTERS:
+                    return "sd"
+                if chars & _URDU_LETTERS:
+                    return "ur"
+            if lang == "bn" and chars & _ASSAMESE_LETTERS:
+                return "as"
+            if lang == "hi":
+                return _langdetect(text, {"hi", "mr", "ne"}, "hi")
+            return lang
+    return _langdetect(text, None, default)
+
+
+def _langdetect(text: str, allowed: set[str] | None, default: str) -> str:
+    words = text.split()
+    if len(words) < 3:
+        return default
+    from langdetect import DetectorFactory, detect_langs
+    from langdetect.lang_detect_exception import LangDetectException
+
+    with _lock:  # langdetect's factory is global state
+        DetectorFactory.seed = 0
+        try:
+            guesses = detect_langs(text)
+        except LangDetectException:
+            return default
+    for g in guesses:
+        lang = str(g.lang).split("-")[0]
+        if allowed is not None and lang not in allowed:
+            continue
+        if allowed is not None or g.prob >= 0.8:
+            return lang
+    return default

@@ -1,0 +1,240 @@
+"""The only module that calls LiteLLM: retries, throttling, timeouts, streaming, cost."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import litellm  # noqa: E402
+from asyncio_throttle import Throttler  # type: ignore[import-untyped]  # noqa: E402
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_after_delay  # noqa: E402
+
+from consensus.errors import ProviderError  # noqa: E402
+from consensus.policy import backoff_s, is_retryable  # noqa: E402
+from consensus.providers.base import Completion, DeltaSink, Message  # noqa: E402
+from consensus.rounds import ANSWER_SCHEMA  # noqa: E402
+from consensus.types import DebateSettings, Seat, Usage  # noqa: E402
+
+litellm.suppress_debug_info = True
+litellm.drop_params = True
+# LiteLLM's per-chunk logging work is pure overhead for us (measured in bench/overhead.py).
+litellm.disable_streaming_logging = True
+litellm.turn_off_message_logging = True
+litellm.telemetry = False
+
+
+def classify(exc: BaseException) -> ProviderError:
+    """Map a LiteLLM (or asyncio) exception to our ProviderError with a kind."""
+    if isinstance(exc, ProviderError):
+        return exc
+    status = getattr(exc, "status_code", None)
+    msg = str(getattr(exc, "message", None) or exc) or type(exc).__name__
+    retry_after = _retry_after(exc)
+    kind = "unknown"
+    if isinstance(exc, asyncio.TimeoutError | litellm.Timeout):
+        kind = "timeout"
+    elif isinstance(exc, litellm.RateLimitError):
+        kind = "rate_limit"
+    elif isinstance(exc, litellm.ContextWindowExceededError):
+        kind = "context_overflow"
+    elif isinstance(exc, litellm.AuthenticationError | litellm.PermissionDeniedError):
+        kind = "auth"
+    elif isinstance(exc, litellm.NotFoundError):
+        kind = "not_found"
+    elif isinstance(exc, litellm.BadRequestError | litellm.UnprocessableEntityError):
+        kind = "context_overflow" if "context" in msg.lower() and "length" in msg.lower() else "bad_request"
+    elif isinstance(exc, litellm.MidStreamFallbackError):
+        kind = "connection"
+    elif isinstance(exc, litellm.APIConnectionError) or "connection error" in msg.lower():
+        kind = "connection"
+    elif isinstance(exc, litellm.InternalServerError | litellm.ServiceUnavailableError | litellm.BadGatewayError):
+        kind = "server"
+    elif isinstance(status, int):
+        kind = (
+            "server" if status >= 500 else "timeout" if status in (408, 504) else "rate_limit" if status == 429
+            else "auth" if status in (401, 403) else "not_found" if status == 404 else "bad_request"
+        )  # fmt: skip
+    elif isinstance(exc, ValueError | KeyError | TypeError | AttributeError):
+        kind = "malformed"
+    if "local model unavailable" in msg.lower():
+        kind = "unavailable"
+    return ProviderError(kind, f"{type(exc).__name__}: {msg}", status_code=status, retry_after_s=retry_after)
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    headers: Any = getattr(exc, "litellm_response_headers", None)
+    if headers is None:
+        response = getattr(exc, "response", None)
+        headers = getattr(response, "headers", None)
+    if not headers:
+        return None
+    value = headers.get("retry-after") or headers.get("Retry-After")
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+class LiteLLMGateway:
+    """A Provider backed by litellm.acompletion with one tenacity retry loop."""
+
+    def __init__(self, settings: DebateSettings | None = None) -> None:
+        self.settings = settings or DebateSettings()
+        self._limits: dict[tuple[str, str | None], tuple[asyncio.Semaphore, Throttler]] = {}
+
+    def _limit(self, seat: Seat) -> tuple[asyncio.Semaphore, Throttler]:
+        key = (seat.provider, seat.api_base)
+        if key not in self._limits:
+            self._limits[key] = (
+                asyncio.Semaphore(self.settings.provider_concurrency),
+                Throttler(rate_limit=max(1, int(self.settings.provider_rate_per_s)), period=1.0),
+            )
+        return self._limits[key]
+
+    async def complete(
+        self,
+        seat: Seat,
+        messages: list[Message],
+        *,
+        timeout_s: float,
+        json_output: bool = False,
+        on_delta: DeltaSink | None = None,
+    ) -> Completion:
+        """One call with retries; raises ProviderError(kind) when it fails for good."""
+        s = self.settings
+        attempts = 0
+
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            ra = exc.retry_after_s if isinstance(exc, ProviderError) else None
+            return backoff_s(state.attempt_number, ra, max_retry_after_s=s.max_retry_after_s)
+
+        started = time.perf_counter()
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(s.max_attempts) | stop_after_delay(s.retry_budget_s),
+                wait=wait,
+                retry=retry_if_exception(lambda e: isinstance(e, ProviderError) and is_retryable(e.kind)),
+                reraise=True,
+            ):
+                with attempt:
+                    attempts += 1
+                    result = await self._call_once(seat, messages, timeout_s, json_output, on_delta)
+        except ProviderError as err:
+            err.attempts = attempts
+            raise
+        result.attempts = attempts
+        result.latency_ms = int((time.perf_counter() - started) * 1000)
+        return result
+
+    async def _call_once(
+        self, seat: Seat, messages: list[Message], timeout_s: float, json_output: bool, on_delta: DeltaSink | None
+    ) -> Completion:
+        sem, throttler = self._limit(seat)
+        kwargs = self._kwargs(seat, messages, timeout_s, json_output)
+        async with sem:
+            async with throttler:
+                pass
+            try:
+                async with asyncio.timeout(timeout_s):
+                    if on_delta is None:
+                        return await self._plain(seat, kwargs)
+                    return await self._streamed(seat, kwargs, on_delta)
+            except TimeoutError as exc:
+                raise ProviderError("timeout", f"no complete answer within {timeout_s:g} s") from exc
+            except ProviderError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - every provider failure is classified, none dropped
+                raise classify(exc) from exc
+
+    def _kwargs(self, seat: Seat, messages: list[Message], timeout_s: float, json_output: bool) -> dict[str, Any]:
+        kw: dict[str, Any] = {
+            "model": seat.model,
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "timeout": timeout_s,
+            "max_retries": 0,
+        }
+        if seat.api_base:
+            kw["api_base"] = seat.api_base
+        if seat.api_key_env:
+            kw["api_key"] = os.environ.get(seat.api_key_env, "")
+        elif seat.api_base:
+            kw["api_key"] = "none"  # OpenAI-compatible servers without auth still want a key
+        for name in ("temperature", "max_tokens", "seed"):
+            value = getattr(seat, name)
+            if value is not None:
+                kw[name] = value
+        if seat.input_cost_per_token is not None or seat.provider == "local":
+            kw["input_cost_per_token"] = seat.input_cost_per_token or 0.0
+            kw["output_cost_per_token"] = seat.output_cost_per_token or 0.0
+        if json_output:
+            kw["response_format"] = (
+                {"type": "json_object", "schema": ANSWER_SCHEMA} if seat.provider == "local" else {"type": "json_object"}
+            )
+        return kw
+
+    async def _plain(self, seat: Seat, kwargs: dict[str, Any]) -> Completion:
+        resp: Any = await litellm.acompletion(**kwargs)
+        try:
+            text = resp.choices[0].message.content or ""
+            u = getattr(resp, "usage", None)
+        except (AttributeError, IndexError) as exc:
+            raise ProviderError("malformed", f"response without a message: {exc}") from exc
+        usage = _usage(u)
+        cost = (getattr(resp, "_hidden_params", None) or {}).get("response_cost")
+        return Completion(text=text, usage=usage, cost_usd=_cost(seat, usage, cost))
+
+    async def _streamed(self, seat: Seat, kwargs: dict[str, Any], on_delta: DeltaSink) -> Completion:
+        stream: Any = await litellm.acompletion(**kwargs, stream=True, stream_options={"include_usage": True})
+        parts: list[str] = []
+        usage = Usage()
+        async for chunk in stream:
+            if chunk.choices:
+                piece = chunk.choices[0].delta.content
+                if piece:
+                    parts.append(piece)
+                    on_delta(piece)
+            u = getattr(chunk, "usage", None)
+            if u:
+                usage = _usage(u)
+        text = "".join(parts)
+        if usage.total_tokens == 0:
+            usage = Usage(completion_tokens=max(1, len(text) // 4), total_tokens=max(1, len(text) // 4))
+        return Completion(text=text, usage=usage, cost_usd=_cost(seat, usage, None))
+
+
+def _usage(u: Any) -> Usage:
+    if not u:
+        return Usage()
+    p = int(getattr(u, "prompt_tokens", 0) or 0)
+    c = int(getattr(u, "completion_tokens", 0) or 0)
+    return Usage(prompt_tokens=p, completion_tokens=c, total_tokens=int(getattr(u, "total_tokens", 0) or p + c))
+
+
+def _cost(seat: Seat, usage: Usage, reported: Any) -> float | None:
+    if seat.input_cost_per_token is not None or seat.output_cost_per_token is not None or seat.provider == "local":
+        return usage.prompt_tokens * (seat.input_cost_per_token or 0.0) + usage.completion_tokens * (
+            seat.output_cost_per_token or 0.0
+        )
+    if isinstance(reported, int | float):
+        return float(reported)
+    try:
+        p, c = litellm.cost_per_token(
+            model=seat.model, prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens
+        )
+        return float(p + c)
+    except Exception:  # noqa: BLE001 - LiteLLM cannot price this model: cost unknown, not zero
+        return None
+
+
+def missing_key_env(model: str) -> list[str]:
+    """Env vars LiteLLM expects for `model` that are unset (empty when none are needed)."""
+    try:
+        info: Any = litellm.validate_environment(model=model)
+    except Exception:  # noqa: BLE001 - unknown provider: nothing we can check up front
+        return []
+    return [str(k) for k in info.get("missing_keys", [])] if not info.get("keys_in_environment", True) else []

@@ -1,0 +1,242 @@
+"""Pure: build the messages of each stage, fence untrusted text, parse panelist replies."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from consensus.language import language_name
+from consensus.prompts import render
+from consensus.providers.base import Message
+from consensus.types import ModelAnswer, Seat
+
+LABELS = "ABCDEFG"
+# Characters per token, conservatively, for budgeting prompts without a tokenizer.
+CHARS_PER_TOKEN = 3
+ANSWER_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "answer": {"type": "string"},
+        "final_answer": {"type": "string"},
+        "confidence": {"type": "number"},
+    },
+    "required": ["answer", "final_answer", "confidence"],
+}
+
+
+def new_marker() -> str:
+    """A random per-debate fence token a model cannot guess."""
+    return "DATA-" + secrets.token_hex(6)
+
+
+def escape_untrusted(text: str, marker: str) -> str:
+    """Make untrusted text unable to close or open a fence, whatever it contains."""
+    out = text.replace(marker, "[marker removed]")
+    out = out.replace("<<<", "‹‹‹").replace(">>>", "›››")
+    return out
+
+
+def fence(label: str, text: str, marker: str) -> str:
+    """Untrusted text inside a labelled fence."""
+    return f"<<<{marker} {label}\n{escape_untrusted(text, marker)}\n{marker}>>>"
+
+
+def label_for(index: int) -> str:
+    """The anonymous label of a seat index: 0 -> 'Panelist A'."""
+    return f"Panelist {LABELS[index]}"
+
+
+def system_message(seat: Seat, language: str, marker: str) -> Message:
+    """The system prompt of a panelist (never carries model output)."""
+    persona = seat.persona.strip() if seat.persona else ""
+    return Message(
+        role="system",
+        content=render(
+            "panelist.system.md",
+            persona=persona,
+            language_name=language_name(language),
+            language_code=language,
+            marker=marker,
+        ),
+    )
+
+
+def opening_messages(seat: Seat, question: str, language: str, marker: str) -> list[Message]:
+    """Messages for a panelist's independent opening answer."""
+    user = render("opening.user.md", question=escape_untrusted(question, marker), marker=marker)
+    return [system_message(seat, language, marker), Message(role="user", content=user)]
+
+
+def _answer_text(a: ModelAnswer) -> str:
+    parts = [a.answer.strip()]
+    if a.final_answer:
+        parts.append(f"Final answer: {a.final_answer}")
+    if a.confidence is not None:
+        parts.append(f"Confidence: {a.confidence:.2f}")
+    return "\n".join(parts)
+
+
+def shorten(text: str, limit: int) -> str:
+    """Cut text to `limit` characters, marking the cut."""
+    if len(text) <= limit:
+        return text
+    return text[: max(0, limit - 20)].rstrip() + " […shortened]"
+
+
+def debate_messages(
+    seat: Seat,
+    seat_index: int,
+    question: str,
+    own: ModelAnswer,
+    peers: Sequence[tuple[int, ModelAnswer]],
+    round_index: int,
+    language: str,
+    marker: str,
+    budget_tokens: int | None = None,
+) -> list[Message]:
+    """Messages for a debate round: own answer plus anonymised, fenced peers' latest answers.
+
+    When the prompt would exceed `budget_tokens`, peers' answers are shortened first, then the
+    panelist's own previous answer, then the question.
+    """
+    del seat_index  # the panelist's own label is never shown to it
+    own_text = _answer_text(own)
+    peer_texts = [(label_for(i), _answer_text(a)) for i, a in peers]
+    q = question
+
+    def build() -> list[Message]:
+        peers_block = "\n\n".join(fence(f"ANSWER OF {label.upper()}", t, marker) for label, t in peer_texts)
+        user = render(
+            "debate.user.md",
+            round=round_index,
+            question=escape_untrusted(q, marker),
+            own_answer=escape_untrusted(own_text, marker),
+            peers=peers_block,
+            marker=marker,
+        )
+        return [system_message(seat, language, marker), Message(role="user", content=user)]
+
+    msgs = build()
+    if budget_tokens is None:
+        return msgs
+    budget_chars = budget_tokens * CHARS_PER_TOKEN
+    for _ in range(12):
+        size = sum(len(m.content) for m in msgs)
+        if size <= budget_chars:
+            break
+        excess = size - budget_chars
+        longest_peer = max((len(t) for _, t in peer_texts), default=0)
+        if longest_peer > 200:
+            cut = max(200, longest_peer - excess // max(1, len(peer_texts)) - 40)
+            peer_texts = [(label, shorten(t, cut)) for label, t in peer_texts]
+        elif len(own_text) > 200:
+            own_text = shorten(own_text, max(200, len(own_text) - excess - 40))
+        elif len(q) > 200:
+            q = shorten(q, max(200, len(q) - excess - 40))
+        else:
+            break
+        msgs = build()
+    return msgs
+
+
+def synthesis_messages(
+    question: str,
+    finals: Sequence[tuple[int, ModelAnswer]],
+    agreement_summary: str,
+    language: str,
+    marker: str,
+    budget_tokens: int | None = None,
+) -> list[Message]:
+    """Messages for the synthesizer: every final answer, anonymised and fenced."""
+    texts = [(label_for(i), _answer_text(a)) for i, a in finals]
+    limit = None
+    if budget_tokens is not None:
+        room = budget_tokens * CHARS_PER_TOKEN - len(question) - 1500
+        limit = max(200, room // max(1, len(texts)))
+    answers = "\n\n".join(
+        fence(f"ANSWER OF {label.upper()}", shorten(t, limit) if limit else t, marker) for label, t in texts
+    )
+    system = render(
+        "synthesis.system.md", language_name=language_name(language), language_code=language, marker=marker
+    )
+    user = render(
+        "synthesis.user.md",
+        question=escape_untrusted(question, marker),
+        agreement=agreement_summary,
+        answers=answers,
+        marker=marker,
+    )
+    return [Message(role="system", content=system), Message(role="user", content=user)]
+
+
+@dataclass(frozen=True)
+class ParsedReply:
+    """A panelist reply split into its fields; structured=False when it was plain text."""
+
+    answer: str
+    final_answer: str | None
+    confidence: float | None
+    structured: bool
+
+
+_FINAL_LINE = re.compile(r"(?im)^\s*\**\s*(?:final answer|answer)\s*\**\s*[:：]\s*(.+?)\s*$")
+
+
+def parse_reply(text: str) -> ParsedReply:
+    """Parse a panelist's JSON reply; fall back to the plain text, never raising."""
+    raw = text.strip()
+    obj = _first_json_object(raw)
+    if obj is not None:
+        answer = obj.get("answer")
+        final = obj.get("final_answer")
+        conf = obj.get("confidence")
+        if isinstance(answer, str | int | float) and str(answer).strip():
+            final_s = str(final).strip() if isinstance(final, str | int | float) and str(final).strip() else None
+            return ParsedReply(
+                answer=str(answer).strip(),
+                final_answer=final_s[:300] if final_s else _guess_final(str(answer)),
+                confidence=_clamp(conf),
+                structured=final_s is not None,
+            )
+    return ParsedReply(answer=raw, final_answer=_guess_final(raw), confidence=None, structured=False)
+
+
+def _first_json_object(text: str) -> dict[str, object] | None:
+    stripped = re.sub(r"^```(?:json)?\s*|\s*```$", "", text.strip())
+    start = stripped.find("{")
+    while start != -1:
+        try:
+            obj, _ = json.JSONDecoder().raw_decode(stripped, start)
+        except json.JSONDecodeError:
+            start = stripped.find("{", start + 1)
+            continue
+        return obj if isinstance(obj, dict) else None
+    return None
+
+
+def _guess_final(text: str) -> str | None:
+    """A short final answer from free text: an explicit 'Final answer:' line, else a short text."""
+    m = _FINAL_LINE.search(text)
+    if m:
+        return m.group(1).strip().strip("*").strip()[:300] or None
+    one_line = " ".join(text.split())
+    if not one_line:
+        return None
+    return one_line if len(one_line) <= 120 else one_line[:120]
+
+
+def _clamp(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        v = float(value)
+    except ValueError:
+        return None
+    if v != v:  # NaN
+        return None
+    if 1 < v <= 100:  # a percentage
+        v /= 100
+    return min(1.0, max(0.0, v))

