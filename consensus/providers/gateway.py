@@ -10,6 +10,7 @@ from typing import Any
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import litellm  # noqa: E402
+from litellm import exceptions as llm_errors  # noqa: E402
 from asyncio_throttle import Throttler  # type: ignore[import-untyped]  # noqa: E402
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_after_delay  # noqa: E402
 
@@ -47,7 +48,7 @@ def classify(exc: BaseException) -> ProviderError:
         kind = "not_found"
     elif isinstance(exc, litellm.BadRequestError | litellm.UnprocessableEntityError):
         kind = "context_overflow" if "context" in msg.lower() and "length" in msg.lower() else "bad_request"
-    elif isinstance(exc, litellm.MidStreamFallbackError):
+    elif isinstance(exc, llm_errors.MidStreamFallbackError):
         kind = "connection"
     elif isinstance(exc, litellm.APIConnectionError) or "connection error" in msg.lower():
         kind = "connection"

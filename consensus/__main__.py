@@ -1,0 +1,5 @@
+"""`python -m consensus` runs the CLI."""
+
+from consensus.cli import main
+
+main()
