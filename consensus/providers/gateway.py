@@ -10,8 +10,8 @@ from typing import Any
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import litellm  # noqa: E402
+from asyncio_throttle import Throttler  # type: ignore[attr-defined]  # noqa: E402
 from litellm import exceptions as llm_errors  # noqa: E402
-from asyncio_throttle import Throttler  # type: ignore[import-untyped]  # noqa: E402
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_after_delay  # noqa: E402
 
 from consensus.errors import ProviderError  # noqa: E402
@@ -36,23 +36,23 @@ def classify(exc: BaseException) -> ProviderError:
     msg = str(getattr(exc, "message", None) or exc) or type(exc).__name__
     retry_after = _retry_after(exc)
     kind = "unknown"
-    if isinstance(exc, asyncio.TimeoutError | litellm.Timeout):
+    if isinstance(exc, asyncio.TimeoutError | llm_errors.Timeout):
         kind = "timeout"
-    elif isinstance(exc, litellm.RateLimitError):
+    elif isinstance(exc, llm_errors.RateLimitError):
         kind = "rate_limit"
-    elif isinstance(exc, litellm.ContextWindowExceededError):
+    elif isinstance(exc, llm_errors.ContextWindowExceededError):
         kind = "context_overflow"
-    elif isinstance(exc, litellm.AuthenticationError | litellm.PermissionDeniedError):
+    elif isinstance(exc, llm_errors.AuthenticationError | llm_errors.PermissionDeniedError):
         kind = "auth"
-    elif isinstance(exc, litellm.NotFoundError):
+    elif isinstance(exc, llm_errors.NotFoundError):
         kind = "not_found"
-    elif isinstance(exc, litellm.BadRequestError | litellm.UnprocessableEntityError):
+    elif isinstance(exc, llm_errors.BadRequestError | llm_errors.UnprocessableEntityError):
         kind = "context_overflow" if "context" in msg.lower() and "length" in msg.lower() else "bad_request"
     elif isinstance(exc, llm_errors.MidStreamFallbackError):
         kind = "connection"
-    elif isinstance(exc, litellm.APIConnectionError) or "connection error" in msg.lower():
+    elif isinstance(exc, llm_errors.APIConnectionError) or "connection error" in msg.lower():
         kind = "connection"
-    elif isinstance(exc, litellm.InternalServerError | litellm.ServiceUnavailableError | litellm.BadGatewayError):
+    elif isinstance(exc, llm_errors.InternalServerError | llm_errors.ServiceUnavailableError | llm_errors.BadGatewayError):
         kind = "server"
     elif isinstance(status, int):
         kind = (

@@ -1,7 +1,12 @@
 """Message building: fencing, anonymity, trimming; reply parsing never crashes."""
 
 from consensus.prompts import TEMPLATES, render, template_variables
-from consensus.rounds import debate_messages, escape_untrusted, opening_messages, parse_reply, synthesis_messages
+from consensus.rounds import (
+    debate_messages,
+    opening_messages,
+    parse_reply,
+    synthesis_messages,
+)
 from consensus.types import ModelAnswer, Seat
 
 SEAT = Seat(name="gpt", model="openai/gpt-4o-mini")
