@@ -40,6 +40,7 @@ class DebateOptions:
     stream: bool | Callable[[], bool] = False
     debate_id: str | None = None
     start_seq: int = 0
+    on_checkpoint: Callable[[DebateResult], None] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -211,7 +212,13 @@ class _Debate:
         rnd.agreement = score_agreement([(n, a.final_answer) for n, a in latest.items()])
         self.result.answers = {**self.result.answers, **{a.panelist: a for a in answers}, **latest}
         self.tally()
+        self.checkpoint()
         self.emit("round.completed", round=index, round_result=rnd)
+
+    def checkpoint(self) -> None:
+        """Hand a copy of the state so far to whoever persists it (before the event goes out)."""
+        if self.opts.on_checkpoint is not None:
+            self.opts.on_checkpoint(self.result.model_copy(deep=True))
 
     def budget(self, seat: Seat) -> int | None:
         return seat.context_window - (seat.max_tokens or 256) if seat.context_window else None
