@@ -1,0 +1,168 @@
+"""The FastAPI application factory: lifespan, middleware, error handlers, operations endpoints."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from consensus.config import load_panel
+from consensus.errors import ConsensusError
+from consensus.types import Panel
+from service import metrics
+from service.logs import setup_logging
+from service.runner import Runner
+from service.security import ApiError, KeyCache, KeyOriginCORS, RateLimiter
+from service.settings import Settings
+from service.store import Store
+
+log = logging.getLogger("consensus.service")
+
+
+class Services:
+    """What the routes need, built once per app."""
+
+    def __init__(self, settings: Settings, panel: Panel, provider: Any) -> None:
+        self.settings = settings
+        self.panel = panel
+        self.store = Store(settings.database_url)
+        self.runner = Runner(self.store, panel, provider, settings)
+        self.keys = KeyCache(self.store)
+        self.limiter = RateLimiter(settings.rate_limit_per_minute)
+        self.ready = False
+
+
+def build_provider(panel: Panel) -> Any:
+    """The LiteLLM gateway, with the embedded local model registered when the panel uses it."""
+    from consensus.providers.gateway import LiteLLMGateway
+
+    if any(s.provider == "local" for s in [*panel.panelists, panel.synthesizer]):
+        from consensus.providers.local import register_local_provider
+
+        register_local_provider()
+    return LiteLLMGateway(panel.debate)
+
+
+def create_app(settings: Settings | None = None, panel: Panel | None = None, provider: Any = None) -> FastAPI:
+    """Build the app; the panel defaults to the configured one (local when nothing is set)."""
+    settings = settings or Settings()
+    setup_logging(settings.log_level)
+    if panel is None:
+        env = {k: v for k, v in {"CONSENSUS_PANEL_FILE": settings.panel_file, "CONSENSUS_PANEL": settings.panel}.items() if v}
+        panel = load_panel(settings.panel_file, env=env)
+    services = Services(settings, panel, provider or build_provider(panel))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await services.store.migrate()
+        await services.keys.refresh(force=True)
+        if not settings.loopback and not services.keys.any_keys:
+            await services.store.close()
+            raise RuntimeError(
+                f"refusing to serve on {settings.host} without API keys: create one with "
+                "`consensus keys create --name NAME`, or bind to 127.0.0.1"
+            )
+        await services.runner.start_background()
+        services.ready = True
+        log.info("serving", extra={"replica": settings.replica_id, "panel": panel.source, "db": settings.database_url.split("://")[0]})
+        try:
+            yield
+        finally:
+            services.ready = False
+            await services.runner.shutdown()
+            await services.store.close()
+
+    app = FastAPI(
+        title="consensus",
+        version="0.1.0",
+        description="Multi-LLM consensus debates over HTTP.",
+        lifespan=lifespan,
+        max_body_size=settings.max_body_bytes,
+    )
+    app.state.services = services
+    own = {settings.public_url.rstrip("/")} if settings.public_url else set()
+    app.add_middleware(KeyOriginCORS, cache=services.keys, own_origins=own)
+    install_error_handlers(app)
+
+    from service.routes_debates import router as debates_router
+    from service.routes_openai import router as openai_router
+
+    app.include_router(debates_router)
+    app.include_router(openai_router)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        try:
+            await services.store.ping()
+        except Exception as exc:  # noqa: BLE001 - readiness reports, it does not raise
+            return JSONResponse({"status": "unavailable", "reason": f"store: {type(exc).__name__}"}, status_code=503)
+        if not services.ready or not services.runner.accepting:
+            return JSONResponse({"status": "unavailable", "reason": "starting or shutting down"}, status_code=503)
+        return JSONResponse({"status": "ready", "in_flight": services.runner.in_flight})
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def error_json(status: int, message: str, type_: str, param: str | None = None, code: str | None = None,
+               headers: dict[str, str] | None = None) -> JSONResponse:  # fmt: skip
+    """An error in OpenAI's shape: {"error": {"message", "type", "param", "code"}}."""
+    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error leaves as JSON naming the field; no input produces a 5xx."""
+
+    @app.exception_handler(ApiError)
+    async def api_error(_r: Request, exc: ApiError) -> JSONResponse:
+        if exc.status in (429, 503):
+            metrics.REJECTED.labels(reason=str(exc.status)).inc()
+        return error_json(exc.status, exc.message, exc.type, exc.param, exc.code, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_r: Request, exc: RequestValidationError) -> JSONResponse:
+        err = exc.errors()[0]
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "header", "path")]
+        field = ".".join(loc) or None
+        kind = err.get("type", "")
+        if kind == "json_invalid":
+            msg, field = "the body is not valid JSON", "body"
+        elif kind == "extra_forbidden":
+            msg = f"unknown field {field!r}"
+        elif kind == "missing":
+            msg = f"{field} is required"
+        else:
+            msg = f"{field}: {err.get('msg', 'invalid')}" if field else str(err.get("msg", "invalid request"))
+        return error_json(422, msg, "invalid_request_error", field, kind or None)
+
+    @app.exception_handler(ConsensusError)
+    async def consensus_error(_r: Request, exc: ConsensusError) -> JSONResponse:
+        field = getattr(exc, "field", None)
+        return error_json(422, str(exc), "invalid_request_error", field, "invalid_value")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_r: Request, exc: StarletteHTTPException) -> JSONResponse:
+        type_ = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        param = "body" if exc.status_code == 413 else None
+        message = "the request body is too large" if exc.status_code == 413 else str(exc.detail)
+        return error_json(exc.status_code, message, type_, param, None, dict(exc.headers or {}))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_r: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return error_json(500, "internal error", "server_error")

@@ -1,0 +1,117 @@
+"""The full `consensus` command: the engine's commands plus `serve` and `keys`."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+
+from consensus.cli import app, fail, out
+from consensus.errors import ConsensusError
+
+keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys (stored hashed in the service's database).")
+app.add_typer(keys_app, name="keys")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="interface to bind; a public one requires API keys")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    panel_file: Annotated[str | None, typer.Option("--panel-file", help="TOML panel file")] = None,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
+) -> None:
+    """Serve the HTTP API (the default local panel when nothing is configured)."""
+    import uvicorn
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    try:
+        overrides: dict[str, object] = {"host": host, "port": port}
+        if panel_file:
+            overrides["panel_file"] = panel_file
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+        app_ = create_app(settings)
+    except ConsensusError as exc:
+        raise fail(str(exc)) from None
+    config = uvicorn.Config(app_, host=host, port=port, workers=workers, log_level="warning", access_log=False,
+                            timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 5, lifespan="on")  # fmt: skip
+    server = uvicorn.Server(config)
+    out.print(f"consensus serving on http://{host}:{port} (panel: {app_.state.services.panel.source})", highlight=False)
+    server.run()
+    if not server.started:
+        raise typer.Exit(1)
+
+
+def _store():  # type: ignore[no-untyped-def]
+    from service.settings import Settings
+    from service.store import Store
+
+    return Store(Settings().database_url)
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option("--name", help="who or what the key is for")],
+    origin: Annotated[list[str] | None, typer.Option("--origin", help="allowed browser origin (repeat); makes a publishable pk_ key")] = None,
+) -> None:
+    """Create a key and print it once."""
+    from service.security import create_key
+
+    async def go() -> tuple[str, object]:
+        store = _store()
+        try:
+            await store.migrate()
+            return await create_key(store, name, origin or [])
+        finally:
+            await store.close()
+
+    if not name.strip():
+        raise fail("--name: must not be empty")
+    try:
+        plain, row = asyncio.run(go())
+    except ValueError as exc:
+        raise fail(f"--origin: {exc}") from None
+    typer.echo(plain)
+    kind = f"publishable, origins: {', '.join(row.origins)}" if row.origins else "secret"  # type: ignore[attr-defined]
+    typer.echo(f"created key {row.id} ({kind}); it is shown only this once", err=True)  # type: ignore[attr-defined]
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List keys (never the keys themselves)."""
+
+    async def go():  # type: ignore[no-untyped-def]
+        store = _store()
+        try:
+            await store.migrate()
+            return await store.keys()
+        finally:
+            await store.close()
+
+    for r in asyncio.run(go()):
+        state = "revoked" if r.revoked_at else "active"
+        typer.echo(f"{r.id}\t{r.prefix}…\t{r.name}\t{state}\t{','.join(r.origins) or '-'}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="the key's id from `consensus keys list`")]) -> None:
+    """Revoke a key."""
+
+    async def go() -> bool:
+        store = _store()
+        try:
+            await store.migrate()
+            return await store.revoke_key(key_id)
+        finally:
+            await store.close()
+
+    if not asyncio.run(go()):
+        raise fail(f"no active key with id {key_id!r}")
+    typer.echo(f"revoked {key_id}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,158 @@
+"""The debates API: create (202 / wait / SSE), read, list, cancel, follow events."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import JSONResponse
+from fastapi.sse import EventSourceResponse, format_sse_event
+
+from consensus.engine import DebateOptions, new_result
+from consensus.errors import QuestionError
+from service.deps import Caller, Services, admit
+from service.schemas import DebateAccepted, DebateList, DebateRequest, DebateSummary, ErrorResponse
+from service.security import ApiError
+from service.store import DebateRow
+
+router = APIRouter(prefix="/v1", tags=["debates"])
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (401, 403, 404, 409, 413, 422, 429, 503)
+}
+
+
+def links(debate_id: str) -> dict[str, str]:
+    return {
+        "self": f"/v1/debates/{debate_id}",
+        "events": f"/v1/debates/{debate_id}/events",
+        "cancel": f"/v1/debates/{debate_id}/cancel",
+        "permalink": f"/d/{debate_id}",
+    }
+
+
+def wants_sse(accept: str | None) -> bool:
+    return bool(accept) and "text/event-stream" in (accept or "")
+
+
+async def start_debate(svc: Any, who: Any, body: DebateRequest, idempotency_key: str | None) -> tuple[DebateRow, bool]:
+    """Validate, store and launch a debate (or return the one an Idempotency-Key already made)."""
+    request = body.model_dump()
+    digest = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
+    scope = None
+    if idempotency_key is not None:
+        if not 1 <= len(idempotency_key) <= 200:
+            raise ApiError(422, "Idempotency-Key must be 1 to 200 characters", param="Idempotency-Key")
+        scope = f"{who.bucket}:{idempotency_key}"
+        existing = await svc.store.find_idempotent(scope)
+        if existing is not None:
+            return _same_request(existing, digest), False
+    try:
+        result = new_result(body.question, svc.panel, DebateOptions(rounds=body.rounds, language=body.language))
+    except QuestionError as exc:
+        raise ApiError(422, exc.message if exc.field in exc.message else f"{exc.field}: {exc.message}", param=exc.field,
+                       code="invalid_value") from None  # fmt: skip
+    admit(svc, who)
+    row, created = await svc.store.create_debate(
+        result, {**request, "digest": digest}, who.key_id, scope, svc.settings.replica_id, svc.settings.lease_s
+    )
+    if not created:
+        return _same_request(row, digest), False
+    svc.runner.launch(result)
+    return row, True
+
+
+def _same_request(row: DebateRow, digest: str) -> DebateRow:
+    if row.request.get("digest") != digest:
+        raise ApiError(409, "this Idempotency-Key was used for a different request", param="Idempotency-Key",
+                       code="idempotency_conflict")  # fmt: skip
+    return row
+
+
+@router.post("/debates", status_code=202, response_model=DebateAccepted, responses={**ERRORS, 200: {"description": "the finished DebateResult (wait=true)"}})
+async def create_debate(
+    body: DebateRequest,
+    svc: Services,
+    who: Caller,
+    wait: Annotated[bool, Query(description="answer with the finished DebateResult")] = False,
+    accept: Annotated[str | None, Header()] = None,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> Any:
+    """Start a debate: 202 with links, `?wait=true` for the result, or SSE with Accept: text/event-stream."""
+    row, _created = await start_debate(svc, who, body, idempotency_key)
+    if wants_sse(accept):
+        return EventSourceResponse(sse_stream(svc, row.id, 0))
+    if wait:
+        result = await svc.runner.wait(row.id)
+        return JSONResponse(result.model_dump(mode="json") if result else {}, status_code=200)
+    return JSONResponse(DebateAccepted(id=row.id, status=row.status, links=links(row.id)).model_dump(), status_code=202,
+                        headers={"Location": f"/v1/debates/{row.id}"})  # fmt: skip
+
+
+@router.get("/debates", response_model=DebateList, responses=ERRORS)
+async def list_debates(svc: Services, who: Caller, limit: Annotated[int, Query(ge=1, le=200)] = 20) -> DebateList:
+    """Recent debates, newest first."""
+    rows = await svc.store.recent(limit)
+    return DebateList(data=[
+        DebateSummary(id=r.id, status=r.status, question=r.question, language=r.language,
+                      created_at=r.created_at.isoformat(), links=links(r.id))
+        for r in rows
+    ])  # fmt: skip
+
+
+async def get_row(svc: Any, debate_id: str) -> DebateRow:
+    if len(debate_id) > 64:
+        raise ApiError(404, "no debate with this id", type_="not_found_error", param="id", code="not_found")
+    row: DebateRow | None = await svc.store.get(debate_id)
+    if row is None:
+        raise ApiError(404, "no debate with this id", type_="not_found_error", param="id", code="not_found")
+    return row
+
+
+@router.get("/debates/{debate_id}", responses={**ERRORS, 200: {"description": "a DebateResult (partial while running)"}})
+async def read_debate(debate_id: str, svc: Services, who: Caller) -> JSONResponse:
+    """The debate's current state, or its final result."""
+    row = await get_row(svc, debate_id)
+    return JSONResponse(row.result)
+
+
+@router.post("/debates/{debate_id}/cancel", responses={**ERRORS, 200: {"description": "the cancelled DebateResult"}})
+async def cancel_debate(debate_id: str, svc: Services, who: Caller) -> JSONResponse:
+    """Cancel a running debate; 409 when it already ended."""
+    row = await get_row(svc, debate_id)
+    if row.status != "running" or not await svc.runner.cancel(debate_id):
+        raise ApiError(409, f"the debate already ended ({row.status})", param="id", code="not_running")
+    row = await get_row(svc, debate_id)
+    return JSONResponse(row.result)
+
+
+@router.get("/debates/{debate_id}/events", responses={**ERRORS, 200: {"content": {"text/event-stream": {}}, "description": "the debate's events as SSE"}})
+async def debate_events(
+    debate_id: str,
+    request: Request,
+    svc: Services,
+    who: Caller,
+    last_event_id: Annotated[str | None, Header()] = None,
+    after: Annotated[int | None, Query(ge=0, description="replay events after this id (like Last-Event-ID)")] = None,
+) -> EventSourceResponse:
+    """Server-Sent Events: what happened so far, then live; `Last-Event-ID` resumes after an event."""
+    await get_row(svc, debate_id)
+    start = after or 0
+    if last_event_id:
+        try:
+            start = max(0, int(last_event_id))
+        except ValueError:
+            raise ApiError(422, "Last-Event-ID must be an event id (an integer)", param="Last-Event-ID") from None
+    return EventSourceResponse(sse_stream(svc, debate_id, start))
+
+
+async def sse_stream(svc: Any, debate_id: str, after: int) -> AsyncIterator[bytes]:
+    """SSE frames of a debate's events; a comment line keeps idle connections open."""
+    yield format_sse_event(retry=2000, comment="consensus debate events")
+    async for e in svc.runner.follow(debate_id, after):
+        if e is None:
+            yield format_sse_event(comment="ping")
+            continue
+        yield format_sse_event(id=str(e.seq), event=e.type, data_str=e.model_dump_json(exclude_none=True))

@@ -1,0 +1,129 @@
+"""An OpenAI-compatible endpoint: model `consensus`; the consensus is the assistant message."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.sse import format_sse_event
+
+from consensus.types import DebateResult
+from service.deps import Caller, Services
+from service.routes_debates import ERRORS, start_debate
+from service.schemas import ChatMessage, ChatRequest, DebateRequest
+from service.security import ApiError
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+MODEL_ID = "consensus"
+
+
+def _text(m: ChatMessage) -> str:
+    if isinstance(m.content, str):
+        return m.content
+    if isinstance(m.content, list):
+        return "\n".join(str(p.get("text", "")) for p in m.content if isinstance(p, dict) and p.get("type") == "text")
+    return ""
+
+
+def question_from(messages: list[ChatMessage]) -> str:
+    """The last user message; earlier turns ride along as context."""
+    users = [i for i, m in enumerate(messages) if m.role == "user" and _text(m).strip()]
+    if not users:
+        raise ApiError(422, "messages must contain a user message with text", param="messages", code="invalid_value")
+    last = users[-1]
+    context = [f"{m.role}: {_text(m)}" for m in messages[:last] if _text(m).strip()]
+    q = _text(messages[last]).strip()
+    return "Conversation so far:\n" + "\n".join(context) + f"\n\nQuestion: {q}" if context else q
+
+
+def extra(r: DebateResult) -> dict[str, Any]:
+    """Each model's answer, the agreement and the debate id (the `consensus` field of the response)."""
+    c = r.consensus
+    return {
+        "debate_id": r.id,
+        "status": r.status.value,
+        "reason": r.reason,
+        "language": r.language,
+        "agreement": c.agreement if c else None,
+        "majority": c.majority if c else None,
+        "dissent": [d.model_dump() for d in c.dissent] if c else [],
+        "synthesizer": c.synthesizer if c else None,
+        "rounds": len(r.rounds),
+        "answers": {
+            name: {"model": a.model, "answer": a.answer, "final_answer": a.final_answer, "confidence": a.confidence,
+                   "error": a.error.model_dump() if a.error else None}
+            for name, a in r.answers.items()
+        },  # fmt: skip
+        "links": {"self": f"/v1/debates/{r.id}", "permalink": f"/d/{r.id}"},
+    }
+
+
+def _usage(r: DebateResult) -> dict[str, int]:
+    u = r.usage
+    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens}
+
+
+@router.get("/models")
+async def list_models(svc: Services, who: Caller) -> dict[str, Any]:
+    """The one model this endpoint serves: `consensus` (the configured panel)."""
+    return {"object": "list", "data": [{"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "consensus",
+                                        "panel": [s.model for s in svc.panel.panelists]}]}  # fmt: skip
+
+
+@router.post("/chat/completions", responses=ERRORS)
+async def chat_completions(body: ChatRequest, svc: Services, who: Caller) -> Any:
+    """Run a debate for the last user message and answer with its consensus."""
+    if body.model != MODEL_ID:
+        raise ApiError(404, f"model {body.model!r} does not exist; use 'consensus'", param="model", code="model_not_found")
+    req = DebateRequest(question=question_from(body.messages), rounds=body.rounds, language=body.language)
+    row, _ = await start_debate(svc, who, req, None)
+    created = int(time.time())
+    cid = f"chatcmpl-{row.id}"
+    if body.stream:
+        include_usage = bool((body.stream_options or {}).get("include_usage"))
+        return StreamingResponse(_stream(svc, row.id, cid, created, include_usage), media_type="text/event-stream")
+    result = await svc.runner.wait(row.id)
+    if result is None or result.consensus is None:
+        reason = result.reason if result else "the debate vanished"
+        raise ApiError(502, f"the panel could not answer: {reason}", type_="upstream_error", code="debate_failed")
+    return JSONResponse({
+        "id": cid, "object": "chat.completion", "created": created, "model": MODEL_ID,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": result.consensus.answer},
+                     "finish_reason": "stop", "logprobs": None}],
+        "usage": _usage(result), "consensus": extra(result),
+    })  # fmt: skip
+
+
+async def _stream(svc: Any, debate_id: str, cid: str, created: int, include_usage: bool) -> AsyncIterator[bytes]:
+    def chunk(delta: dict[str, Any], finish: str | None = None, **more: Any) -> bytes:
+        body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": MODEL_ID,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **more}  # fmt: skip
+        return format_sse_event(data_str=json.dumps(body, ensure_ascii=False))
+
+    yield chunk({"role": "assistant", "content": ""})
+    streamed = False
+    final: DebateResult | None = None
+    async for e in svc.runner.follow(debate_id, 0):
+        if e is None:
+            yield format_sse_event(comment="ping")
+        elif e.type == "consensus.delta" and e.delta:
+            streamed = True
+            yield chunk({"content": e.delta})
+        elif e.result is not None:
+            final = e.result
+    if final is not None and final.consensus is not None:
+        if not streamed:
+            yield chunk({"content": final.consensus.answer})
+        yield chunk({}, "stop", consensus=extra(final))
+    else:
+        reason = final.reason if final else "the debate ended without a result"
+        yield chunk({"content": f"[the panel could not answer: {reason}]"}, "error",
+                    consensus=extra(final) if final else None)  # fmt: skip
+    if include_usage and final is not None:
+        yield format_sse_event(data_str=json.dumps({"id": cid, "object": "chat.completion.chunk", "created": created,
+                                                    "model": MODEL_ID, "choices": [], "usage": _usage(final)}))  # fmt: skip
+    yield format_sse_event(data_str="[DONE]")

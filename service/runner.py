@@ -1,0 +1,294 @@
+"""Runs debates as their own tasks: persists events, fans them out, leases, resumes, cancels."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import text
+
+from consensus.engine import DebateOptions, run_debate
+from consensus.providers.base import Provider
+from consensus.types import DebateEvent, DebateResult, DebateStatus, Panel
+
+from service import metrics
+from service.settings import Settings
+from service.store import DebateRow, Store
+
+log = logging.getLogger("consensus.service")
+TERMINAL = {"debate.completed", "debate.failed"}
+FINAL_STATUSES = {s.value for s in DebateStatus} - {"running"}
+NOTIFY_CHANNEL = "consensus_events"
+
+
+class Hub:
+    """In-process fan-out of live events to SSE subscribers."""
+
+    def __init__(self) -> None:
+        self.subscribers: dict[str, set[asyncio.Queue[DebateEvent]]] = {}
+
+    def subscribe(self, debate_id: str) -> asyncio.Queue[DebateEvent]:
+        q: asyncio.Queue[DebateEvent] = asyncio.Queue()
+        self.subscribers.setdefault(debate_id, set()).add(q)
+        return q
+
+    def unsubscribe(self, debate_id: str, q: asyncio.Queue[DebateEvent]) -> None:
+        subs = self.subscribers.get(debate_id)
+        if subs is not None:
+            subs.discard(q)
+            if not subs:
+                del self.subscribers[debate_id]
+
+    def watched(self, debate_id: str) -> bool:
+        return bool(self.subscribers.get(debate_id))
+
+    def publish(self, event: DebateEvent) -> None:
+        for q in self.subscribers.get(event.debate_id, ()):
+            q.put_nowait(event)
+
+
+class Runner:
+    """Owns this replica's running debates."""
+
+    def __init__(self, store: Store, panel: Panel, provider: Provider, settings: Settings) -> None:
+        self.store = store
+        self.panel = panel
+        self.provider = provider
+        self.settings = settings
+        self.hub = Hub()
+        self.tasks: dict[str, asyncio.Task[DebateResult | None]] = {}
+        self.remote_seq: dict[str, int] = {}
+        self.accepting = True
+        self.shutting_down = False
+        self._background: list[asyncio.Task[Any]] = []
+        self._listener: Any = None
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.tasks)
+
+    def has_room(self) -> bool:
+        return self.accepting and self.in_flight < self.settings.max_in_flight
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def start_background(self) -> None:
+        """Resume orphaned debates now, then keep leases fresh and adopt orphans periodically."""
+        await self.adopt_orphans()
+        self._background.append(asyncio.create_task(self._heartbeat()))
+        if self.store.is_postgres:
+            await self._listen()
+
+    async def shutdown(self) -> None:
+        """Stop taking debates, let running ones finish within the grace period, checkpoint the rest."""
+        self.accepting = False
+        if self.tasks:
+            await asyncio.wait(list(self.tasks.values()), timeout=self.settings.shutdown_grace_s)
+        self.shutting_down = True
+        left = list(self.tasks)
+        for t in list(self.tasks.values()):
+            t.cancel()
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self.store.release(self.settings.replica_id, left)
+        for b in self._background:
+            b.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close()
+
+    async def _heartbeat(self) -> None:
+        interval = max(0.5, self.settings.lease_s / 3)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.store.renew_leases(self.settings.replica_id, list(self.tasks), self.settings.lease_s)
+                await self._honour_remote_cancels()
+                await self.adopt_orphans()
+            except Exception:  # noqa: BLE001 - a store hiccup must not kill the heartbeat
+                log.exception("heartbeat failed")
+
+    async def _honour_remote_cancels(self) -> None:
+        for debate_id in list(self.tasks):
+            row = await self.store.get(debate_id)
+            if row is not None and row.status == "cancelled":
+                self.tasks[debate_id].cancel()
+
+    async def adopt_orphans(self) -> None:
+        """Claim running debates whose lease ran out (crash, kill) and resume them."""
+        room = self.settings.max_in_flight - self.in_flight
+        if room <= 0 or not self.accepting:
+            return
+        for row in await self.store.claim_orphans(self.settings.replica_id, self.settings.lease_s, room):
+            await self.resume(row)
+
+    async def resume(self, row: DebateRow) -> None:
+        result = DebateResult.model_validate(row.result)
+        known = {s.name for s in self.panel.panelists}
+        if {p.name for p in result.panel} != known:
+            result.status = DebateStatus.interrupted
+            result.reason = "the service restarted with a different panel; the debate could not resume"
+            await self._end(result, row.last_seq)
+            return
+        log.info("resuming debate %s after round %s", row.id, len(result.rounds) - 1)
+        metrics.DEBATES_RESUMED.inc()
+        self.launch(result, start_seq=row.last_seq)
+
+    async def _end(self, result: DebateResult, last_seq: int) -> None:
+        now = datetime.now(UTC)
+        result.timing.finished_at = now
+        result.timing.wall_ms = int((now - result.timing.started_at).total_seconds() * 1000)
+        event = DebateEvent(type="debate.failed", seq=last_seq + 1, debate_id=result.id, result=result)
+        await self.store.finish(result.id, result, [event])
+        await self._notify(result.id, event.seq)
+        self.hub.publish(event)
+        metrics.DEBATES.labels(status=result.status.value).inc()
+
+    # -- running -----------------------------------------------------------------------------------
+    def launch(self, result: DebateResult, start_seq: int = 0) -> asyncio.Task[DebateResult | None]:
+        task = asyncio.create_task(self._run(result, start_seq))
+        self.tasks[result.id] = task
+        task.add_done_callback(lambda _t, i=result.id: self.tasks.pop(i, None))
+        return task
+
+    async def _run(self, initial: DebateResult, start_seq: int) -> DebateResult | None:
+        debate_id = initial.id
+        latest: dict[str, DebateResult] = {"r": initial}
+        seq = start_seq
+        opts = DebateOptions(
+            stream=lambda: self.hub.watched(debate_id),
+            start_seq=start_seq,
+            on_checkpoint=lambda r: latest.__setitem__("r", r),
+        )
+        metrics.IN_FLIGHT.inc()
+        try:
+            async for event in run_debate(initial.question, self.panel, self.provider, opts, resume=initial):
+                seq = event.seq
+                if event.type.endswith(".delta"):
+                    self.hub.publish(event)
+                    continue
+                snapshot = event.result or (latest["r"] if event.type == "round.completed" else None)
+                if event.result is not None:
+                    await self.store.finish(debate_id, event.result, [event])
+                    metrics.observe_result(event.result)
+                else:
+                    await self.store.record(debate_id, [event], snapshot)
+                await self._notify(debate_id, event.seq)
+                self.hub.publish(event)
+                if event.result is not None:
+                    return event.result
+            return None
+        except asyncio.CancelledError:
+            if self.shutting_down:
+                raise  # stays running in the store; resumed from its last round by whoever restarts first
+            r = latest["r"]
+            r.status = DebateStatus.cancelled
+            r.reason = "cancelled by a client"
+            await asyncio.shield(self._end(r, seq))
+            return r
+        except Exception as exc:  # noqa: BLE001 - a bug must end the debate visibly, not leave it running
+            log.exception("debate %s crashed", debate_id)
+            r = latest["r"]
+            r.status = DebateStatus.failed
+            r.reason = f"internal error: {type(exc).__name__}"
+            await self._end(r, seq)
+            return r
+        finally:
+            metrics.IN_FLIGHT.dec()
+
+    async def cancel(self, debate_id: str) -> bool:
+        """Cancel a running debate here, or flag it for the replica that runs it."""
+        task = self.tasks.get(debate_id)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            return True
+        row = await self.store.get(debate_id)
+        if row is None or row.status != "running":
+            return False
+        result = DebateResult.model_validate(row.result)
+        result.status = DebateStatus.cancelled
+        result.reason = "cancelled by a client"
+        await self._end(result, row.last_seq)
+        return True
+
+    async def wait(self, debate_id: str) -> DebateResult | None:
+        """Wait for a debate to end (a client going away does not cancel it)."""
+        task = self.tasks.get(debate_id)
+        if task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(task)
+        while True:
+            row = await self.store.get(debate_id)
+            if row is None:
+                return None
+            if row.status in FINAL_STATUSES:
+                return DebateResult.model_validate(row.result)
+            await asyncio.sleep(0.5)
+
+    async def follow(self, debate_id: str, after: int) -> AsyncIterator[DebateEvent | None]:
+        """Replay stored events after `after`, then live ones, until the debate ends (None = keep-alive)."""
+        q = self.hub.subscribe(debate_id)
+        sent = after
+        try:
+            for e in await self.store.events_after(debate_id, sent):
+                yield e
+                sent = e.seq
+                if e.type in TERMINAL:
+                    return
+            while True:
+                local = debate_id in self.tasks
+                try:
+                    e = await asyncio.wait_for(q.get(), timeout=15.0 if local else 1.0)
+                except TimeoutError:
+                    for e in await self.store.events_after(debate_id, sent):
+                        yield e
+                        sent = e.seq
+                        if e.type in TERMINAL:
+                            return
+                    row = await self.store.get(debate_id)
+                    if row is None or row.status in FINAL_STATUSES and row.last_seq <= sent:
+                        return
+                    yield None
+                    continue
+                if e.seq <= sent:
+                    continue
+                yield e
+                sent = e.seq
+                if e.type in TERMINAL:
+                    return
+        finally:
+            self.hub.unsubscribe(debate_id, q)
+
+    # -- PostgreSQL LISTEN/NOTIFY: live events from other replicas -------------------------------
+    async def _notify(self, debate_id: str, seq: int) -> None:
+        if not self.store.is_postgres:
+            return
+        with contextlib.suppress(Exception):
+            async with self.store.engine.begin() as conn:
+                await conn.execute(text("SELECT pg_notify(:channel, :payload)"),
+                                   {"channel": NOTIFY_CHANNEL, "payload": f"{debate_id}:{seq}"})
+
+    async def _listen(self) -> None:
+        import asyncpg  # type: ignore[import-untyped]
+
+        dsn = self.store.url.replace("postgresql+asyncpg://", "postgresql://")
+        self._listener = await asyncpg.connect(dsn)
+
+        def on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+            debate_id, _, seq = payload.rpartition(":")
+            if debate_id in self.tasks or not self.hub.watched(debate_id):
+                return
+            asyncio.get_running_loop().create_task(self._relay(debate_id))
+
+        await self._listener.add_listener(NOTIFY_CHANNEL, on_notify)
+
+    async def _relay(self, debate_id: str) -> None:
+        after = self.remote_seq.get(debate_id, 0)
+        for e in await self.store.events_after(debate_id, after):
+            self.remote_seq[debate_id] = max(self.remote_seq.get(debate_id, 0), e.seq)
+            self.hub.publish(e)

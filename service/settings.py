@@ -1,0 +1,65 @@
+"""The service's one Settings object (env prefix CONSENSUS_), validated at start-up."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import uuid
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the service reads from its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="CONSENSUS_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///consensus.db",
+        validation_alias=AliasChoices("DATABASE_URL", "CONSENSUS_DATABASE_URL"),
+    )
+    panel_file: str | None = None
+    panel: str | None = None  # the CONSENSUS_PANEL shortcut
+    max_in_flight: int = Field(default=64, ge=1, description="debates running at once; beyond: 503")
+    rate_limit_per_minute: int = Field(default=60, ge=1, description="debates started per key (or client) per minute")
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_list: int = Field(default=200, ge=1)
+    lease_s: float = Field(default=30.0, gt=1)
+    shutdown_grace_s: float = Field(default=10.0, ge=0)
+    replica_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+    public_url: str | None = None
+    log_level: str = "info"
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, v: str) -> str:
+        if v.startswith("postgres://"):
+            v = "postgresql://" + v[len("postgres://") :]
+        if v.startswith("postgresql://"):
+            v = "postgresql+asyncpg://" + v[len("postgresql://") :]
+        if v.startswith("sqlite:///"):
+            v = "sqlite+aiosqlite:///" + v[len("sqlite:///") :]
+        return v
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.database_url.startswith("postgresql")
+
+    @property
+    def loopback(self) -> bool:
+        """True when the service listens on a loopback address only."""
+        return is_loopback(self.host)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is a loopback address (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,232 @@
+"""Durable storage: debates, their events and API keys (SQLAlchemy 2 async; SQLite or PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Index, Integer, String, Text, event, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from consensus.types import DebateEvent, DebateResult
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class DebateRow(Base):
+    __tablename__ = "debates"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    question: Mapped[str] = mapped_column(Text)
+    language: Mapped[str] = mapped_column(String(32))
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    result: Mapped[dict[str, Any]] = mapped_column(JSON)
+    idempotency_scope: Mapped[str | None] = mapped_column(String(300), unique=True, nullable=True)
+    key_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    last_seq: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class EventRow(Base):
+    __tablename__ = "debate_events"
+    debate_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    type: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ApiKeyRow(Base):
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(32))
+    key_hash: Mapped[str] = mapped_column(String(128), unique=True)
+    origins: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+Index("ix_debates_running_lease", DebateRow.status, DebateRow.lease_until)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Store:
+    """All reads and writes of the service; one instance per process."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        kw: dict[str, Any] = {"pool_pre_ping": True}
+        if url.startswith("sqlite"):
+            kw = {"connect_args": {"timeout": 30}}
+        self.engine: AsyncEngine = create_async_engine(url, **kw)
+        if url.startswith("sqlite"):
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.is_postgres = url.startswith("postgresql")
+
+    async def migrate(self) -> None:
+        """Bring the schema to the latest Alembic revision (serialised across replicas on PostgreSQL)."""
+        async with self.engine.begin() as conn:
+            if self.is_postgres:
+                await conn.exec_driver_sql("SELECT pg_advisory_xact_lock(720301)")
+            await conn.run_sync(_alembic_upgrade)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+
+    # -- debates -------------------------------------------------------------------------------
+    async def create_debate(
+        self, result: DebateResult, request: dict[str, Any], key_id: str | None, idem_scope: str | None, owner: str, lease_s: float
+    ) -> tuple[DebateRow, bool]:
+        """Insert a debate leased to `owner`; returns (row, created). An idempotency hit returns the old row."""
+        t = now()
+        row = DebateRow(
+            id=result.id, status=result.status.value, question=result.question, language=result.language,
+            request=request, result=result.model_dump(mode="json"), idempotency_scope=idem_scope, key_id=key_id,
+            last_seq=0, lease_owner=owner, lease_until=t + timedelta(seconds=lease_s), created_at=t, updated_at=t,
+        )  # fmt: skip
+        try:
+            async with self.sessions.begin() as s:
+                s.add(row)
+        except IntegrityError:
+            if idem_scope is None:
+                raise
+            async with self.sessions() as s:
+                existing = (await s.execute(select(DebateRow).where(DebateRow.idempotency_scope == idem_scope))).scalar_one()
+            return existing, False
+        return row, True
+
+    async def find_idempotent(self, idem_scope: str) -> DebateRow | None:
+        async with self.sessions() as s:
+            return (await s.execute(select(DebateRow).where(DebateRow.idempotency_scope == idem_scope))).scalar_one_or_none()
+
+    async def get(self, debate_id: str) -> DebateRow | None:
+        async with self.sessions() as s:
+            return await s.get(DebateRow, debate_id)
+
+    async def recent(self, limit: int, key_id: str | None = None) -> Sequence[DebateRow]:
+        q = select(DebateRow).order_by(DebateRow.created_at.desc()).limit(limit)
+        async with self.sessions() as s:
+            return (await s.execute(q)).scalars().all()
+
+    async def record(self, debate_id: str, events: Sequence[DebateEvent], result: DebateResult | None) -> None:
+        """Append events and (optionally) a result snapshot in one transaction."""
+        t = now()
+        async with self.sessions.begin() as s:
+            for e in events:
+                s.add(EventRow(debate_id=debate_id, seq=e.seq, type=e.type,
+                               payload=e.model_dump(mode="json", exclude_none=True), created_at=t))  # fmt: skip
+            values: dict[str, Any] = {"updated_at": t}
+            if events:
+                values["last_seq"] = max(e.seq for e in events)
+            if result is not None:
+                values["result"] = result.model_dump(mode="json")
+                values["status"] = result.status.value
+            await s.execute(update(DebateRow).where(DebateRow.id == debate_id).values(**values))
+
+    async def finish(self, debate_id: str, result: DebateResult, events: Sequence[DebateEvent] = ()) -> None:
+        """Store a final result and release the lease."""
+        await self.record(debate_id, events, result)
+        async with self.sessions.begin() as s:
+            await s.execute(update(DebateRow).where(DebateRow.id == debate_id).values(lease_owner=None, lease_until=None))
+
+    async def events_after(self, debate_id: str, seq: int) -> list[DebateEvent]:
+        q = select(EventRow.payload).where(EventRow.debate_id == debate_id, EventRow.seq > seq).order_by(EventRow.seq)
+        async with self.sessions() as s:
+            return [DebateEvent.model_validate(p) for p in (await s.execute(q)).scalars().all()]
+
+    # -- leases --------------------------------------------------------------------------------
+    async def renew_leases(self, owner: str, ids: Sequence[str], lease_s: float) -> None:
+        if not ids:
+            return
+        async with self.sessions.begin() as s:
+            await s.execute(update(DebateRow).where(DebateRow.id.in_(list(ids)), DebateRow.lease_owner == owner)
+                            .values(lease_until=now() + timedelta(seconds=lease_s)))  # fmt: skip
+
+    async def release(self, owner: str, ids: Sequence[str]) -> None:
+        """Give up leases now (graceful shutdown) so another replica resumes at once."""
+        if not ids:
+            return
+        async with self.sessions.begin() as s:
+            await s.execute(update(DebateRow).where(DebateRow.id.in_(list(ids)), DebateRow.lease_owner == owner)
+                            .values(lease_owner=None, lease_until=None))  # fmt: skip
+
+    async def claim_orphans(self, owner: str, lease_s: float, limit: int) -> list[DebateRow]:
+        """Lease running debates whose lease expired; each is claimed by exactly one replica."""
+        t = now()
+        orphan = (DebateRow.status == "running") & (
+            DebateRow.lease_until.is_(None) | (DebateRow.lease_until < t)
+        )
+        async with self.sessions.begin() as s:
+            q = select(DebateRow).where(orphan).order_by(DebateRow.created_at).limit(limit)
+            if self.is_postgres:
+                q = q.with_for_update(skip_locked=True)
+            rows = list((await s.execute(q)).scalars().all())
+            for r in rows:
+                r.lease_owner = owner
+                r.lease_until = t + timedelta(seconds=lease_s)
+        return rows
+
+    async def count_by_status(self) -> dict[str, int]:
+        async with self.sessions() as s:
+            rows = (await s.execute(select(DebateRow.status, func.count()).group_by(DebateRow.status))).all()
+        return {str(k): int(v) for k, v in rows}
+
+    # -- API keys ------------------------------------------------------------------------------
+    async def add_key(self, row: ApiKeyRow) -> None:
+        async with self.sessions.begin() as s:
+            s.add(row)
+
+    async def key_by_hash(self, key_hash: str) -> ApiKeyRow | None:
+        async with self.sessions() as s:
+            return (await s.execute(select(ApiKeyRow).where(ApiKeyRow.key_hash == key_hash))).scalar_one_or_none()
+
+    async def keys(self) -> Sequence[ApiKeyRow]:
+        async with self.sessions() as s:
+            return (await s.execute(select(ApiKeyRow).order_by(ApiKeyRow.created_at))).scalars().all()
+
+    async def revoke_key(self, key_id: str) -> bool:
+        async with self.sessions.begin() as s:
+            res = await s.execute(update(ApiKeyRow).where(ApiKeyRow.id == key_id, ApiKeyRow.revoked_at.is_(None))
+                                  .values(revoked_at=now()))  # fmt: skip
+        return bool(res.rowcount)  # type: ignore[attr-defined]
+
+    async def active_key_count(self) -> int:
+        async with self.sessions() as s:
+            return int((await s.execute(select(func.count()).select_from(ApiKeyRow).where(ApiKeyRow.revoked_at.is_(None)))).scalar_one())
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def _alembic_upgrade(sync_conn: Any) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resources.files("service").joinpath("migrations")))
+    cfg.attributes["connection"] = sync_conn
+    command.upgrade(cfg, "head")
+

@@ -1,0 +1,151 @@
+"""The debates API on real uvicorn: create, wait, read, list, cancel, SSE, replay, idempotency."""
+
+import json
+import threading
+import time
+
+import httpx
+from httpx_sse import connect_sse
+
+from tests.api.conftest import ans, wait_status
+
+
+def script_agree(stub, final="4", delay=0.0):
+    for n in ("alice", "bob", "carol"):
+        stub.script(n, [{"text": ans(final), "delay_s": delay}])
+
+
+def test_post_202_then_get_result(stub, service):
+    script_agree(stub)
+    with service.client() as c:
+        r = c.post("/v1/debates", json={"question": "What is 2+2?"})
+        assert r.status_code == 202
+        body = r.json()
+        assert body["status"] == "running" and body["links"]["events"] == f"/v1/debates/{body['id']}/events"
+        assert r.headers["location"] == f"/v1/debates/{body['id']}"
+        final = wait_status(c, body["id"])
+        assert final["status"] == "completed" and final["consensus"]["majority"] == "4"
+        assert set(final["answers"]) == {"alice", "bob", "carol"}
+        listed = c.get("/v1/debates", params={"limit": 5}).json()["data"]
+        assert listed[0]["id"] == body["id"] and listed[0]["status"] == "completed"
+
+
+def test_wait_true_returns_the_debate_result(stub, service):
+    script_agree(stub, "Paris")
+    with service.client() as c:
+        r = c.post("/v1/debates?wait=true", json={"question": "Capital of France?", "rounds": 0, "language": "fr"})
+        assert r.status_code == 200
+        d = r.json()
+        assert d["status"] == "completed" and d["language"] == "fr" and d["max_rounds"] == 0
+        assert "French" in stub.requests("bob")[0]["messages"][0]["content"]
+
+
+def test_sse_stream_on_post_has_ids_and_ends_with_the_result(stub, service):
+    script_agree(stub)
+    with service.client() as c, connect_sse(c, "POST", "/v1/debates", json={"question": "2+2?"},
+                                            headers={"Accept": "text/event-stream"}) as es:  # fmt: skip
+        events = [(e.id, e.event, json.loads(e.data)) for e in es.iter_sse() if e.data]
+    types = [t for _, t, _ in events]
+    assert types[0] == "debate.started" and types[-1] == "debate.completed"
+    assert "answer.delta" in types and "answer.completed" in types and "consensus.completed" in types
+    ids = [int(i) for i, _, _ in events]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert events[-1][2]["result"]["status"] == "completed"
+
+
+def test_replay_with_last_event_id_gets_only_what_was_missed(stub, service):
+    script_agree(stub)
+    with service.client() as c:
+        d = c.post("/v1/debates?wait=true", json={"question": "2+2?"}).json()
+        with connect_sse(c, "GET", f"/v1/debates/{d['id']}/events") as es:
+            full = [e for e in es.iter_sse() if e.data]
+        assert full[-1].event == "debate.completed"
+        cut = full[2].id
+        with connect_sse(c, "GET", f"/v1/debates/{d['id']}/events", headers={"Last-Event-ID": cut}) as es:
+            rest = [e for e in es.iter_sse() if e.data]
+        assert [e.id for e in rest] == [e.id for e in full[3:]]
+
+
+def test_disconnecting_client_does_not_cancel_the_debate(stub, service):
+    script_agree(stub, delay=0.5)
+    with service.client() as c:
+        with connect_sse(c, "POST", "/v1/debates", json={"question": "2+2?"}, headers={"Accept": "text/event-stream"}) as es:
+            first = next(e for e in es.iter_sse() if e.data)
+            debate_id = json.loads(first.data)["debate_id"]
+        # The stream is closed mid-debate; the debate goes on.
+        final = wait_status(c, debate_id)
+        assert final["status"] == "completed"
+
+
+def test_live_follow_gets_events_as_they_happen(stub, service):
+    for n, d in (("alice", 0.2), ("bob", 0.6), ("carol", 1.0)):
+        stub.script(n, [{"text": ans("4"), "delay_s": d}])
+    with service.client() as c:
+        debate_id = c.post("/v1/debates", json={"question": "2+2?", "rounds": 0}).json()["id"]
+        seen = []
+        with connect_sse(c, "GET", f"/v1/debates/{debate_id}/events") as es:
+            for e in es.iter_sse():
+                if e.data:
+                    seen.append((time.monotonic(), e.event, json.loads(e.data).get("panelist")))
+        completions = [(t, p) for t, ev, p in seen if ev == "answer.completed"]
+        assert [p for _, p in completions] == ["alice", "bob", "carol"]
+        assert completions[2][0] - completions[0][0] > 0.5  # they arrived live, not in one batch
+
+
+def test_idempotency_key_returns_the_same_debate(stub, service):
+    script_agree(stub)
+    with service.client() as c:
+        h = {"Idempotency-Key": "abc-123"}
+        a = c.post("/v1/debates", json={"question": "2+2?"}, headers=h).json()
+        b = c.post("/v1/debates", json={"question": "2+2?"}, headers=h).json()
+        assert a["id"] == b["id"]
+        wait_status(c, a["id"])
+        assert stub.hits("bob") == 1  # one debate ran, not two
+        clash = c.post("/v1/debates", json={"question": "3+3?"}, headers=h)
+        assert clash.status_code == 409 and clash.json()["error"]["param"] == "Idempotency-Key"
+
+
+def test_cancel_a_running_debate(stub, service):
+    script_agree(stub, delay=3)
+    with service.client() as c:
+        debate_id = c.post("/v1/debates", json={"question": "2+2?"}).json()["id"]
+        time.sleep(0.3)
+        r = c.post(f"/v1/debates/{debate_id}/cancel")
+        assert r.status_code == 200 and r.json()["status"] == "cancelled"
+        assert c.get(f"/v1/debates/{debate_id}").json()["status"] == "cancelled"
+        again = c.post(f"/v1/debates/{debate_id}/cancel")
+        assert again.status_code == 409
+
+
+def test_unknown_debate_is_404_in_the_error_shape(service):
+    with service.client() as c:
+        r = c.get("/v1/debates/nope")
+        assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
+
+
+def test_health_ready_metrics(stub, service):
+    script_agree(stub)
+    with service.client() as c:
+        assert c.get("/healthz").json() == {"status": "ok"}
+        assert c.get("/readyz").json()["status"] == "ready"
+        c.post("/v1/debates?wait=true", json={"question": "2+2?"})
+        m = c.get("/metrics").text
+        assert 'consensus_debates_total{status="completed"}' in m
+        assert 'consensus_llm_calls_total{model="openai/bob",outcome="ok"}' in m
+        assert "consensus_llm_latency_seconds_bucket" in m and "consensus_tokens_total" in m
+
+
+def test_concurrent_posts_all_complete(stub, service):
+    script_agree(stub, delay=0.2)
+    results = []
+
+    def one():
+        with httpx.Client(base_url=service.url, timeout=30) as c:
+            results.append(c.post("/v1/debates?wait=true", json={"question": "2+2?"}).json()["status"])
+
+    threads = [threading.Thread(target=one) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == ["completed"] * 8
