@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,6 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from consensus.config import load_panel
 from consensus.errors import ConsensusError
@@ -84,11 +87,13 @@ def create_app(settings: Settings | None = None, panel: Panel | None = None, pro
         version="0.1.0",
         description="Multi-LLM consensus debates over HTTP.",
         lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,
     )
     app.state.services = services
     own = {settings.public_url.rstrip("/")} if settings.public_url else set()
     app.add_middleware(KeyOriginCORS, cache=services.keys, own_origins=own)
+    # The body limit sits inside JsonTooLarge so its plain-text 413 leaves in our JSON error shape.
+    app.add_middleware(RequestBodyLimitMiddleware, max_body_size=settings.max_body_bytes)
+    app.add_middleware(JsonTooLarge)
     install_error_handlers(app)
 
     from service.routes_debates import router as debates_router
@@ -116,6 +121,37 @@ def create_app(settings: Settings | None = None, panel: Panel | None = None, pro
         return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+class JsonTooLarge:
+    """Starlette's body limiter answers 413 in plain text; rewrite it to our JSON error shape."""
+
+    BODY = json.dumps({"error": {"message": "the request body is too large", "type": "invalid_request_error",
+                                 "param": "body", "code": "body_too_large"}}).encode()  # fmt: skip
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        rewriting = False
+
+        async def send_json(message: Message) -> None:
+            nonlocal rewriting
+            if message["type"] == "http.response.start" and message["status"] == 413:
+                ctype = dict(message.get("headers", [])).get(b"content-type", b"")
+                if ctype.startswith(b"text/plain"):
+                    rewriting = True
+                    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(self.BODY)).encode())]
+                    return await send({"type": "http.response.start", "status": 413, "headers": headers})
+            if rewriting and message["type"] == "http.response.body":
+                if not message.get("more_body"):
+                    await send({"type": "http.response.body", "body": self.BODY})
+                return None
+            return await send(message)
+
+        await self.app(scope, receive, send_json)
 
 
 def error_json(status: int, message: str, type_: str, param: str | None = None, code: str | None = None,

@@ -66,6 +66,7 @@ class Runner:
         self.shutting_down = False
         self._background: list[asyncio.Task[Any]] = []
         self._listener: Any = None
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def in_flight(self) -> int:
@@ -77,6 +78,7 @@ class Runner:
     # -- lifecycle -------------------------------------------------------------------------------
     async def start_background(self) -> None:
         """Resume orphaned debates now, then keep leases fresh and adopt orphans periodically."""
+        self.loop = asyncio.get_running_loop()
         await self.adopt_orphans()
         self._background.append(asyncio.create_task(self._heartbeat()))
         if self.store.is_postgres:

@@ -43,6 +43,7 @@ class ServiceServer:
                 raise RuntimeError("service did not start")
             time.sleep(0.02)
         port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.server_loop = self.services.runner.loop
         self.url = f"http://127.0.0.1:{port}"
         return self
 

@@ -1,0 +1,146 @@
+"""Keys, origins, CORS, rate limits, admission control and bad input — all over real HTTP."""
+
+import asyncio
+import json
+
+import pytest
+
+from service.security import create_key
+from tests.api.conftest import ans, wait_status
+
+
+def make_key(srv, name, origins=()):
+    async def go():
+        return await create_key(srv.services.store, name, list(origins))
+
+    fut = asyncio.run_coroutine_threadsafe(go(), srv.server_loop)
+    plain, _row = fut.result(10)
+    asyncio.run_coroutine_threadsafe(srv.services.keys.refresh(force=True), srv.server_loop).result(10)
+    return plain
+
+
+@pytest.fixture
+def keyed(make_service, stub):
+    for n in ("alice", "bob", "carol"):
+        stub.script(n, [{"text": ans("4")}])
+    srv = make_service()
+    secret = make_key(srv, "backend")
+    public = make_key(srv, "widget", ["https://site.example"])
+    return srv, secret, public
+
+
+def test_keys_are_required_once_any_exists_and_accepted_both_ways(keyed):
+    srv, secret, _ = keyed
+    with srv.client() as c:
+        r = c.post("/v1/debates", json={"question": "2+2?"})
+        assert r.status_code == 401 and r.json()["error"]["code"] == "missing_api_key"
+        assert c.post("/v1/debates", json={"question": "2+2?"}, headers={"Authorization": "Bearer sk_wrong"}).status_code == 401
+        ok = c.post("/v1/debates", json={"question": "2+2?"}, headers={"Authorization": f"Bearer {secret}"})
+        assert ok.status_code == 202
+        assert c.get(f"/v1/debates/{ok.json()['id']}", headers={"X-API-Key": secret}).status_code == 200
+
+
+def test_keys_are_stored_hashed(keyed):
+    srv, secret, public = keyed
+    db = srv.services.settings.database_url.split("///")[1]
+    raw = open(db, "rb").read() + (open(db + "-wal", "rb").read() if __import__("os").path.exists(db + "-wal") else b"")
+    assert secret.encode() not in raw and public.encode() not in raw
+
+
+def test_browser_key_only_from_its_origin_with_cors_and_no_credentials(keyed):
+    srv, _, public = keyed
+    with srv.client() as c:
+        good = {"Authorization": f"Bearer {public}", "Origin": "https://site.example"}
+        r = c.post("/v1/debates", json={"question": "2+2?"}, headers=good)
+        assert r.status_code == 202
+        assert r.headers["access-control-allow-origin"] == "https://site.example"
+        assert "access-control-allow-credentials" not in r.headers
+        bad = c.post("/v1/debates", json={"question": "2+2?"}, headers={**good, "Origin": "https://evil.example"})
+        assert bad.status_code == 403 and bad.json()["error"]["code"] == "origin_not_allowed"
+        assert "access-control-allow-origin" not in bad.headers
+        no_origin = c.post("/v1/debates", json={"question": "2+2?"}, headers={"Authorization": f"Bearer {public}"})
+        assert no_origin.status_code == 403
+        pre = c.options("/v1/debates", headers={"Origin": "https://site.example", "Access-Control-Request-Method": "POST",
+                                                 "Access-Control-Request-Headers": "authorization,content-type"})
+        assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == "https://site.example"
+        pre_bad = c.options("/v1/debates", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+        assert pre_bad.headers.get("access-control-allow-origin") != "https://evil.example"
+
+
+def test_rate_limit_per_key_gives_429_with_retry_after(make_service, stub):
+    for n in ("alice", "bob", "carol"):
+        stub.script(n, [{"text": ans("4")}])
+    srv = make_service(rate_limit_per_minute=2)
+    with srv.client() as c:
+        rs = [c.post("/v1/debates", json={"question": f"{i}+1?"}) for i in range(3)]
+        codes = [r.status_code for r in rs]
+        print(rs[0].text)
+        assert codes == [202, 202, 429]
+        r = c.post("/v1/debates", json={"question": "x?"})
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+        assert r.json()["error"]["type"] == "rate_limit_error"
+
+
+def test_admission_control_gives_fast_503(make_service, stub):
+    for n in ("alice", "bob", "carol"):
+        stub.script(n, [{"text": ans("4"), "delay_s": 2}])
+    srv = make_service(max_in_flight=2)
+    with srv.client() as c:
+        first = [c.post("/v1/debates", json={"question": f"{i}?"}) for i in range(2)]
+        assert [r.status_code for r in first] == [202, 202]
+        r = c.post("/v1/debates", json={"question": "third?"})
+        assert r.status_code == 503 and r.headers["retry-after"] == "2"
+        assert r.elapsed.total_seconds() < 1.0
+        for f in first:
+            wait_status(c, f.json()["id"])
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "param"),
+    [
+        ({"question": ""}, 422, "question"),
+        ({"question": "   "}, 422, "question"),
+        ({"question": "x" * 9000}, 422, "question"),
+        ({}, 422, "question"),
+        ({"question": "ok?", "colour": "red"}, 422, "colour"),
+        ({"question": "ok?", "language": "not a code"}, 422, "language"),
+        ({"question": "ok?", "language": "zz"}, 422, "language"),
+        ({"question": "ok?", "rounds": 99}, 422, "rounds"),
+        ({"question": "ok?", "rounds": "two"}, 422, "rounds"),
+        ({"question": 42}, 422, "question"),
+    ],
+)
+def test_bad_input_names_the_field_and_stores_nothing(service, body, status, param):
+    with service.client() as c:
+        r = c.post("/v1/debates", json=body)
+        assert r.status_code == status, r.text
+        assert r.json()["error"]["param"] == param
+        assert c.get("/v1/debates").json()["data"] == []
+
+
+def test_invalid_json_and_oversized_body(service):
+    with service.client() as c:
+        r = c.post("/v1/debates", content=b"{not json", headers={"Content-Type": "application/json"})
+        assert r.status_code == 422 and r.json()["error"]["param"] == "body"
+        big = json.dumps({"question": "x" * 200_000})
+        r = c.post("/v1/debates", content=big, headers={"Content-Type": "application/json"})
+        assert r.status_code == 413 and r.json()["error"]["param"] == "body"
+        assert c.get("/v1/debates").json()["data"] == []
+
+
+def test_public_interface_without_keys_refuses_to_start(tmp_path):
+    from service.app import create_app
+    from service.settings import Settings
+    from tests.api.conftest import stub_panel
+
+    class S:
+        api_base = "http://127.0.0.1:9/v1"
+
+    app = create_app(Settings(host="0.0.0.0", database_url=f"sqlite+aiosqlite:///{tmp_path}/x.db"), stub_panel(S()))
+
+    async def boot():
+        async with app.router.lifespan_context(app):
+            pass
+
+    with pytest.raises(RuntimeError, match="refusing to serve on 0.0.0.0 without API keys"):
+        asyncio.run(boot())
