@@ -93,6 +93,9 @@ async def authenticate(cache: KeyCache, authorization: str | None, x_api_key: st
                        client: str, open_allowed: bool) -> Principal:  # fmt: skip
     """Resolve the caller or raise ApiError 401/403."""
     await cache.refresh()
+    if open_allowed and not cache.any_keys:
+        # An open loopback service has no keys: whatever a client sends (SDKs insist on a key) is ignored.
+        return Principal(key_id=None, name="anonymous", bucket=f"ip:{client}")
     token = x_api_key
     if authorization:
         scheme, _, value = authorization.partition(" ")
@@ -112,8 +115,6 @@ async def authenticate(cache: KeyCache, authorization: str | None, x_api_key: st
                 raise ApiError(403, "this key only works from its allowed origins", type_="permission_error",
                                param="Origin", code="origin_not_allowed")  # fmt: skip
         return Principal(key_id=row.id, name=row.name, bucket=f"key:{row.id}")
-    if open_allowed and not cache.any_keys:
-        return Principal(key_id=None, name="anonymous", bucket=f"ip:{client}")
     raise ApiError(401, "an API key is required (Authorization: Bearer <key> or X-API-Key)",
                    type_="authentication_error", code="missing_api_key")  # fmt: skip
 

@@ -1,0 +1,49 @@
+"""The official openai SDK, unchanged, against /v1/chat/completions and /v1/models."""
+
+import openai
+import pytest
+
+from tests.api.conftest import ans
+
+
+@pytest.fixture
+def client(service, stub):
+    for n in ("alice", "bob", "carol"):
+        stub.script(n, [{"text": ans("Paris")}, {"text": "The consensus: Paris is the capital of France."}])
+    return openai.OpenAI(base_url=f"{service.url}/v1", api_key="unused-on-loopback", max_retries=0, timeout=30)
+
+
+def test_models_lists_consensus(client):
+    assert [m.id for m in client.models.list()] == ["consensus"]
+
+
+def test_chat_completion_returns_the_consensus_and_every_answer(client):
+    r = client.chat.completions.create(model="consensus", messages=[{"role": "user", "content": "Capital of France?"}])
+    assert r.choices[0].message.content == "The consensus: Paris is the capital of France."
+    assert r.choices[0].finish_reason == "stop" and r.usage.total_tokens > 0
+    extra = r.model_extra["consensus"]
+    assert extra["agreement"] == 1.0 and extra["majority"] == "Paris"
+    assert set(extra["answers"]) == {"alice", "bob", "carol"} and extra["debate_id"]
+
+
+def test_streaming_yields_standard_chunks(client):
+    stream = client.chat.completions.create(
+        model="consensus", messages=[{"role": "user", "content": "Capital of France?"}], stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "The consensus: Paris is the capital of France."
+    finals = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finals[-1].choices[0].finish_reason == "stop" and finals[-1].model_extra["consensus"]["majority"] == "Paris"
+    assert chunks[-1].usage.total_tokens > 0
+    assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) > 1  # really streamed
+
+
+def test_errors_use_openai_shapes(client):
+    with pytest.raises(openai.NotFoundError) as info:
+        client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "hi"}])
+    assert info.value.body["param"] == "model"
+    with pytest.raises(openai.UnprocessableEntityError) as info:
+        client.chat.completions.create(model="consensus", messages=[{"role": "system", "content": "only system"}])
+    assert info.value.body["param"] == "messages"

@@ -1,0 +1,74 @@
+"""`consensus ask` and `consensus panels` end to end: CLI -> engine -> LiteLLM -> loopback stub."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def ans(final):
+    return json.dumps({"answer": f"It is {final}.", "final_answer": final, "confidence": 0.9})
+
+
+def panel_file(tmp_path, stub, extra=""):
+    text = "[debate]\nmax_rounds = 2\n" + "".join(
+        f'[[panelist]]\nname = "{n}"\nmodel = "openai/{n}"\napi_base = "{stub.api_base}"\n' for n in ("alice", "bob", "carol")
+    ) + extra
+    p = tmp_path / "panel.toml"
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def cli(*args, env=None):
+    e = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", **(env or {})}
+    e.pop("CONSENSUS_PANEL", None)
+    e.pop("CONSENSUS_PANEL_FILE", None)
+    return subprocess.run([sys.executable, "-m", "consensus", *args], capture_output=True, text=True, env=e, timeout=120)
+
+
+def test_ask_json_end_to_end(tmp_path, stub):
+    stub.script("alice", [{"text": ans("Paris")}, {"text": "The panel agrees: Paris."}])
+    stub.script("bob", [{"text": ans("Paris")}])
+    stub.script("carol", [{"text": ans("Lyon")}, {"text": ans("Paris")}])
+    p = cli("ask", "What is the capital of France?", "--panel-file", str(panel_file(tmp_path, stub)), "--json")
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout)
+    assert r["status"] == "completed" and r["language"] == "en"
+    assert [x["agreement"]["score"] for x in r["rounds"]] == [pytest.approx(2 / 3), 1.0]
+    assert r["answers"]["carol"]["final_answer"] == "Paris"
+    assert r["consensus"]["answer"] == "The panel agrees: Paris." and r["consensus"]["synthesizer"] == "alice"
+
+
+def test_ask_shows_every_answer_and_the_consensus(tmp_path, stub):
+    stub.script("alice", [{"text": ans("4")}, {"text": "Four."}])
+    stub.script("bob", [{"text": ans("4")}])
+    stub.script("carol", [{"text": ans("4")}])
+    p = cli("ask", "What is 2+2?", "--panel-file", str(panel_file(tmp_path, stub)), "--rounds", "0", "--language", "fr")
+    assert p.returncode == 0, p.stderr
+    for needle in ("alice", "bob", "carol", "Consensus", "Four.", "language fr"):
+        assert needle in p.stdout
+    assert "French" in stub.requests("bob")[0]["messages"][0]["content"]
+
+
+def test_bad_inputs_exit_2_with_one_clear_line(tmp_path, stub):
+    good = panel_file(tmp_path, stub)
+    p = cli("ask", "   ", "--panel-file", str(good))
+    assert p.returncode == 2 and "question: is empty" in p.stderr
+    p = cli("ask", "x" * 9000, "--panel-file", str(good))
+    assert p.returncode == 2 and "question" in p.stderr and "limit" in p.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text(good.read_text() + '[[panelist]]\nname = "bob"\nmodel = "openai/x"\n')
+    p = cli("panels", "--panel-file", str(bad))
+    assert p.returncode == 2 and "panelist[3].name" in p.stderr and "duplicate" in p.stderr and str(bad) in p.stderr
+    keyed = panel_file(tmp_path, stub, '[synthesizer]\nmodel = "openai/judge"\napi_key_env = "JUDGE_KEY_UNSET"\n')
+    p = cli("ask", "q?", "--panel-file", str(keyed))
+    assert p.returncode == 2 and "JUDGE_KEY_UNSET" in p.stderr
+    assert stub.hits() == {}  # nothing ran
+
+
+def test_panels_prints_the_configured_panel(tmp_path, stub):
+    p = cli("panels", "--panel-file", str(panel_file(tmp_path, stub)), "--json")
+    assert p.returncode == 0
+    assert [s["name"] for s in json.loads(p.stdout)["panelists"]] == ["alice", "bob", "carol"]

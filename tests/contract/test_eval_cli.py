@@ -1,0 +1,53 @@
+"""`consensus eval` and `consensus compare` end to end: CLI -> engine -> LiteLLM -> loopback stub."""
+
+import json
+
+from tests.contract.test_cli import ans, cli
+
+
+def setup(tmp_path, stub):
+    text = "[debate]\nmax_rounds = 1\n" + "".join(
+        f'[[panelist]]\nname = "{n}"\nmodel = "openai/{n}"\napi_base = "{stub.api_base}"\n' for n in ("alice", "bob", "carol")
+    ) + f'[synthesizer]\nmodel = "openai/judge"\napi_base = "{stub.api_base}"\n'
+    panel = tmp_path / "panel.toml"
+    panel.write_text(text, encoding="utf-8")
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"id": "one", "question": "What is 2+2?", "answer": "4"}\n'
+                    '{"question": "no answer here"}\n'
+                    '{"id": "two", "question": "What is 2+3?", "answer": 5, "type": "number"}\n', encoding="utf-8")  # fmt: skip
+    for name in ("alice", "bob", "carol"):
+        stub.script(name, [{"text": ans("4")}])
+    stub.script("judge", [{"text": "The panel agrees: 4.\n\nAgreement: everyone says 4."}])
+    return panel, data
+
+
+def test_eval_scores_a_jsonl_dataset_reports_bad_lines_and_resumes(tmp_path, stub):
+    panel, data = setup(tmp_path, stub)
+    out = tmp_path / "run"
+    p = cli("eval", str(data), "--panel-file", str(panel), "--out", str(out), "--concurrency", "1")
+    assert p.returncode == 0, p.stderr
+    assert "line 2: missing field 'answer'" in p.stderr and "skipped 1 malformed record" in p.stderr
+    assert "consensus" in p.stdout and "summary.json" in p.stdout
+    records = [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines()]
+    assert sorted((r["id"], r["consensus"]["correct"]) for r in records) == [("one", True), ("two", False)]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["accuracy"]["consensus"]["accuracy"] == 0.5 and summary["run"]["dataset"] == str(data)
+    assert (out / "report.html").read_text().startswith("<!doctype html>")
+    hits = stub.hits()
+    assert hits == {"alice": 2, "bob": 2, "carol": 2, "judge": 2}  # unanimous: openings + synthesis
+    again = cli("eval", str(data), "--panel-file", str(panel), "--out", str(out))
+    assert again.returncode == 0, again.stderr
+    assert "2 of 2 questions already done" in again.stderr and stub.hits() == hits
+    both = cli("compare", str(out), str(out))
+    assert both.returncode == 0 and "50.0%" in both.stdout
+
+
+def test_eval_and_compare_refuse_bad_input_with_exit_2(tmp_path, stub):
+    panel, _ = setup(tmp_path, stub)
+    p = cli("eval", "no-such-dataset", "--panel-file", str(panel))
+    assert p.returncode == 2 and "unknown dataset 'no-such-dataset'" in p.stderr
+    p = cli("eval", str(tmp_path / "missing.jsonl"), "--panel-file", str(panel))
+    assert p.returncode == 2 and "dataset file not found" in p.stderr
+    p = cli("compare", str(tmp_path / "nowhere"))
+    assert p.returncode == 2 and "run directory not found" in p.stderr
+    assert stub.hits() == {}

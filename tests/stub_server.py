@@ -1,0 +1,329 @@
+"""Loopback OpenAI-compatible stub server for contract tests and benchmarks.
+
+Behaviour is scripted per model name with ``POST /_script``; each chat completion consumes the next
+step and the last step repeats. Unscripted models answer ``"default answer from <model>"``, except
+``latency-<ms>``, which sleeps that long and answers a fixed JSON answer.
+
+    python tests/stub_server.py --port 0   # prints STUB_URL=http://127.0.0.1:PORT, serves until killed
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import socket
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import AsyncIterator
+from typing import Any, Literal, overload
+
+import httpx
+import uvicorn
+from fastapi import Body, FastAPI, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, Field
+
+HANG_S = 3600.0
+LOG_LIMIT = 1000  # request bodies kept per model
+LOG_ENV = "STUB_LOG_REQUESTS"  # "0" turns the request log off at start-up
+LATENCY_PREFIX = "latency-"
+LATENCY_TEXT = (
+    '{"answer": "Six times seven is forty-two, so after checking the arithmetic twice the panel'
+    ' answer is 42.", "final_answer": "42", "confidence": 0.9}'
+)
+ERROR_TYPE = {"400": "invalid_request_error", "401": "authentication_error", "404": "not_found_error",
+              "429": "rate_limit_exceeded", "500": "server_error", "502": "server_error", "503": "server_error"}
+Fault = Literal["429", "500", "502", "503", "400", "401", "404", "hang", "malformed", "cut"]
+
+
+class Step(BaseModel):
+    """One scripted reply: a text answer, optionally delayed, or a fault."""
+
+    text: str = ""
+    delay_s: float = Field(0.0, ge=0)
+    fault: Fault | None = None
+    retry_after: float | None = None
+    chunk_chars: int = Field(8, ge=1)
+
+
+class Script(BaseModel):
+    """Body of ``POST /_script``."""
+
+    model: str
+    steps: list[Step] = Field(min_length=1)
+
+
+class StubState:
+    """Scripts, cursors, hit counters and the bounded request log of one server process."""
+
+    def __init__(self) -> None:
+        self.log_requests = os.environ.get(LOG_ENV, "1") not in ("0", "false", "False")
+        self.ids = itertools.count(1)
+        self.reset()
+
+    def reset(self) -> None:
+        self.scripts: dict[str, list[Step]] = {}
+        self.cursors: Counter[str] = Counter()
+        self.hits: Counter[str] = Counter()
+        self.log: dict[str, deque[dict[str, Any]]] = {}
+
+    def record(self, model: str, body: dict[str, Any]) -> None:
+        self.hits[model] += 1
+        if self.log_requests:
+            self.log.setdefault(model, deque(maxlen=LOG_LIMIT)).append(body)
+
+    def next_step(self, model: str) -> Step:
+        steps = self.scripts.get(model)
+        if steps is None:
+            return default_step(model)
+        index = min(self.cursors[model], len(steps) - 1)
+        self.cursors[model] += 1
+        return steps[index]
+
+
+def default_step(model: str) -> Step:
+    """The reply of an unscripted model."""
+    if model.startswith(LATENCY_PREFIX) and model[len(LATENCY_PREFIX):].isdigit():
+        return Step(text=LATENCY_TEXT, delay_s=int(model[len(LATENCY_PREFIX):]) / 1000)
+    return Step(text=f"default answer from {model}")
+
+
+def count_tokens(messages: Any) -> int:
+    """Approximate prompt tokens: characters of all message contents // 4, at least 1."""
+    chars = 0
+    for message in messages if isinstance(messages, list) else []:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            chars += len(content)
+        elif isinstance(content, list):
+            chars += sum(len(str(part.get("text", ""))) for part in content if isinstance(part, dict))
+    return max(1, chars // 4)
+
+
+def error_response(fault: str, retry_after: float | None) -> JSONResponse:
+    """An OpenAI-style error body with the fault's status; 429 carries Retry-After."""
+    body = {"error": {"message": f"stub fault {fault}", "type": ERROR_TYPE[fault], "param": None, "code": fault}}
+    headers = {"Retry-After": f"{1 if retry_after is None else retry_after:g}"} if fault == "429" else None
+    return JSONResponse(body, status_code=int(fault), headers=headers)
+
+
+async def hang(request: Request) -> None:
+    """Never answer: wait until the client goes away (or HANG_S passes)."""
+    # The body is read, so the next ASGI message is http.disconnect: no polling, no leaked task.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(request.receive(), HANG_S)
+
+
+def sse(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+async def stream_events(step: Step, base: dict[str, Any], usage: dict[str, int],
+                        include_usage: bool) -> AsyncIterator[bytes]:
+    """SSE chunks of a streamed answer; ``cut`` stops after some content, ``malformed`` sends garbage."""
+    await asyncio.sleep(step.delay_s)
+    yield sse({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                    "finish_reason": None}]})
+    if step.fault == "malformed":
+        yield b"data: {this is not json\n\n"
+        yield b"data: [DONE]\n\n"
+        return
+    size = step.chunk_chars
+    pieces = [step.text[i:i + size] for i in range(0, len(step.text), size)]
+    if step.fault == "cut":
+        pieces = pieces[: max(1, len(pieces) // 2)] if pieces else ["partial"]
+    for piece in pieces:
+        yield sse({**base, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
+    if step.fault == "cut":
+        return  # no finish_reason, no [DONE]: the connection just ends
+    yield sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    if include_usage:
+        yield sse({**base, "choices": [], "usage": usage})
+    yield b"data: [DONE]\n\n"
+
+
+def create_app() -> FastAPI:
+    """Build a stub app with its own fresh state."""
+    app = FastAPI(title="consensus OpenAI stub", openapi_url=None, docs_url=None, redoc_url=None)
+    st = StubState()
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        body = await request.json()
+        model = str(body.get("model", ""))
+        st.record(model, body)
+        step = st.next_step(model)
+        if step.fault in ERROR_TYPE:
+            await asyncio.sleep(step.delay_s)
+            return error_response(step.fault, step.retry_after)
+        if step.fault == "hang":
+            await hang(request)
+            return Response(status_code=504)
+        completion_tokens = max(1, len(step.text) // 4)
+        prompt_tokens = count_tokens(body.get("messages"))
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                 "total_tokens": prompt_tokens + completion_tokens}
+        created = int(time.time())
+        if body.get("stream"):
+            base = {"id": f"chatcmpl-stub-{next(st.ids)}", "object": "chat.completion.chunk",
+                    "created": created, "model": model}
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return StreamingResponse(stream_events(step, base, usage, include_usage),
+                                     media_type="text/event-stream")
+        await asyncio.sleep(step.delay_s)
+        if step.fault in ("malformed", "cut"):
+            return Response(b"<html>this is not a chat completion", media_type="application/json")
+        return JSONResponse({
+            "id": f"chatcmpl-stub-{next(st.ids)}", "object": "chat.completion", "created": created,
+            "model": model, "usage": usage,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": step.text},
+                         "finish_reason": "stop"}],
+        })
+
+    @app.get("/v1/models")
+    async def list_models() -> dict[str, Any]:
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "stub"} for m in st.scripts]
+        return {"object": "list", "data": data}
+
+    @app.post("/_script")
+    async def set_script(script: Script) -> dict[str, Any]:
+        st.scripts[script.model] = script.steps
+        st.cursors[script.model] = 0
+        return {"model": script.model, "steps": len(script.steps)}
+
+    @app.get("/_hits")
+    async def get_hits() -> dict[str, int]:
+        return dict(st.hits)
+
+    @app.get("/_requests")
+    async def get_requests(model: str) -> list[dict[str, Any]]:
+        return list(st.log.get(model, ()))
+
+    @app.post("/_reset")
+    async def reset() -> dict[str, bool]:
+        st.reset()
+        return {"ok": True}
+
+    @app.post("/_config")
+    async def configure(log_requests: bool = Body(embed=True)) -> dict[str, bool]:
+        st.log_requests = log_requests
+        return {"log_requests": st.log_requests}
+
+    return app
+
+
+app = create_app()  # import string "stub_server:app" for multi-worker runs
+
+
+def bind_loopback(port: int = 0) -> socket.socket:
+    """A listening TCP socket on 127.0.0.1 (port 0 picks a free port); clients queue until served."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def uvicorn_config(target: Any, workers: int = 1) -> uvicorn.Config:
+    # Keep-alive outlives client pools' idle expiry (httpx 5 s, aiohttp 15 s) so the client always
+    # closes first: no reuse-vs-close race. A short graceful shutdown so stop() never waits on "hang".
+    return uvicorn.Config(target, log_level="warning", access_log=False, workers=workers, lifespan="off",
+                          timeout_keep_alive=65, timeout_graceful_shutdown=1)
+
+
+class StubServer:
+    """The stub served by uvicorn on 127.0.0.1 in a background thread with its own event loop."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._client = httpx.Client(timeout=10.0, trust_env=False)  # admin calls; base_url set by start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_base(self) -> str:
+        return f"{self.base_url}/v1"
+
+    def start(self, timeout: float = 10.0) -> StubServer:
+        """Start serving and wait until the server accepts connections."""
+        sock = bind_loopback()
+        self.port = sock.getsockname()[1]
+        self._server = uvicorn.Server(uvicorn_config(create_app()))
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
+                                        name="stub-server", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("stub server did not start")
+            time.sleep(0.01)
+        self._client.base_url = httpx.URL(self.base_url)
+        return self
+
+    def stop(self) -> None:
+        """Shut the server down and join its thread."""
+        self._client.close()
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10.0)
+
+    def script(self, model: str, steps: list[dict[str, Any]]) -> None:
+        """Script ``model``: each call consumes the next step; the last one repeats."""
+        self._client.post("/_script", json={"model": model, "steps": steps}).raise_for_status()
+
+    @overload
+    def hits(self, model: None = None) -> dict[str, int]: ...
+    @overload
+    def hits(self, model: str) -> int: ...
+    def hits(self, model: str | None = None) -> dict[str, int] | int:
+        """All hit counters, or the count for one model."""
+        counts: dict[str, int] = self._client.get("/_hits").raise_for_status().json()
+        return counts if model is None else counts.get(model, 0)
+
+    def requests(self, model: str) -> list[dict[str, Any]]:
+        """Request bodies received for ``model`` (the last LOG_LIMIT)."""
+        bodies: list[dict[str, Any]] = self._client.get("/_requests", params={"model": model}).raise_for_status().json()
+        return bodies
+
+    def reset(self) -> None:
+        """Clear scripts, hit counters and the request log."""
+        self._client.post("/_reset").raise_for_status()
+
+    def configure(self, *, log_requests: bool) -> None:
+        """Turn the request log on or off (off for long benchmarks)."""
+        self._client.post("/_config", json={"log_requests": log_requests}).raise_for_status()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI: serve on 127.0.0.1 and print ``STUB_URL=...`` once bound."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=1, help=">1: scripts/hits are per worker")
+    parser.add_argument("--no-log", action="store_true", help="do not keep request bodies")
+    args = parser.parse_args(argv)
+    if args.no_log:
+        os.environ[LOG_ENV] = "0"  # read by StubState in this process and in spawned workers
+    sock = bind_loopback(args.port)
+    print(f"STUB_URL=http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
+    if args.workers > 1:
+        from uvicorn.supervisors import Multiprocess
+
+        config = uvicorn_config("stub_server:app", workers=args.workers)
+        Multiprocess(config, sockets=[sock]).run()
+    else:
+        uvicorn.Server(uvicorn_config(create_app())).run(sockets=[sock])
+
+
+if __name__ == "__main__":
+    main()
