@@ -1,5 +1,10 @@
 """consensus: a panel of LLMs answers, debates, and a synthesizer returns a consensus."""
 
+import os as _os
+
+# LiteLLM fetches a price list from the internet at import unless told not to (seconds of blocking).
+_os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
 from consensus.agreement import matches_gold, normalize_answer, score_agreement
 from consensus.config import default_local_panel, load_panel, load_panel_file
 from consensus.engine import DebateOptions, debate, run_debate
