@@ -32,6 +32,9 @@ def classify(exc: BaseException) -> ProviderError:
     """Map a LiteLLM (or asyncio) exception to our ProviderError with a kind."""
     if isinstance(exc, ProviderError):
         return exc
+    original = getattr(exc, "original_exception", None)
+    if isinstance(exc, llm_errors.MidStreamFallbackError) and isinstance(original, Exception):
+        return classify(original)  # LiteLLM wraps every error raised mid-stream in this 503 subclass
     status = getattr(exc, "status_code", None)
     msg = str(getattr(exc, "message", None) or exc) or type(exc).__name__
     retry_after = _retry_after(exc)
