@@ -30,11 +30,11 @@ DEFAULT_LOCAL_SEATS = (
 def default_local_panel() -> Panel:
     """The no-keys panel: three differing seats on the embedded SmolLM2 model."""
     seats = [
-        Seat(model=LOCAL_MODEL, max_tokens=96, timeout_s=60, context_window=2048, **s)  # type: ignore[arg-type]
+        Seat(model=LOCAL_MODEL, max_tokens=96, timeout_s=240, context_window=2048, **s)  # type: ignore[arg-type]
         for s in DEFAULT_LOCAL_SEATS
     ]
     synth = seats[0].model_copy(update={"max_tokens": 128})
-    debate = DebateSettings(max_rounds=1, deadline_s=120)
+    debate = DebateSettings(max_rounds=1, deadline_s=600)
     return Panel(panelists=seats, synthesizer=synth, debate=debate, source="default local panel")
 
 
