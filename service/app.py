@@ -98,9 +98,11 @@ def create_app(settings: Settings | None = None, panel: Panel | None = None, pro
 
     from service.routes_debates import router as debates_router
     from service.routes_openai import router as openai_router
+    from service.web import router as web_router
 
     app.include_router(debates_router)
     app.include_router(openai_router)
+    app.include_router(web_router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

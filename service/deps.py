@@ -23,8 +23,9 @@ async def principal(
     x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Principal:
     client = request.client.host if request.client else "unknown"
+    same_origin = request.method == "GET" and request.headers.get("sec-fetch-site") == "same-origin"
     return await authenticate(svc.keys, authorization, x_api_key, request.headers.get("origin"), client,
-                              open_allowed=svc.settings.loopback)  # fmt: skip
+                              open_allowed=svc.settings.loopback, same_origin=same_origin)  # fmt: skip
 
 
 Caller = Annotated[Principal, Depends(principal)]

@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(default=10.0, ge=0)
     replica_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
     public_url: str | None = None
+    page_key: str | None = Field(default=None, description="publishable pk_ key the web page uses when keys exist")
     log_level: str = "info"
 
     @field_validator("database_url")

@@ -144,3 +144,14 @@ def test_public_interface_without_keys_refuses_to_start(tmp_path):
 
     with pytest.raises(RuntimeError, match="refusing to serve on 0.0.0.0 without API keys"):
         asyncio.run(boot())
+
+
+def test_browser_key_on_a_same_origin_get_without_origin_header(keyed):
+    srv, secret, public = keyed
+    with srv.client() as c:
+        d = c.post("/v1/debates", json={"question": "2+2?"}, headers={"Authorization": f"Bearer {secret}"}).json()
+        auth = {"Authorization": f"Bearer {public}"}
+        assert c.get(f"/v1/debates/{d['id']}", headers={**auth, "Sec-Fetch-Site": "same-origin"}).status_code == 200
+        assert c.get(f"/v1/debates/{d['id']}", headers={**auth, "Sec-Fetch-Site": "cross-site"}).status_code == 403
+        post = c.post("/v1/debates", json={"question": "2+2?"}, headers={**auth, "Sec-Fetch-Site": "same-origin"})
+        assert post.status_code == 403  # a POST always carries Origin from a browser: none means not a browser
