@@ -143,7 +143,7 @@ class _Debate:
 
     async def run(self) -> None:
         r = self.result
-        if r.rounds:
+        if r.rounds or self.opts.start_seq > 0:  # a resumed debate already announced itself
             r.status = DebateStatus.running
         else:
             self.emit("debate.started", data={"question": r.question, "language": r.language,

@@ -13,6 +13,7 @@ from fastapi.sse import EventSourceResponse, format_sse_event
 
 from consensus.engine import DebateOptions, new_result
 from consensus.errors import QuestionError
+from consensus.types import DebateEvent
 from service.deps import Caller, Services, admit
 from service.schemas import DebateAccepted, DebateList, DebateRequest, DebateSummary, ErrorResponse
 from service.security import ApiError
@@ -155,4 +156,12 @@ async def sse_stream(svc: Any, debate_id: str, after: int) -> AsyncIterator[byte
         if e is None:
             yield format_sse_event(comment="ping")
             continue
-        yield format_sse_event(id=str(e.seq), event=e.type, data_str=e.model_dump_json(exclude_none=True))
+        yield format_sse_event(id=str(e.seq), event=e.type, data_str=event_json(e))
+
+
+def event_json(e: DebateEvent) -> str:
+    """An event as JSON: token deltas compact, every other event whole (nulls kept, as in the API)."""
+    if e.type.endswith(".delta"):
+        return json.dumps({"type": e.type, "seq": e.seq, "debate_id": e.debate_id, "round": e.round,
+                           "panelist": e.panelist, "delta": e.delta}, ensure_ascii=False)  # fmt: skip
+    return e.model_dump_json()

@@ -10,14 +10,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from consensus.engine import DebateOptions, run_debate
 from consensus.providers.base import Provider
 from consensus.types import DebateEvent, DebateResult, DebateStatus, Panel
-
 from service import metrics
 from service.settings import Settings
-from service.store import DebateRow, Store
+from service.store import DebateRow, LeaseLostError, Store
 
 log = logging.getLogger("consensus.service")
 TERMINAL = {"debate.completed", "debate.failed"}
@@ -66,6 +66,7 @@ class Runner:
         self.shutting_down = False
         self._background: list[asyncio.Task[Any]] = []
         self._listener: Any = None
+        self._relays: set[asyncio.Task[None]] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -101,6 +102,7 @@ class Runner:
         await asyncio.gather(*self._background, return_exceptions=True)
         if self._listener is not None:
             with contextlib.suppress(Exception):
+                await self._listener.invalidate()  # closed, not pooled again with its LISTEN
                 await self._listener.close()
 
     async def _heartbeat(self) -> None:
@@ -134,18 +136,19 @@ class Runner:
         if {p.name for p in result.panel} != known:
             result.status = DebateStatus.interrupted
             result.reason = "the service restarted with a different panel; the debate could not resume"
-            await self._end(result, row.last_seq)
+            await self._end(result, row.last_seq, self.settings.replica_id)
             return
         log.info("resuming debate %s after round %s", row.id, len(result.rounds) - 1)
         metrics.DEBATES_RESUMED.inc()
         self.launch(result, start_seq=row.last_seq)
 
-    async def _end(self, result: DebateResult, last_seq: int) -> None:
+    async def _end(self, result: DebateResult, last_seq: int, owner: str | None) -> None:
+        """Store a final result and its event; `owner` None writes whoever holds the lease (a remote cancel)."""
         now = datetime.now(UTC)
         result.timing.finished_at = now
         result.timing.wall_ms = int((now - result.timing.started_at).total_seconds() * 1000)
         event = DebateEvent(type="debate.failed", seq=last_seq + 1, debate_id=result.id, result=result)
-        await self.store.finish(result.id, result, [event])
+        await self.store.finish(result.id, result, [event], owner)
         await self._notify(result.id, event.seq)
         self.hub.publish(event)
         metrics.DEBATES.labels(status=result.status.value).inc()
@@ -166,6 +169,7 @@ class Runner:
             start_seq=start_seq,
             on_checkpoint=lambda r: latest.__setitem__("r", r),
         )
+        me = self.settings.replica_id
         metrics.IN_FLIGHT.inc()
         try:
             async for event in run_debate(initial.question, self.panel, self.provider, opts, resume=initial):
@@ -175,14 +179,18 @@ class Runner:
                     continue
                 snapshot = event.result or (latest["r"] if event.type == "round.completed" else None)
                 if event.result is not None:
-                    await self.store.finish(debate_id, event.result, [event])
+                    await self.store.finish(debate_id, event.result, [event], me)
                     metrics.observe_result(event.result)
                 else:
-                    await self.store.record(debate_id, [event], snapshot)
+                    await self.store.record(debate_id, [event], snapshot, me)
                 await self._notify(debate_id, event.seq)
                 self.hub.publish(event)
                 if event.result is not None:
                     return event.result
+            return None
+        except LeaseLostError:
+            # Cancelled on another replica, or adopted by one while this one stalled: stop, write nothing.
+            log.warning("debate %s ended elsewhere or is leased to another replica; stopped here", debate_id)
             return None
         except asyncio.CancelledError:
             if self.shutting_down:
@@ -190,14 +198,16 @@ class Runner:
             r = latest["r"]
             r.status = DebateStatus.cancelled
             r.reason = "cancelled by a client"
-            await asyncio.shield(self._end(r, seq))
+            with contextlib.suppress(LeaseLostError):  # a remote cancel already stored the end
+                await asyncio.shield(self._end(r, seq, me))
             return r
         except Exception as exc:  # noqa: BLE001 - a bug must end the debate visibly, not leave it running
             log.exception("debate %s crashed", debate_id)
             r = latest["r"]
             r.status = DebateStatus.failed
             r.reason = f"internal error: {type(exc).__name__}"
-            await self._end(r, seq)
+            with contextlib.suppress(LeaseLostError):
+                await self._end(r, seq, me)
             return r
         finally:
             metrics.IN_FLIGHT.dec()
@@ -209,14 +219,21 @@ class Runner:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             return True
-        row = await self.store.get(debate_id)
-        if row is None or row.status != "running":
-            return False
-        result = DebateResult.model_validate(row.result)
-        result.status = DebateStatus.cancelled
-        result.reason = "cancelled by a client"
-        await self._end(result, row.last_seq)
-        return True
+        for _ in range(5):
+            row = await self.store.get(debate_id)
+            if row is None or row.status != "running":
+                return False
+            result = DebateResult.model_validate(row.result)
+            result.status = DebateStatus.cancelled
+            result.reason = "cancelled by a client"
+            try:
+                await self._end(result, row.last_seq, None)
+            except IntegrityError:
+                continue  # the owner stored an event after our read: read last_seq again
+            except LeaseLostError:
+                return False  # it ended meanwhile
+            return True
+        raise RuntimeError(f"could not cancel debate {debate_id}: its events kept moving")
 
     async def wait(self, debate_id: str) -> DebateResult | None:
         """Wait for a debate to end (a client going away does not cancel it)."""
@@ -276,18 +293,20 @@ class Runner:
                                    {"channel": NOTIFY_CHANNEL, "payload": f"{debate_id}:{seq}"})
 
     async def _listen(self) -> None:
-        import asyncpg  # type: ignore[import-untyped]
-
-        dsn = self.store.url.replace("postgresql+asyncpg://", "postgresql://")
-        self._listener = await asyncpg.connect(dsn)
+        # A connection of the engine itself: the same URL handling (ssl=..., prepared_statement_cache_size,
+        # connect_args) as every query; a hand-made asyncpg DSN rejects those query parameters.
+        self._listener = await self.store.engine.connect()
+        driver = (await self._listener.get_raw_connection()).driver_connection
 
         def on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
             debate_id, _, seq = payload.rpartition(":")
             if debate_id in self.tasks or not self.hub.watched(debate_id):
                 return
-            asyncio.get_running_loop().create_task(self._relay(debate_id))
+            task = asyncio.get_running_loop().create_task(self._relay(debate_id))
+            self._relays.add(task)  # the loop keeps only a weak reference to a task
+            task.add_done_callback(self._relays.discard)
 
-        await self._listener.add_listener(NOTIFY_CHANNEL, on_notify)
+        await driver.add_listener(NOTIFY_CHANNEL, on_notify)
 
     async def _relay(self, debate_id: str) -> None:
         after = self.remote_seq.get(debate_id, 0)

@@ -11,8 +11,30 @@ from sqlalchemy import JSON, DateTime, Index, Integer, String, Text, event, func
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 from consensus.types import DebateEvent, DebateResult
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """DateTime(timezone=True) that always reads back aware, in UTC.
+
+    PostgreSQL returns aware datetimes; SQLite stores no offset and returns naive ones, which then
+    serialise without an offset and cannot be compared with now(). Naive values are taken as UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
@@ -31,9 +53,9 @@ class DebateRow(Base):
     key_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     last_seq: Mapped[int] = mapped_column(Integer, default=0)
     lease_owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class EventRow(Base):
@@ -42,7 +64,7 @@ class EventRow(Base):
     seq: Mapped[int] = mapped_column(Integer, primary_key=True)
     type: Mapped[str] = mapped_column(String(32))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class ApiKeyRow(Base):
@@ -52,11 +74,15 @@ class ApiKeyRow(Base):
     prefix: Mapped[str] = mapped_column(String(32))
     key_hash: Mapped[str] = mapped_column(String(128), unique=True)
     origins: Mapped[list[str]] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 Index("ix_debates_running_lease", DebateRow.status, DebateRow.lease_until)
+
+
+class LeaseLostError(Exception):
+    """The debate ended elsewhere (a cancel on another replica) or another replica holds its lease now."""
 
 
 def now() -> datetime:
@@ -126,24 +152,34 @@ class Store:
         async with self.sessions() as s:
             return (await s.execute(q)).scalars().all()
 
-    async def record(self, debate_id: str, events: Sequence[DebateEvent], result: DebateResult | None) -> None:
-        """Append events and (optionally) a result snapshot in one transaction."""
-        t = now()
-        async with self.sessions.begin() as s:
-            for e in events:
-                s.add(EventRow(debate_id=debate_id, seq=e.seq, type=e.type,
-                               payload=e.model_dump(mode="json", exclude_none=True), created_at=t))  # fmt: skip
-            values: dict[str, Any] = {"updated_at": t}
-            if events:
-                values["last_seq"] = max(e.seq for e in events)
-            if result is not None:
-                values["result"] = result.model_dump(mode="json")
-                values["status"] = result.status.value
-            await s.execute(update(DebateRow).where(DebateRow.id == debate_id).values(**values))
+    async def record(self, debate_id: str, events: Sequence[DebateEvent], result: DebateResult | None,
+                     owner: str | None = None) -> None:  # fmt: skip
+        """Append events and (optionally) a result snapshot in one transaction.
 
-    async def finish(self, debate_id: str, result: DebateResult, events: Sequence[DebateEvent] = ()) -> None:
+        Only while the debate is running (and, given `owner`, leased to it): otherwise LeaseLostError, and
+        nothing is written. The row is updated first, so its lock orders concurrent writers.
+        """
+        t = now()
+        values: dict[str, Any] = {"updated_at": t}
+        if events:
+            values["last_seq"] = max(e.seq for e in events)
+        if result is not None:
+            values["result"] = result.model_dump(mode="json")
+            values["status"] = result.status.value
+        mine = (DebateRow.id == debate_id) & (DebateRow.status == "running")
+        if owner is not None:
+            mine &= DebateRow.lease_owner == owner
+        async with self.sessions.begin() as s:
+            res = await s.execute(update(DebateRow).where(mine).values(**values))
+            if not res.rowcount:  # type: ignore[attr-defined]
+                raise LeaseLostError(debate_id)
+            for e in events:
+                s.add(EventRow(debate_id=debate_id, seq=e.seq, type=e.type, payload=event_payload(e), created_at=t))
+
+    async def finish(self, debate_id: str, result: DebateResult, events: Sequence[DebateEvent] = (),
+                     owner: str | None = None) -> None:  # fmt: skip
         """Store a final result and release the lease."""
-        await self.record(debate_id, events, result)
+        await self.record(debate_id, events, result, owner)
         async with self.sessions.begin() as s:
             await s.execute(update(DebateRow).where(DebateRow.id == debate_id).values(lease_owner=None, lease_until=None))
 
@@ -211,6 +247,15 @@ class Store:
     async def active_key_count(self) -> int:
         async with self.sessions() as s:
             return int((await s.execute(select(func.count()).select_from(ApiKeyRow).where(ApiKeyRow.revoked_at.is_(None)))).scalar_one())
+
+
+def event_payload(e: DebateEvent) -> dict[str, Any]:
+    """An event as stored: unset top-level fields left out, nested nulls kept.
+
+    exclude_none on the whole event would also drop nulls inside it (majority, synthesizer, cost_usd),
+    and the stored event would then no longer validate, or read back with defaults (cost 0.0 for unknown).
+    """
+    return {k: v for k, v in e.model_dump(mode="json").items() if v is not None}
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -1,0 +1,246 @@
+"""The service on PostgreSQL: migrations, timestamps, replay, LISTEN/NOTIFY, and replicas sharing work.
+
+A throwaway PostgreSQL 15 cluster (tests/pg.py) serves the session; each test gets its own database.
+The replica tests run `python -m service serve` processes on one database against the loopback stub.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from datetime import datetime
+
+import pytest
+from httpx_sse import connect_sse
+
+from service.settings import Settings
+from service.store import Store
+from tests.api.conftest import (
+    RESUMED,
+    ServiceServer,
+    ans,
+    assert_clean_log,
+    assert_resumed_after_round_0,
+    follow_events,
+    script_hang_in_round_1,
+    stub_panel,
+    wait_round_1_in_flight,
+    wait_status,
+)
+from tests.pg import ServiceProcess, write_stub_panel
+
+pytestmark = pytest.mark.postgres
+LEASE_S = 3  # short, so a dead replica's debate is adopted within seconds
+
+
+def db_name(url: str) -> str:
+    return url.rsplit("/", 1)[1]
+
+
+def script(stub, delays, final="4"):
+    for n, d in delays.items():
+        stub.script(n, [{"text": ans(final), "delay_s": d}])
+
+
+# -- the service on PostgreSQL, in this process --------------------------------------------------
+def test_debate_end_to_end_on_postgres(stub, pg_cluster, pg_database):
+    script(stub, {"alice": 0, "bob": 0, "carol": 0})
+    srv = ServiceServer(Settings(database_url=pg_database), stub_panel(stub)).start()
+    try:
+        with srv.client() as c:
+            d = c.post("/v1/debates?wait=true", json={"question": "What is 2+2?"}).json()
+            assert d["status"] == "completed" and d["consensus"]["majority"] == "4"
+            assert datetime.fromisoformat(d["timing"]["started_at"]).tzinfo is not None
+            assert c.get(f"/v1/debates/{d['id']}").json() == d
+            listed = c.get("/v1/debates").json()["data"]
+            assert [x["id"] for x in listed] == [d["id"]] and listed[0]["status"] == "completed"
+            assert datetime.fromisoformat(listed[0]["created_at"]).tzinfo is not None
+            events = follow_events(c, d["id"])
+    finally:
+        srv.stop()
+    assert_clean_log(events)
+    assert events[-1][2]["result"] == d  # replayed as stored: cost_usd unknown, not 0.0
+    db = db_name(pg_database)
+    assert pg_cluster.execute("SELECT version_num FROM alembic_version", db) == [("0001",)]
+    kinds = pg_cluster.execute(
+        "SELECT DISTINCT data_type FROM information_schema.columns WHERE column_name IN "
+        "('created_at', 'updated_at', 'lease_until', 'revoked_at')", db)  # fmt: skip
+    assert kinds == [("timestamp with time zone",)]
+    row = pg_cluster.execute("SELECT status, lease_owner, lease_until, last_seq FROM debates", db)
+    assert row == [("completed", None, None, len(events))]
+
+
+def test_replay_of_a_debate_with_null_fields(stub, pg_database):
+    """The deadline fallback has no synthesizer; its stored events must still read back."""
+    stub.script("alice", [{"text": ans("4")}])
+    stub.script("bob", [{"text": ans("4")}])
+    stub.script("carol", [{"fault": "hang"}])
+    srv = ServiceServer(Settings(database_url=pg_database), stub_panel(stub, deadline_s=1.5)).start()
+    try:
+        with srv.client() as c:
+            d = c.post("/v1/debates?wait=true", json={"question": "2+2?", "rounds": 0}).json()
+            assert d["status"] == "degraded" and d["consensus"]["synthesizer"] is None
+            events = follow_events(c, d["id"])
+    finally:
+        srv.stop()
+    assert_clean_log(events)
+    assert events[-2][1] == "consensus.completed" and events[-1][2]["result"] == d
+
+
+async def test_replicas_starting_at_once_migrate_once(pg_cluster, pg_database):
+    stores = [Store(pg_database) for _ in range(3)]
+    try:
+        await asyncio.gather(*(s.migrate() for s in stores))  # without the advisory lock, CREATE TABLE races
+        await stores[0].migrate()  # a no-op at head
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
+    assert pg_cluster.execute("SELECT version_num FROM alembic_version", db_name(pg_database)) == [("0001",)]
+
+
+@pytest.mark.parametrize("listen", [True, False], ids=["notify", "polling"])
+def test_other_replica_relays_events_live(stub, pg_database, listen):
+    script(stub, {"alice": 0.2, "bob": 0.8, "carol": 1.4})
+    a = ServiceServer(Settings(database_url=pg_database, lease_s=LEASE_S), stub_panel(stub))
+    # Driver options in the URL (TLS off, PgBouncer-style statement cache off) must reach LISTEN too.
+    b_url = f"{pg_database}?ssl=disable&prepared_statement_cache_size=0"
+    b = ServiceServer(Settings(database_url=b_url, lease_s=LEASE_S), stub_panel(stub))
+    if not listen:  # B never LISTENs: only its store polling can deliver A's events
+
+        async def no_listen() -> None:
+            return None
+
+        b.services.runner._listen = no_listen
+    a.start()
+    b.start()
+    try:
+        with a.client() as ca, b.client() as cb:
+            debate_id = ca.post("/v1/debates", json={"question": "2+2?", "rounds": 0}).json()["id"]
+            events = follow_events(cb, debate_id)
+            assert cb.get(f"/v1/debates/{debate_id}").json()["status"] == "completed"
+        relayed = b.services.runner.remote_seq.get(debate_id, 0)
+    finally:
+        a.stop()
+        b.stop()
+    assert_clean_log(events)
+    done = [(t, p["panelist"]) for t, kind, p in events if kind == "answer.completed"]
+    assert [p for _, p in done] == ["alice", "bob", "carol"]
+    assert done[2][0] - done[0][0] > 0.5  # live, not one batch at the end
+    if listen:
+        assert relayed > 0, "no event reached B through LISTEN/NOTIFY"
+    else:
+        assert relayed == 0  # all came from polling
+
+
+# -- replicas as separate processes ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trio(pg_cluster, stub_server, tmp_path_factory):
+    """Replicas a, b, c (`python -m service serve` processes) on one fresh database."""
+    d = tmp_path_factory.mktemp("replicas")
+    url = pg_cluster.create_database("replicas")
+    panel = write_stub_panel(d / "panel.toml", stub_server.api_base)
+    procs = [ServiceProcess(n, url, panel, d, consensus_lease_s=LEASE_S) for n in ("a", "b", "c")]
+    try:
+        for p in procs:
+            p.start()  # all at once: their migrations meet at the advisory lock
+        for p in procs:
+            p.wait_ready()
+        yield procs
+    finally:
+        for p in procs:
+            p.kill()
+
+
+def resumed(*procs: ServiceProcess) -> list[float]:
+    return [p.metric(RESUMED) for p in procs]
+
+
+def test_debate_on_one_process_is_followed_live_on_another_and_keeps_its_lease(stub, trio):
+    a, b, c = trio
+    script(stub, {"alice": 0.2, "bob": 1.0, "carol": 1.6 * LEASE_S})  # outlives its first lease
+    before = resumed(a, c)
+    with b.client() as cb, c.client() as cc:
+        debate_id = cb.post("/v1/debates", json={"question": "2+2?", "rounds": 0}).json()["id"]
+        events = follow_events(cc, debate_id)
+        got = cc.get(f"/v1/debates/{debate_id}").json()
+    assert_clean_log(events)
+    done = [(t, p["panelist"]) for t, kind, p in events if kind == "answer.completed"]
+    assert [p for _, p in done] == ["alice", "bob", "carol"]
+    assert done[1][0] - done[0][0] > 0.5  # delivered as they happened on b
+    assert got["status"] == "completed" and got == events[-1][2]["result"]
+    # b renewed its lease all along: nobody adopted the debate, no call ran twice.
+    assert resumed(a, c) == before
+    assert stub.hits() == {"alice": 2, "bob": 1, "carol": 1}
+
+
+def test_cancel_on_another_process_ends_the_debate_cancelled(stub, trio):
+    _, b, c = trio
+    script(stub, {"alice": 0.2, "bob": 1.2, "carol": 5.0})
+    with b.client() as cb, c.client() as cc, c.client() as cc2:
+        debate_id = cb.post("/v1/debates", json={"question": "2+2?", "rounds": 0}).json()["id"]
+        events = []
+        with connect_sse(cc, "GET", f"/v1/debates/{debate_id}/events") as es:
+            for e in es.iter_sse():
+                if e.data:
+                    events.append((0.0, e.event, json.loads(e.data)))
+                if e.event == "answer.completed":  # alice's: b still waits for bob and carol
+                    r = cc2.post(f"/v1/debates/{debate_id}/cancel")
+                    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+        deadline = time.monotonic() + 15
+        while b.metric("consensus_debates_in_flight") and time.monotonic() < deadline:
+            time.sleep(0.1)  # until b has noticed (its next write, or its heartbeat) and let go
+        assert b.metric("consensus_debates_in_flight") == 0
+        final = cb.get(f"/v1/debates/{debate_id}").json()
+    assert (final["status"], final["reason"]) == ("cancelled", "cancelled by a client")
+    assert_clean_log(events, last="debate.failed")
+    assert events[-1][2]["result"]["status"] == "cancelled"
+    assert stub.hits() == {"alice": 1, "bob": 1, "carol": 1}  # nothing ran after the cancel
+
+
+def test_stalled_replica_that_lost_its_lease_stops_writing(stub, trio):
+    a, b, c = trio
+    for n, first in (("alice", "4"), ("bob", "5"), ("carol", "6")):
+        steps = [{"text": ans(first)}, {"text": ans("4"), "delay_s": 0.5}, {"text": ans("4"), "delay_s": 1.5}]
+        stub.script(n, steps)
+    before = sum(resumed(a, c))
+    with b.client() as cb:
+        debate_id = cb.post("/v1/debates", json={"question": "2+2?", "rounds": 1}).json()["id"]
+        wait_round_1_in_flight(cb, stub, debate_id)
+    b.pause()  # frozen longer than its lease, with its round-1 answers arriving in its sockets
+    try:
+        deadline = time.monotonic() + 15
+        while sum(resumed(a, c)) == before and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        b.cont()  # wakes while the adopter re-runs round 1, and tries to store its own answers
+    assert sum(resumed(a, c)) == before + 1
+    with c.client() as cc:
+        final = wait_status(cc, debate_id, timeout=30)
+        events = follow_events(cc, debate_id)
+    deadline = time.monotonic() + 10
+    while "is leased to another replica; stopped here" not in b.log_tail(400) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "is leased to another replica; stopped here" in b.log_tail(400)
+    assert "crashed" not in b.log_tail(400)
+    # b may have asked for a synthesis before its first write was refused; nothing of it was stored.
+    assert_resumed_after_round_0(final, stub, exact_hits=False)
+    assert stub.hits("bob") == stub.hits("carol") == 3
+    assert_clean_log(events)
+    assert [p["round"] for _, t, p in events if t == "answer.completed"] == [0, 0, 0, 1, 1, 1]
+
+
+def test_killed_replica_debate_is_resumed_by_exactly_one_other(stub, trio):
+    a, b, c = trio
+    script_hang_in_round_1(stub)
+    before = resumed(b, c)
+    with a.client() as ca:
+        debate_id = ca.post("/v1/debates", json={"question": "2+2?", "rounds": 1}).json()["id"]
+        wait_round_1_in_flight(ca, stub, debate_id)
+    a.kill()
+    with b.client() as cb:
+        final = wait_status(cb, debate_id, timeout=30)
+        events = follow_events(cb, debate_id)
+    assert_resumed_after_round_0(final, stub)
+    assert sorted(x - y for x, y in zip(resumed(b, c), before, strict=True)) == [0.0, 1.0]
+    assert_clean_log(events)
+    assert [p["round"] for _, t, p in events if t == "round.completed"] == [0, 1]

@@ -1,0 +1,74 @@
+"""A `python -m service serve` process on SQLite, killed or stopped mid-debate, then started again."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime
+
+from tests.api.conftest import (
+    RESUMED,
+    assert_clean_log,
+    assert_resumed_after_round_0,
+    follow_events,
+    script_hang_in_round_1,
+    wait_round_1_in_flight,
+    wait_status,
+)
+from tests.pg import write_stub_panel
+
+
+def sqlite_setup(tmp_path, stub):
+    db = tmp_path / "svc.db"
+    return db, f"sqlite+aiosqlite:///{db}", write_stub_panel(tmp_path / "panel.toml", stub.api_base)
+
+
+def start_debate(proc, stub) -> str:
+    """Start a debate and return once round 0 is stored and round 1 is waiting on the models."""
+    with proc.client() as c:
+        debate_id = c.post("/v1/debates", json={"question": "2+2?", "rounds": 1}).json()["id"]
+        wait_round_1_in_flight(c, stub, debate_id)
+    return debate_id
+
+
+def test_sigkill_mid_debate_resumes_from_the_last_round_on_restart(stub, service_process, tmp_path):
+    script_hang_in_round_1(stub)
+    _, url, panel = sqlite_setup(tmp_path, stub)
+    first = service_process("first", url, panel, consensus_lease_s=3).start().wait_ready()
+    debate_id = start_debate(first, stub)
+    first.kill()
+    second = service_process("second", url, panel, consensus_lease_s=3).start().wait_ready()
+    with second.client() as c:
+        final = wait_status(c, debate_id, timeout=30)  # adopted once the dead process's lease ran out
+        events = follow_events(c, debate_id)
+        listed = c.get("/v1/debates").json()["data"]
+    assert_resumed_after_round_0(final, stub)
+    assert second.metric(RESUMED) == 1
+    assert_clean_log(events)
+    assert datetime.fromisoformat(listed[0]["created_at"]).tzinfo is not None  # SQLite too
+
+
+def test_sigterm_checkpoints_the_debate_and_the_next_start_resumes_it(stub, service_process, tmp_path):
+    script_hang_in_round_1(stub)
+    db, url, panel = sqlite_setup(tmp_path, stub)
+    # A long lease: the next start resumes at once only if the shutdown released it.
+    env = {"consensus_lease_s": 60, "consensus_shutdown_grace_s": 0.5}
+    first = service_process("first", url, panel, **env).start().wait_ready()
+    debate_id = start_debate(first, stub)
+    first.terminate()
+    with sqlite3.connect(db) as conn:
+        status, owner, until, last_seq, result = conn.execute(
+            "SELECT status, lease_owner, lease_until, last_seq, result FROM debates WHERE id = ?", (debate_id,)
+        ).fetchone()
+        stored = [t for (t,) in conn.execute("SELECT type FROM debate_events WHERE debate_id = ? ORDER BY seq", (debate_id,))]
+    assert (status, owner, until) == ("running", None, None)
+    assert [r["index"] for r in json.loads(result)["rounds"]] == [0]
+    assert stored == ["debate.started", *["answer.completed"] * 3, "round.completed"] and last_seq == len(stored)
+
+    second = service_process("second", url, panel, **env).start().wait_ready()
+    with second.client() as c:
+        final = wait_status(c, debate_id, timeout=20)
+        events = follow_events(c, debate_id)
+    assert_resumed_after_round_0(final, stub)
+    assert second.metric(RESUMED) == 1
+    assert_clean_log(events)
