@@ -208,6 +208,11 @@ def panels(
               f"deadline {d.deadline_s:g} s")  # fmt: skip
 
 
+from consensus.eval.cli import register as _register_eval  # noqa: E402
+
+_register_eval(app)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -1,6 +1,11 @@
 """`consensus eval` and `consensus compare` end to end: CLI -> engine -> LiteLLM -> loopback stub."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 from tests.contract.test_cli import ans, cli
 
@@ -51,3 +56,25 @@ def test_eval_and_compare_refuse_bad_input_with_exit_2(tmp_path, stub):
     p = cli("compare", str(tmp_path / "nowhere"))
     assert p.returncode == 2 and "run directory not found" in p.stderr
     assert stub.hits() == {}
+
+
+def test_ctrl_c_keeps_finished_questions_and_says_how_to_resume(tmp_path, stub):
+    panel, _ = setup(tmp_path, stub)
+    for name in ("alice", "bob", "carol"):
+        stub.script(name, [{"text": ans("4"), "delay_s": 0.4}])
+    data = tmp_path / "many.jsonl"
+    data.write_text("".join(f'{{"id": "q{i}", "question": "What is {i}+0?", "answer": {i}}}\n' for i in range(8)))
+    out = tmp_path / "run"
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    args = [sys.executable, "-m", "consensus", "eval", str(data), "--panel-file", str(panel), "--out", str(out), "--concurrency", "1"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    records = out / "records.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (records.exists() and records.read_text().count("\n") >= 1):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    kept = len(records.read_text().splitlines())
+    assert 1 <= kept < 8 and f"{kept} of 8 questions are done" in stderr and "Resume with the same command" in stderr
+    assert (out / "summary.json").exists()

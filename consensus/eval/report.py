@@ -1,0 +1,274 @@
+"""Pure summary of an eval run (exactly what summary.json holds), its terminal table, and run comparison.
+
+Definitions: a panelist "alone" is its round-0 (opening) answer. A panelist's state after round r
+is its latest successful answer up to r (a failed call keeps the previous state; before any
+answer it is wrong), so flips count changes of state between consecutive rounds, and a question
+whose debate stopped early simply has no more flips. The best single panelist is the one with the
+highest round-0 accuracy on these same questions (ties go to the earlier seat): choosing it after
+the fact favours it, so "consensus beats the best panelist" is a conservative claim.
+In the paired tests b = consensus right and the other wrong, c = consensus wrong and the other right.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from consensus.eval.html import write_html
+from consensus.eval.runner import RECORDS, RUN_INFO, read_records
+from consensus.eval.scoring import EvalRecord
+from consensus.eval.stats import flips, mcnemar_exact, paired_bootstrap, percentile, wilson_interval
+
+__all__ = ["SUMMARY", "compare", "load_summary", "render_table", "summarize", "write_html"]
+
+SUMMARY = "summary.json"
+BUCKETS = ((0.0, 0.5), (0.5, 0.8), (0.8, 1.0))
+BOOTSTRAP_ITERATIONS = 10_000
+
+
+def _accuracy(flags: Sequence[bool]) -> dict[str, Any]:
+    k, n = sum(flags), len(flags)
+    lo, hi = wilson_interval(k, n)
+    return {"correct": k, "n": n, "accuracy": k / n if n else None, "ci95": [lo, hi]}
+
+
+def _seats(records: Sequence[EvalRecord]) -> list[str]:
+    seats: list[str] = []
+    for r in records:
+        seats += [p for p in r.panelists if p not in seats]
+    return seats
+
+
+def _states(r: EvalRecord, seats: Sequence[str], last: int) -> list[dict[str, bool]]:
+    """Each panelist's correctness after rounds 0..last (latest successful answer carried forward)."""
+    state = dict.fromkeys(seats, False)
+    out = []
+    for i in range(last + 1):
+        if i < len(r.rounds):
+            for a in r.rounds[i].answers:
+                if a.error is None and a.panelist in state:
+                    state[a.panelist] = a.correct
+        out.append(dict(state))
+    return out
+
+
+def _paired(cons: list[bool], other: list[bool], against: str | None) -> dict[str, Any]:
+    b = sum(1 for x, y in zip(cons, other, strict=True) if x and not y)
+    c = sum(1 for x, y in zip(cons, other, strict=True) if y and not x)
+    boot = paired_bootstrap(cons, other, iterations=BOOTSTRAP_ITERATIONS) if cons else None
+    return {"against": against, "b": b, "c": c, "mcnemar_p": mcnemar_exact(b, c), "bootstrap": boot}
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def summarize(records: Sequence[EvalRecord], run: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Accuracies with 95 % Wilson CIs, flips, paired tests, usage, latency and agreement buckets."""
+    recs = sorted(records, key=lambda r: r.id)  # a canonical order: the bootstrap depends on it
+    seats = _seats(recs)
+    last = max((len(r.rounds) for r in recs), default=1) - 1
+    states = [_states(r, seats, max(last, 0)) for r in recs]
+    alone = {p: [s[0][p] for s in states] for p in seats}
+    best = max(seats, key=lambda p: (sum(alone[p]), -seats.index(p))) if seats else None
+    cons = [r.consensus.correct for r in recs]
+    vote0 = [r.round0_vote.correct for r in recs]
+    vote_final = [r.final_vote.correct for r in recs]
+    rounds = []
+    for i in range(1, last + 1):
+        per = {p: flips([s[i - 1][p] for s in states], [s[i][p] for s in states]) for p in seats}
+        rounds.append({"from": i - 1, "to": i, **{k: sum(f[k] for f in per.values()) for k in ("wrong_to_right", "right_to_wrong")},
+                       "by_panelist": per})  # fmt: skip
+    buckets = []
+    for lo, hi in BUCKETS:
+        inside = [r.consensus.correct for r in recs if lo <= r.final_agreement < hi or (hi == 1.0 and r.final_agreement >= 1.0)]
+        buckets.append({"range": [lo, hi], "label": f"[{lo:g}, {hi:g}{']' if hi == 1.0 else ')'}", **_accuracy(inside)})
+    latency = [float(r.latency_ms) for r in recs]
+    costs = [r.cost_usd for r in recs]
+    known = [c for c in costs if c is not None]
+    errors: dict[str, Counter[str]] = {p: Counter() for p in seats}
+    for r in recs:
+        for rnd in r.rounds:
+            for a in rnd.answers:
+                if a.error and a.panelist in errors:
+                    errors[a.panelist][a.error] += 1
+    ok = [r for r in recs if r.status != "failed"]
+    return {
+        "run": {k: v for k, v in (run or {}).items() if k not in ("panel", "panel_fingerprint")},
+        "n": len(recs),
+        "panelists": seats,
+        "accuracy": {
+            "panelists": {p: _accuracy(alone[p]) for p in seats},
+            "round0_vote": _accuracy(vote0),
+            "final_vote": _accuracy(vote_final),
+            "consensus": _accuracy(cons),
+        },
+        "best_panelist": best,
+        "flips": {
+            "rounds": rounds,
+            "round0_vote_to_final_vote": flips(vote0, vote_final),
+            "final_vote_to_consensus": flips(vote_final, cons),
+        },
+        "tests": {
+            "consensus_vs_best_panelist": _paired(cons, alone[best] if best else [False] * len(recs), best),
+            "consensus_vs_round0_vote": _paired(cons, vote0, "round-0 vote"),
+        },
+        "usage": {
+            "llm_calls_per_question": _mean([r.llm_calls for r in recs]),
+            "tokens_per_question": _mean([r.tokens for r in recs]),
+            "prompt_tokens_per_question": _mean([r.prompt_tokens for r in recs]),
+            "completion_tokens_per_question": _mean([r.completion_tokens for r in recs]),
+            "cost_usd_per_question": _mean(known) if len(known) == len(costs) else None,
+            "cost_usd_total": sum(known) if len(known) == len(costs) else None,
+            "questions_with_unknown_cost": len(costs) - len(known),
+        },
+        "latency_ms": {
+            "p50": percentile(latency, 50) if latency else None,
+            "p95": percentile(latency, 95) if latency else None,
+            "mean": _mean(latency),
+        },
+        "agreement_vs_accuracy": buckets,
+        "status": dict(sorted(Counter(r.status for r in recs).items())),
+        "panelist_errors": {p: dict(sorted(c.items())) for p, c in errors.items()},
+        "unreadable": {
+            "consensus": sum(1 for r in ok if r.consensus.answer and r.consensus.extracted is None),
+            "round0_answers": sum(1 for r in recs if r.rounds for a in r.rounds[0].answers if a.error is None and a.extracted is None),
+        },
+        "failures": [{"id": r.id, "reason": r.reason} for r in recs if r.status == "failed"][:50],
+    }
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.1f}%"
+
+
+def _ci(acc: dict[str, Any]) -> str:
+    lo, hi = acc["ci95"]
+    return f"{100 * lo:.1f}–{100 * hi:.1f}%"
+
+
+def _num(x: float | None, fmt: str = ",.1f") -> str:
+    return "—" if x is None else format(x, fmt)
+
+
+def _test_line(t: dict[str, Any]) -> str:
+    boot = t["bootstrap"]
+    head = f"McNemar b={t['b']} c={t['c']} p={t['mcnemar_p']:.3g}"
+    if boot is None:
+        return head
+    return (f"{head} · bootstrap Δ {100 * boot['mean_difference']:+.1f} pts "
+            f"[{100 * boot['ci_low']:+.1f}, {100 * boot['ci_high']:+.1f}] p={boot['p_value']:.3g}")  # fmt: skip
+
+
+def _latency(s: dict[str, Any]) -> str:
+    lat = s["latency_ms"]
+    return "—" if lat["p50"] is None else f"p50 {lat['p50'] / 1000:.1f} s · p95 {lat['p95'] / 1000:.1f} s"
+
+
+def _usage(s: dict[str, Any]) -> str:
+    u = s["usage"]
+    cost = "unknown" if u["cost_usd_per_question"] is None else f"${u['cost_usd_per_question']:.5f}"
+    return f"{_num(u['llm_calls_per_question'])} calls · {_num(u['tokens_per_question'], ',.0f')} tokens · {cost}"
+
+
+def render_table(summary: dict[str, Any]) -> Table:
+    """The terminal table: accuracy with CIs, paired tests, flips, usage, latency, agreement buckets."""
+    run = summary.get("run") or {}
+    title = f"{run.get('dataset') or 'eval'} — {summary['n']} questions"
+    t = Table(title=title, title_justify="left")
+    for col, justify in (("", "left"), ("accuracy", "right"), ("95% CI", "right"), ("detail", "left")):
+        t.add_column(col, justify=justify)  # type: ignore[arg-type]
+    acc = summary["accuracy"]
+    best = summary["best_panelist"]
+    for p, a in acc["panelists"].items():
+        t.add_row(f"{p} alone (round 0){' *best' if p == best else ''}", _pct(a["accuracy"]), _ci(a), f"{a['correct']}/{a['n']}")
+    for key, label in (("round0_vote", "round-0 majority vote"), ("final_vote", "final-round vote"), ("consensus", "consensus")):
+        a = acc[key]
+        t.add_row(label, _pct(a["accuracy"]), _ci(a), f"{a['correct']}/{a['n']}")
+    t.add_section()
+    tests = summary["tests"]
+    t.add_row(f"consensus vs best ({best})", "", "", _test_line(tests["consensus_vs_best_panelist"]))
+    t.add_row("consensus vs round-0 vote", "", "", _test_line(tests["consensus_vs_round0_vote"]))
+    t.add_section()
+    for f in summary["flips"]["rounds"]:
+        t.add_row(f"flips round {f['from']}→{f['to']}", "", "", f"wrong→right {f['wrong_to_right']} · right→wrong {f['right_to_wrong']}")
+    for key, label in (("round0_vote_to_final_vote", "flips vote 0→final"), ("final_vote_to_consensus", "flips final vote→consensus")):
+        f = summary["flips"][key]
+        t.add_row(label, "", "", f"wrong→right {f['wrong_to_right']} · right→wrong {f['right_to_wrong']}")
+    t.add_section()
+    for b in summary["agreement_vs_accuracy"]:
+        t.add_row(f"consensus at agreement {b['label']}", _pct(b["accuracy"]), _ci(b), f"{b['correct']}/{b['n']}")
+    t.add_section()
+    t.add_row("per question", "", "", _usage(summary))
+    t.add_row("latency", "", "", _latency(summary))
+    status = ", ".join(f"{k} {v}" for k, v in summary["status"].items())
+    errs = sum(sum(c.values()) for c in summary["panelist_errors"].values())
+    unread = summary["unreadable"]
+    t.add_row("debates", "", "", f"{status} · {errs} failed panelist calls · unreadable: "
+              f"{unread['consensus']} consensus, {unread['round0_answers']} round-0 answers")  # fmt: skip
+    return t
+
+
+def load_summary(run_dir: str | Path) -> dict[str, Any]:
+    """The summary of a run directory, recomputed from records.jsonl when present, else summary.json."""
+    d = Path(run_dir)
+    if not d.is_dir():
+        raise FileNotFoundError(f"run directory not found: {d}")
+    run = json.loads((d / RUN_INFO).read_text(encoding="utf-8")) if (d / RUN_INFO).exists() else None
+    if (d / RECORDS).exists():
+        records, _ = read_records(d / RECORDS)
+        return summarize(list(records.values()), run)
+    if (d / SUMMARY).exists():
+        data: dict[str, Any] = json.loads((d / SUMMARY).read_text(encoding="utf-8"))
+        return data
+    raise FileNotFoundError(f"{d} has neither {RECORDS} nor {SUMMARY}")
+
+
+def compare(dirs: Sequence[str | Path]) -> Table:
+    """Runs side by side, one column per run directory."""
+    summaries = [load_summary(d) for d in dirs]
+    t = Table(title="Runs compared", title_justify="left")
+    t.add_column("")
+    for d in dirs:
+        t.add_column(str(d), justify="right")
+
+    def row(label: str, fn: Any) -> None:
+        t.add_row(label, *(fn(s) for s in summaries))
+
+    row("dataset", lambda s: str((s.get("run") or {}).get("dataset") or "—"))
+    row("questions", lambda s: str(s["n"]))
+    row("panel", lambda s: ", ".join(s["panelists"]))
+    t.add_section()
+    for p in _seats_of(summaries):
+        row(f"{p} alone", lambda s, p=p: _cell(s["accuracy"]["panelists"].get(p)))
+    row("best single", lambda s: f"{s['best_panelist']}: {_pct(s['accuracy']['panelists'][s['best_panelist']]['accuracy'])}"
+        if s["best_panelist"] else "—")  # fmt: skip
+    for key, label in (("round0_vote", "round-0 vote"), ("final_vote", "final vote"), ("consensus", "consensus")):
+        row(label, lambda s, key=key: _cell(s["accuracy"][key]))
+    t.add_section()
+    row("vs best: McNemar p", lambda s: f"{s['tests']['consensus_vs_best_panelist']['mcnemar_p']:.3g}")
+    row("vs round-0 vote: McNemar p", lambda s: f"{s['tests']['consensus_vs_round0_vote']['mcnemar_p']:.3g}")
+    t.add_section()
+    row("calls / question", lambda s: _num(s["usage"]["llm_calls_per_question"]))
+    row("tokens / question", lambda s: _num(s["usage"]["tokens_per_question"], ",.0f"))
+    row("cost / question", lambda s: "unknown" if s["usage"]["cost_usd_per_question"] is None
+        else f"${s['usage']['cost_usd_per_question']:.5f}")  # fmt: skip
+    row("latency", _latency)
+    row("failed debates", lambda s: str(s["status"].get("failed", 0)))
+    return t
+
+
+def _seats_of(summaries: Sequence[dict[str, Any]]) -> list[str]:
+    seats: list[str] = []
+    for s in summaries:
+        seats += [p for p in s["panelists"] if p not in seats]
+    return seats
+
+
+def _cell(acc: dict[str, Any] | None) -> str:
+    return "—" if acc is None else f"{_pct(acc['accuracy'])} ({_ci(acc)})"

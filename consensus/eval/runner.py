@@ -1,0 +1,197 @@
+"""Run a labelled dataset through the debate engine, one record per question, resumable.
+
+Layout of an output directory:
+  run.json       what ran: dataset, seed, limit, language, rounds, the panel, when it started
+  records.jsonl  one scoring.EvalRecord per finished question, appended (flushed and fsynced)
+                 as each debate ends, so Ctrl-C or a kill keeps everything finished so far
+Re-running into the same directory skips the ids already in records.jsonl, and refuses to mix
+runs: the dataset, seed, language, rounds and every seat's answer-relevant settings must match.
+How answers are read and scored is documented in consensus.eval.scoring.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from consensus.engine import DebateOptions, debate
+from consensus.eval.datasets import EvalItem
+from consensus.eval.scoring import EvalRecord, record_from_error, record_from_result
+from consensus.providers.base import Provider
+from consensus.types import Panel, Seat
+
+__all__ = ["RECORDS", "RUN_INFO", "EvalRun", "panel_fingerprint", "prepare_out_dir", "read_records", "run_eval"]
+
+RECORDS = "records.jsonl"
+RUN_INFO = "run.json"
+_SEAT_KEYS = ("name", "model", "temperature", "seed", "persona", "max_tokens")
+_MATCHED = ("dataset", "seed", "language", "rounds", "panel_fingerprint")
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class EvalRun:
+    """The records of the requested items (resumed and new, sorted by id) and what happened."""
+
+    records: list[EvalRecord]
+    resumed: int
+    new: int
+    problems: list[str] = field(default_factory=list)
+
+
+def panel_fingerprint(panel: Panel) -> dict[str, Any]:
+    """The panel settings that change answers: seats' models, sampling and personas, the protocol."""
+    def seat(s: Seat) -> dict[str, Any]:
+        return {k: getattr(s, k) for k in _SEAT_KEYS}
+
+    return {
+        "panelists": [seat(s) for s in panel.panelists],
+        "synthesizer": seat(panel.synthesizer),
+        "max_rounds": panel.debate.max_rounds,
+        "agreement_threshold": panel.debate.agreement_threshold,
+    }
+
+
+def read_records(path: Path) -> tuple[dict[str, EvalRecord], list[str]]:
+    """Records by id from a records.jsonl (first wins); unreadable lines are reported, not dropped silently."""
+    records: dict[str, EvalRecord] = {}
+    problems: list[str] = []
+    if not path.exists():
+        return records, problems
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = EvalRecord.model_validate_json(line)
+        except ValidationError as exc:
+            problems.append(f"{path}: line {number}: unreadable record ({exc.errors()[0]['msg']}); it will be re-run")
+            continue
+        records.setdefault(record.id, record)
+    return records, problems
+
+
+def _drop_partial_line(path: Path) -> str | None:
+    """Cut a last line left half-written by a kill, so the next append starts on a fresh line."""
+    if not path.exists():
+        return None
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return None
+    keep = data.rfind(b"\n") + 1
+    with path.open("r+b") as fh:
+        fh.truncate(keep)
+    return f"{path}: dropped a half-written last line ({len(data) - keep} bytes); that question will be re-run"
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _prepare_run_info(out: Path, info: dict[str, Any]) -> None:
+    """Write run.json, or check that the run already in `out` is the same experiment."""
+    path = out / RUN_INFO
+    if path.exists():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        differ = [k.removesuffix("_fingerprint") for k in _MATCHED if old.get(k) != info.get(k)]
+        if differ:
+            raise ValueError(
+                f"{out} holds a different run (its {', '.join(differ)} differ{'s' if len(differ) == 1 else ''}); "
+                "resume with the same settings or choose another --out"
+            )
+        info = {**old, "limit": info.get("limit"), "n_items": info.get("n_items"), "resumed_at": info["started_at"],
+                "started_at": old.get("started_at")}  # fmt: skip
+    _write_json(path, info)
+
+
+def _append(fh: Any, record: EvalRecord) -> None:
+    fh.write(record.model_dump_json() + "\n")
+    fh.flush()
+    os.fsync(fh.fileno())
+
+
+def prepare_out_dir(
+    out: Path, panel: Panel, n_items: int, rounds: int | None, language: str, run_info: dict[str, Any] | None
+) -> tuple[Path, dict[str, EvalRecord], list[str]]:
+    """Create or check the output directory; return records.jsonl, the records done, and problems."""
+    out.mkdir(parents=True, exist_ok=True)
+    info = {
+        "dataset": None, "seed": None, "limit": None, **(run_info or {}),
+        "language": language, "rounds": rounds, "n_items": n_items,
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "panel_fingerprint": panel_fingerprint(panel),
+        "panel": panel.model_dump(mode="json", exclude={"source"}), "panel_source": panel.source,
+    }  # fmt: skip
+    _prepare_run_info(out, info)
+    path = out / RECORDS
+    problems = [p for p in [_drop_partial_line(path)] if p]
+    done, unreadable = read_records(path)
+    return path, done, problems + unreadable
+
+
+async def run_eval(
+    items: Sequence[EvalItem],
+    panel: Panel,
+    provider: Provider,
+    out_dir: str | Path,
+    concurrency: int = 2,
+    rounds: int | None = None,
+    progress: Progress | None = None,
+    *,
+    language: str = "en",
+    run_info: dict[str, Any] | None = None,
+) -> EvalRun:
+    """Debate every item not yet in out_dir/records.jsonl, at most `concurrency` at a time."""
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    path, done, problems = prepare_out_dir(Path(out_dir), panel, len(items), rounds, language, run_info)
+    todo: asyncio.Queue[EvalItem] = asyncio.Queue()
+    for item in items:
+        if item.id not in done:
+            todo.put_nowait(item)
+    resumed, total, new = len(items) - todo.qsize(), len(items), 0
+    names = [s.name for s in panel.panelists]
+    if progress:
+        progress(resumed, total)
+
+    async def one(item: EvalItem) -> EvalRecord:
+        t0 = time.monotonic()
+        options = DebateOptions(rounds=rounds, language=language)
+        try:
+            result = await debate(item.question, panel, provider, options)
+        except Exception as exc:  # recorded with its reason, counted as failed, never dropped
+            return record_from_error(item, names, exc, int((time.monotonic() - t0) * 1000))
+        return record_from_result(item, result, int((time.monotonic() - t0) * 1000))
+
+    with path.open("a", encoding="utf-8") as fh:
+
+        async def worker() -> None:
+            nonlocal new
+            while not todo.empty():
+                record = await one(todo.get_nowait())
+                _append(fh, record)
+                done[record.id] = record
+                new += 1
+                if progress:
+                    progress(resumed + new, total)
+
+        workers = [asyncio.create_task(worker()) for _ in range(min(concurrency, max(1, todo.qsize())))]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for w in workers:
+                w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+    records = sorted((done[i.id] for i in items if i.id in done), key=lambda r: r.id)
+    return EvalRun(records=records, resumed=resumed, new=new, problems=problems)

@@ -1,0 +1,209 @@
+"""Pure: read the short answer out of a reply, score it against the gold, build one record per question.
+
+How an answer is read and scored (quoted in the README):
+
+1. Which text is read. A panelist's ``final_answer`` when it replied in the requested JSON
+   format, else its whole reply. The consensus is the synthesizer's free text: everything from
+   the first line that starts with "Agreement:" or "Dissent:" on is cut off (those paragraphs
+   quote the minority's answers); if a line "Final answer: X" remains, only X is read.
+2. number items: the text itself when it is one number ("1,234", "$42", "3/4", "50%"),
+   else the LAST number in it ("16 - 3 - 4 = 9, so $18" -> 18). Equal to the gold when the
+   values match (relative tolerance 1e-6, as in agreement.py).
+3. choice items, in this order: the text is an option letter ("B", "(b)", "Option B",
+   "The answer is B."); else the first "answer/option/choice (is) X" with an upper-case
+   letter X; else the text equals one choice's text, or contains exactly one choice's text
+   as whole words (normalised as in agreement.normalize_text); else exactly one distinct
+   stand-alone upper-case option letter appears ("A" followed by a lower-case word counts as
+   the article, not a letter). Anything else is unreadable. Equal to the gold when the letters match.
+4. text items: the text as it is, compared with agreement.matches_gold: equal after
+   normalisation (case, accents, punctuation, articles), one contains the other as whole
+   words, or a difflib ratio of at least 0.8.
+An unreadable answer, a failed call and a failed debate count as wrong. The round-0 and the
+final vote are agreement.score_agreement's majority over the answers read this way (each
+panelist's latest successful answer for the final vote; unreadable ones left out; a tie goes to
+the earlier seat).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from pydantic import BaseModel
+
+from consensus.agreement import matches_gold, normalize_answer, normalize_text, parse_choice, score_agreement
+from consensus.eval.datasets import EvalItem, ItemType
+from consensus.types import DebateResult, DebateStatus, ModelAnswer
+
+__all__ = ["EvalRecord", "extract_answer", "is_correct", "record_from_error", "record_from_result"]
+
+_SECTION = re.compile(r"(?im)^[ \t]*[#>*_ \t]*(?:agreement|dissent)\b[*_ \t]*[:：]")
+_FINAL = re.compile(r"(?im)^[ \t]*[#>*_ \t]*final answer[*_ \t]*[:：][ \t]*(.+?)[ \t]*$")
+_NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?!\d)")
+_EXPLICIT = re.compile(r"(?i:\b(?:answer|option|choice)\s*(?:is)?\s*(?:option\s*)?[:\-]?\s*)\(?([A-Z])\)?(?![\w'])")
+_LETTER = re.compile(r"(?<![\w'])\(?([A-Z])\)?(?![\w'])")
+_ARTICLE = re.compile(r"\s+[a-z]")
+
+
+def _reading(text: str) -> str:
+    """The part of a reply that states the answer: before Agreement/Dissent, or the Final answer line."""
+    section = _SECTION.search(text)
+    head = text[: section.start()] if section and text[: section.start()].strip() else text
+    finals = _FINAL.findall(head)
+    return str(finals[-1]).strip().strip("*_").strip() if finals else head.strip()
+
+
+def _number(text: str) -> str | None:
+    norm = normalize_answer(text, "number")
+    if norm.kind == "number":
+        return norm.key
+    found = _NUMBER.findall(text.replace("\u2212", "-"))
+    return normalize_answer(found[-1], "number").key if found else None
+
+
+def _choice(text: str, choices: Sequence[str] | None) -> str | None:
+    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[: len(choices)] if choices else "ABCDEFGHIJ"
+    letter = parse_choice(text)
+    if letter and letter in letters:
+        return letter
+    for m in _EXPLICIT.finditer(text):
+        if m.group(1) in letters:
+            return m.group(1)
+    if choices:
+        said = normalize_text(text)
+        texts = [normalize_text(c) for c in choices]
+        if said in texts:
+            return letters[texts.index(said)]
+        inside = [i for i, t in enumerate(texts) if t and f" {t} " in f" {said} "]
+        if len(inside) == 1:
+            return letters[inside[0]]
+    seen = {m.group(1) for m in _LETTER.finditer(text)
+            if m.group(1) in letters and not (m.group(0) == "A" and _ARTICLE.match(text, m.end()))}  # fmt: skip
+    return seen.pop() if len(seen) == 1 else None
+
+
+def extract_answer(text: str | None, kind: ItemType, choices: Sequence[str] | None = None) -> str | None:
+    """The short answer a reply gives for an item of this kind (see the module docstring), or None."""
+    if text is None or not text.strip():
+        return None
+    reading = _reading(text)
+    if not reading:
+        return None
+    if kind == "number":
+        return _number(reading)
+    if kind == "choice":
+        return _choice(reading, choices)
+    return reading
+
+
+def is_correct(answer: str | None, item: EvalItem) -> bool:
+    """Whether an extracted answer matches the item's gold."""
+    return answer is not None and matches_gold(answer, item.answer, item.type)
+
+
+class PanelistRecord(BaseModel):
+    """One panelist's answer in one round, as scored."""
+
+    panelist: str
+    final_answer: str | None = None
+    extracted: str | None = None
+    correct: bool = False
+    confidence: float | None = None
+    error: str | None = None
+    latency_ms: int = 0
+
+
+class RoundRecord(BaseModel):
+    """One round: the engine's agreement score and every answer given in it."""
+
+    index: int
+    agreement: float | None = None
+    answers: list[PanelistRecord]
+
+
+class Scored(BaseModel):
+    """A vote or the consensus: what was answered, what was read from it, and whether it is right."""
+
+    answer: str | None = None
+    extracted: str | None = None
+    correct: bool = False
+
+
+class EvalRecord(BaseModel):
+    """Everything measured for one question: one line of records.jsonl."""
+
+    id: str
+    question: str
+    gold: str
+    type: ItemType
+    choices: list[str] | None = None
+    panelists: list[str]
+    status: str
+    reason: str | None = None
+    rounds: list[RoundRecord] = []
+    round0_vote: Scored = Scored()
+    final_vote: Scored = Scored()
+    consensus: Scored = Scored()
+    synthesizer: str | None = None
+    consensus_fallback: bool = False
+    final_agreement: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    tokens: int = 0
+    cost_usd: float | None = 0.0
+    llm_calls: int = 0
+    latency_ms: int = 0
+
+
+def _scored_text(a: ModelAnswer) -> str | None:
+    return a.final_answer if a.structured and a.final_answer else (a.answer or a.final_answer)
+
+
+def _vote(answers: Sequence[tuple[str, str | None]], item: EvalItem) -> Scored:
+    majority = score_agreement(answers).majority
+    return Scored(answer=majority, extracted=majority, correct=is_correct(majority, item))
+
+
+def record_from_result(item: EvalItem, result: DebateResult, latency_ms: int) -> EvalRecord:
+    """Score a finished debate against the item's gold."""
+    rounds: list[RoundRecord] = []
+    latest: dict[str, str | None] = {}
+    for rnd in result.rounds:
+        answers = []
+        for a in rnd.answers:
+            got = extract_answer(_scored_text(a), item.type, item.choices) if a.ok else None
+            answers.append(PanelistRecord(
+                panelist=a.panelist, final_answer=a.final_answer, extracted=got, correct=is_correct(got, item),
+                confidence=a.confidence, error=a.error.kind if a.error else None, latency_ms=a.latency_ms,
+            ))  # fmt: skip
+            if a.ok:
+                latest[a.panelist] = got
+        rounds.append(RoundRecord(index=rnd.index, agreement=rnd.agreement.score if rnd.agreement else None, answers=answers))
+    failed = result.status == DebateStatus.failed
+    order = [p.name for p in result.panel]
+    record = EvalRecord(
+        id=item.id, question=item.question, gold=item.answer, type=item.type, choices=item.choices,
+        panelists=order, status=result.status.value, reason=result.reason, rounds=rounds,
+        final_agreement=(rounds[-1].agreement or 0.0) if rounds else 0.0,
+        prompt_tokens=result.usage.prompt_tokens, completion_tokens=result.usage.completion_tokens,
+        tokens=result.usage.total_tokens, cost_usd=result.usage.cost_usd, llm_calls=result.usage.llm_calls,
+        latency_ms=latency_ms,
+    )  # fmt: skip
+    if rounds and not failed:
+        record.round0_vote = _vote([(a.panelist, a.extracted) for a in rounds[0].answers], item)
+        record.final_vote = _vote([(p, latest[p]) for p in order if p in latest], item)
+    c = result.consensus
+    if c is not None:
+        got = extract_answer(c.answer, item.type, item.choices)
+        record.consensus = Scored(answer=c.answer, extracted=got, correct=not failed and is_correct(got, item))
+        record.synthesizer, record.consensus_fallback = c.synthesizer, c.fallback
+    return record
+
+
+def record_from_error(item: EvalItem, panelists: list[str], error: BaseException, latency_ms: int) -> EvalRecord:
+    """A failed record for a debate that raised instead of returning a result."""
+    return EvalRecord(
+        id=item.id, question=item.question, gold=item.answer, type=item.type, choices=item.choices,
+        panelists=panelists, status=DebateStatus.failed.value, reason=f"{type(error).__name__}: {error}",
+        latency_ms=latency_ms,
+    )  # fmt: skip

@@ -1,0 +1,233 @@
+"""The eval harness against a scripted panel whose answers are known: every figure checked by hand."""
+
+import asyncio
+import json
+import re
+from collections import Counter
+
+import pytest
+
+from consensus.errors import ProviderError
+from consensus.eval.datasets import EvalItem
+from consensus.eval.html import render_html
+from consensus.eval.report import compare, load_summary, render_table, summarize
+from consensus.eval.runner import RECORDS, read_records, run_eval
+from consensus.eval.scoring import extract_answer
+from consensus.eval.stats import mcnemar_exact, paired_bootstrap, wilson_interval
+from consensus.providers.base import Completion
+from consensus.types import DebateSettings, Panel, Seat, Usage
+
+ERR = None  # a scripted outage
+CHOICES = ["Lyon", "Paris", "Nice"]
+# id: (type, gold, [round-0 a, b, c], [round-1 a, b, c] or None, synthesizer text or None)
+SCRIPT = {
+    "q01": ("number", "4", ["4", "4", "4"], None, "4"),
+    "q02": ("number", "10", ["10", "12", "12"], ["10", "10", "12"],
+            "The panel settles on 10.\n\nAgreement: two panelists say 10.\n\nDissent: Panelist C says 12."),
+    "q03": ("number", "7", ["7", "7", "9"], ["7", "9", "9"], "The answer is 9."),
+    "q04": ("number", "3", ["5", "3", "6"], ["3", "3", "3"], "3"),
+    "q05": ("choice", "B", ["B", "C", "C"], ["B", "B", "C"], "The panel concludes (B).\n\nDissent: Panelist C chose C."),
+    "q06": ("text", "Paris", ["Paris", "Paris", "Lyon"], ["Paris", "Paris", "Paris"], "Paris is the capital of France."),
+    "q07": ("number", "42", [ERR, "41", "41"], None, "41"),
+    "q08": ("number", "100", ["100", "90", "80"], ["90", "90", "80"], "Final answer: 90"),
+    "q09": ("number", "8", ["8", "8", "8"], None, "The answer is 9."),
+    "q10": ("number", "5", [ERR, ERR, ERR], None, None),
+}  # fmt: skip
+SEATS = ("a", "b", "c")
+
+
+def items(ids=None):
+    out = []
+    for qid, (kind, gold, *_rest) in SCRIPT.items():
+        if ids is None or qid in ids:
+            choices = CHOICES if kind == "choice" else None
+            out.append(EvalItem(id=qid, question=f"{qid}: what is it?", answer=gold, type=kind, choices=choices))
+    return out
+
+
+def make_panel(temperature=None):
+    seats = [Seat(name=n, model=f"openai/{n}", temperature=temperature) for n in SEATS]
+    return Panel(panelists=seats, synthesizer=seats[0], debate=DebateSettings(max_rounds=1))
+
+
+class QuestionFake:
+    """Answers by the question id found in the prompt and by round; json_output=False is the synthesis."""
+
+    def __init__(self, delay_s=0.0):
+        self.delay_s = delay_s
+        self.calls: Counter[tuple[str, str]] = Counter()
+
+    async def complete(self, seat, messages, *, timeout_s, json_output=False, on_delta=None):
+        qid = next(k for k in SCRIPT if k in messages[-1].content)
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        usage = Usage(prompt_tokens=10, completion_tokens=5, total_tokens=15)
+        _, _, r0, r1, synth = SCRIPT[qid]
+        if not json_output:
+            self.calls[(qid, "synth")] += 1
+            return Completion(text=synth, usage=usage, cost_usd=0.001)
+        n = self.calls[(qid, seat.name)]
+        self.calls[(qid, seat.name)] += 1
+        answer = (r0 if n == 0 else r1)[SEATS.index(seat.name)]
+        if answer is ERR:
+            raise ProviderError("server", "scripted outage")
+        text = json.dumps({"answer": f"I think {answer}.", "final_answer": answer, "confidence": 0.7})
+        return Completion(text=text, usage=usage, cost_usd=0.001)
+
+
+def stable(summary):
+    """A summary without what depends on the clock."""
+    return {k: v for k, v in summary.items() if k not in ("latency_ms", "run")}
+
+
+def acc(k, n):
+    return {"correct": k, "n": n, "accuracy": k / n, "ci95": list(wilson_interval(k, n))}
+
+
+async def test_scripted_panel_gives_the_hand_computed_figures(tmp_path):
+    run = await run_eval(items(), make_panel(), QuestionFake(), tmp_path, concurrency=3)
+    s = summarize(run.records)
+    assert s["n"] == 10 and s["panelists"] == ["a", "b", "c"]
+    # Round 0 alone: a right on q01-03,05,06,08,09; b on q01,03,04,06,09; c on q01,09. Errors count as wrong.
+    assert s["accuracy"]["panelists"] == {"a": acc(7, 10), "b": acc(5, 10), "c": acc(2, 10)}
+    assert s["best_panelist"] == "a"
+    # Round-0 vote right on q01,03,06,08 (tie 100/90/80 -> first seat),09; q04 tie goes to a's wrong 5.
+    assert s["accuracy"]["round0_vote"] == acc(5, 10)
+    assert s["accuracy"]["final_vote"] == acc(6, 10)  # q01,02,04,05,06,09
+    assert s["accuracy"]["consensus"] == acc(5, 10)  # q01,02,04,05,06
+    rounds = s["flips"]["rounds"]
+    assert len(rounds) == 1 and (rounds[0]["wrong_to_right"], rounds[0]["right_to_wrong"]) == (5, 2)
+    assert rounds[0]["by_panelist"] == {
+        "a": {"wrong_to_right": 1, "right_to_wrong": 1},  # q04 5->3, q08 100->90
+        "b": {"wrong_to_right": 2, "right_to_wrong": 1},  # q02 12->10, q05 C->B; q03 7->9
+        "c": {"wrong_to_right": 2, "right_to_wrong": 0},  # q04 6->3, q06 Lyon->Paris
+    }
+    assert s["flips"]["round0_vote_to_final_vote"] == {"wrong_to_right": 3, "right_to_wrong": 2}
+    assert s["flips"]["final_vote_to_consensus"] == {"wrong_to_right": 0, "right_to_wrong": 1}  # q09
+    vs_best = s["tests"]["consensus_vs_best_panelist"]
+    assert (vs_best["against"], vs_best["b"], vs_best["c"]) == ("a", 1, 3)  # b: q04; c: q03, q08, q09
+    assert vs_best["mcnemar_p"] == pytest.approx(10 / 16) == mcnemar_exact(1, 3)
+    cons = [True, True, False, True, True, True, False, False, False, False]
+    best = [True, True, True, False, True, True, False, True, True, False]
+    assert vs_best["bootstrap"] == paired_bootstrap(cons, best, iterations=10_000)
+    vs_vote = s["tests"]["consensus_vs_round0_vote"]
+    assert (vs_vote["b"], vs_vote["c"], vs_vote["mcnemar_p"]) == (3, 3, 1.0)  # b: q02,04,05; c: q03,08,09
+    buckets = {b["label"]: (b["correct"], b["n"]) for b in s["agreement_vs_accuracy"]}
+    assert buckets == {"[0, 0.5)": (0, 1), "[0.5, 0.8)": (2, 4), "[0.8, 1]": (3, 5)}
+    assert s["status"] == {"completed": 8, "degraded": 1, "failed": 1}
+    assert s["panelist_errors"] == {"a": {"server": 2}, "b": {"server": 1}, "c": {"server": 1}}
+    assert s["failures"][0]["id"] == "q10" and "fewer than 2 panelists" in s["failures"][0]["reason"]
+    # 57 calls (4 of them failed, no tokens), 15 tokens and $0.001 per successful call.
+    assert s["usage"]["llm_calls_per_question"] == pytest.approx(5.7)
+    assert s["usage"]["tokens_per_question"] == pytest.approx(79.5)
+    assert s["usage"]["cost_usd_per_question"] == pytest.approx(0.0053)
+    assert s["unreadable"] == {"consensus": 0, "round0_answers": 0}
+    assert s["latency_ms"]["p50"] is not None and s["latency_ms"]["p95"] >= s["latency_ms"]["p50"]
+
+
+async def test_each_question_is_one_jsonl_record_with_every_round(tmp_path):
+    await run_eval(items(), make_panel(), QuestionFake(), tmp_path, concurrency=2)
+    lines = (tmp_path / RECORDS).read_text().splitlines()
+    assert sorted(json.loads(x)["id"] for x in lines) == sorted(SCRIPT)
+    r = {json.loads(x)["id"]: json.loads(x) for x in lines}["q02"]
+    assert [[(a["panelist"], a["final_answer"], a["correct"]) for a in rnd["answers"]] for rnd in r["rounds"]] == [
+        [("a", "10", True), ("b", "12", False), ("c", "12", False)],
+        [("a", "10", True), ("b", "10", True), ("c", "12", False)],
+    ]
+    assert r["round0_vote"]["extracted"] == "12" and not r["round0_vote"]["correct"]
+    assert r["final_vote"]["extracted"] == "10" and r["final_vote"]["correct"]
+    assert r["consensus"]["extracted"] == "10" and r["consensus"]["correct"]  # the Dissent's 12 is not read
+    assert r["llm_calls"] == 7 and r["tokens"] == 105 and r["status"] == "completed"
+    assert [rnd["agreement"] for rnd in r["rounds"]] == [pytest.approx(2 / 3), pytest.approx(2 / 3)]
+    run_info = json.loads((tmp_path / "run.json").read_text())
+    assert run_info["language"] == "en" and run_info["panel_fingerprint"]["max_rounds"] == 1
+
+
+async def test_resuming_skips_finished_questions_and_gives_the_same_summary(tmp_path):
+    whole = await run_eval(items(), make_panel(), QuestionFake(), tmp_path / "whole", concurrency=2)
+    first = await run_eval(items({"q01", "q02", "q03", "q04"}), make_panel(), QuestionFake(), tmp_path / "parts")
+    fake = QuestionFake()
+    rest = await run_eval(items(), make_panel(), fake, tmp_path / "parts", concurrency=2)
+    assert (first.new, rest.resumed, rest.new) == (4, 4, 6)
+    assert not any(qid in {"q01", "q02", "q03", "q04"} for qid, _ in fake.calls)
+    assert stable(summarize(rest.records)) == stable(summarize(whole.records))
+
+
+async def test_an_interrupted_run_keeps_what_finished_and_resumes_to_the_same_summary(tmp_path):
+    whole = await run_eval(items(), make_panel(), QuestionFake(), tmp_path / "whole", concurrency=2)
+    task: asyncio.Task | None = None
+
+    def stop_after_three(done, total):
+        if done >= 3 and task is not None:
+            task.cancel()
+
+    task = asyncio.create_task(run_eval(items(), make_panel(), QuestionFake(delay_s=0.01), tmp_path / "cut",
+                                        concurrency=2, progress=stop_after_three))  # fmt: skip
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    kept, problems = read_records(tmp_path / "cut" / RECORDS)
+    assert 3 <= len(kept) < 10 and problems == []
+    resumed = await run_eval(items(), make_panel(), QuestionFake(), tmp_path / "cut", concurrency=2)
+    assert resumed.resumed == len(kept) and resumed.new == 10 - len(kept)
+    assert stable(summarize(resumed.records)) == stable(summarize(whole.records))
+
+
+async def test_a_half_written_last_line_is_dropped_reported_and_re_run(tmp_path):
+    await run_eval(items({"q01", "q02"}), make_panel(), QuestionFake(), tmp_path)
+    with (tmp_path / RECORDS).open("a") as fh:
+        fh.write('{"id": "q03", "question": "q03: wh')
+    fake = QuestionFake()
+    run = await run_eval(items({"q01", "q02", "q03"}), make_panel(), fake, tmp_path)
+    assert run.resumed == 2 and run.new == 1 and "half-written" in run.problems[0]
+    assert {qid for qid, _ in fake.calls} == {"q03"}
+    assert len((tmp_path / RECORDS).read_text().splitlines()) == 3
+
+
+async def test_resuming_refuses_a_different_panel(tmp_path):
+    await run_eval(items({"q01"}), make_panel(), QuestionFake(), tmp_path)
+    with pytest.raises(ValueError, match="its panel differs"):
+        await run_eval(items({"q01"}), make_panel(temperature=0.5), QuestionFake(), tmp_path)
+
+
+async def test_html_report_is_self_contained_and_escapes_dataset_text(tmp_path):
+    bad = EvalItem(id="q01", question="q01: <script>alert(1)</script> what?", answer="4", type="number")
+    run = await run_eval([bad, *items({"q02", "q05"})], make_panel(), QuestionFake(), tmp_path)
+    page = render_html(summarize(run.records, {"dataset": "<b>x</b>"}), run.records)
+    assert "<script" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page
+    assert not re.search(r"\b(src|href)\s*=", page) and "http" not in page and "@import" not in page
+    assert page.count("<svg") == 3 and '<meta charset="utf-8">' in page
+
+
+async def test_table_and_compare_render_every_run(tmp_path):
+    await run_eval(items(), make_panel(), QuestionFake(), tmp_path / "one")
+    s = load_summary(tmp_path / "one")
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    console.print(render_table(s))
+    console.print(compare([tmp_path / "one", tmp_path / "one"]))
+    text = console.export_text()
+    assert "a alone (round 0) *best" in text and "70.0%" in text and "p=0.625" in text
+    assert "consensus" in text and "wrong→right 5 · right→wrong 2" in text and text.count(str(tmp_path / "one")) >= 2
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "want"),
+    [
+        ("Janet sells 16 - 3 - 4 = 9 eggs at $2, so she makes $18 a day.", "number", "18"),
+        ("$1,234.50", "number", "1234.5"),
+        ("The answer is 9.\n\n**Agreement:** A and B.\n\n**Dissent:** Panelist C says 12.", "number", "9"),
+        ("Working...\nFinal answer: 42\nConfidence 0.9", "number", "42"),
+        ("no idea", "number", None),
+        ("(b)", "choice", "B"),
+        ("The correct answer is C because A is wrong.", "choice", "C"),
+        ("Paris", "choice", "B"),
+        ("It must be Nice, on the coast.", "choice", "C"),
+        ("A city in France: B fits.", "choice", "B"),
+        ("B or C", "choice", None),
+        ("  Paris  ", "text", "Paris"),
+    ],
+)
+def test_extract_answer_reads_the_documented_forms(text, kind, want):
+    assert extract_answer(text, kind, CHOICES if kind == "choice" else None) == want
