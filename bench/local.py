@@ -1,6 +1,6 @@
-"""Print figures for the embedded model through LiteLLM: load time, tokens/s, concurrent streams.
+"""Print figures for the embedded model: load time, tokens/s, and full default-panel debates.
 
-python bench/local_model.py [--threads 1 2]   # --threads also times raw llama-cpp per n_threads
+python bench/local.py [--debates 3] [--threads 1 2]   # --threads also times raw llama-cpp per n_threads
 """
 
 from __future__ import annotations
@@ -42,7 +42,29 @@ async def stream(max_tokens: int, seed: int) -> tuple[int, float, float]:
     return (usage.completion_tokens if usage else 0), first, time.perf_counter() - start
 
 
-async def main(threads: list[int]) -> None:
+async def debates(n: int) -> None:
+    """Wall time of full debates on the default local panel (openings, 1 debate round, synthesis)."""
+    from consensus.config import default_local_panel
+    from consensus.engine import DebateOptions, debate
+    from consensus.providers.gateway import LiteLLMGateway
+
+    panel = default_local_panel()
+    gateway = LiteLLMGateway(panel.debate)
+    questions = ["What is the capital of France?", "What is 12 times 7?", "Is the Earth flat? Answer yes or no."]
+    walls = []
+    for i in range(n):
+        q = questions[i % len(questions)]
+        start = time.perf_counter()
+        r = await debate(q, panel, gateway, DebateOptions(language="en"))
+        walls.append(time.perf_counter() - start)
+        print(f"debate {i + 1}: {walls[-1]:.1f} s, status {r.status.value}, rounds {len(r.rounds)}, "
+              f"{r.usage.llm_calls} calls, {r.usage.completion_tokens} completion tokens, agreement "
+              f"{r.consensus.agreement if r.consensus else None}")  # fmt: skip
+    walls.sort()
+    print(f"full default debate: median {walls[len(walls) // 2]:.1f} s, worst {walls[-1]:.1f} s (target <= 20 s)")
+
+
+async def main(threads: list[int], n_debates: int) -> None:
     print(f"cpus={os.cpu_count()} loadavg={os.getloadavg()[0]:.2f}")
     local.register_local_provider()
     start = time.perf_counter()
@@ -65,6 +87,7 @@ async def main(threads: list[int]) -> None:
     total = sum(n for n, _, _ in results)
     firsts = ", ".join(f"{f:.2f}" for _, f, _ in results)
     print(f"3 concurrent streams: {total} tokens in {wall:.2f} s (first tokens at {firsts} s)")
+    await debates(n_debates)
     for n_threads in threads:
         import llama_cpp
 
@@ -81,4 +104,6 @@ async def main(threads: list[int]) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, nargs="*", default=[])
-    asyncio.run(main(parser.parse_args().threads))
+    parser.add_argument("--debates", type=int, default=3)
+    args = parser.parse_args()
+    asyncio.run(main(args.threads, args.debates))
