@@ -4,6 +4,9 @@ import os as _os
 
 # LiteLLM fetches a price list from the internet at import unless told not to (seconds of blocking).
 _os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+# LiteLLM's aiohttp pool caps connections per host at 500: a busy service queues behind it.
+_os.environ.setdefault("AIOHTTP_CONNECTOR_LIMIT", "4000")
+_os.environ.setdefault("AIOHTTP_CONNECTOR_LIMIT_PER_HOST", "2000")
 
 from consensus.agreement import matches_gold, normalize_answer, score_agreement
 from consensus.config import default_local_panel, load_panel, load_panel_file

@@ -22,7 +22,7 @@ from consensus.types import DebateSettings, Seat, Usage  # noqa: E402
 
 litellm.suppress_debug_info = True
 litellm.drop_params = True
-# LiteLLM's per-chunk logging work is pure overhead for us (measured in bench/overhead.py).
+# LiteLLM's per-chunk logging is work we never use; turning it off measured within noise (bench/overhead.py).
 litellm.disable_streaming_logging = True
 litellm.turn_off_message_logging = True
 litellm.telemetry = False
