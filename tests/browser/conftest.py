@@ -23,9 +23,13 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run"]  # fmt: skip
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[object]:
-    """Headless Debian chromium; a missing browser fails the run (CI installs it), it never skips."""
+    """Headless Debian chromium; a missing browser fails the run (CI installs it), it never skips.
+
+    Package-scoped: Playwright's sync API keeps an event loop set as running in the main thread
+    until it stops, which would break every later test that calls asyncio.run().
+    """
     executable = shutil.which("chromium")
     if executable is None:
         pytest.fail("chromium is not installed: run `bash scripts/install.sh --browser` (as root)", pytrace=False)
