@@ -105,6 +105,7 @@ class PanelistRecord(BaseModel):
     """One panelist's answer in one round, as scored."""
 
     panelist: str
+    answer: str = ""
     final_answer: str | None = None
     extracted: str | None = None
     correct: bool = False
@@ -173,7 +174,7 @@ def record_from_result(item: EvalItem, result: DebateResult, latency_ms: int) ->
         for a in rnd.answers:
             got = extract_answer(_scored_text(a), item.type, item.choices) if a.ok else None
             answers.append(PanelistRecord(
-                panelist=a.panelist, final_answer=a.final_answer, extracted=got, correct=is_correct(got, item),
+                panelist=a.panelist, answer=a.answer, final_answer=a.final_answer, extracted=got, correct=is_correct(got, item),
                 confidence=a.confidence, error=a.error.kind if a.error else None, latency_ms=a.latency_ms,
             ))  # fmt: skip
             if a.ok:
