@@ -56,12 +56,15 @@ async def start_debate(svc: Any, who: Any, body: DebateRequest, idempotency_key:
         raise ApiError(422, exc.message if exc.field in exc.message else f"{exc.field}: {exc.message}", param=exc.field,
                        code="invalid_value") from None  # fmt: skip
     admit(svc, who)
-    row, created = await svc.store.create_debate(
-        result, {**request, "digest": digest}, who.key_id, scope, svc.settings.replica_id, svc.settings.lease_s
-    )
-    if not created:
-        return _same_request(row, digest), False
-    svc.runner.launch(result)
+    try:
+        row, created = await svc.store.create_debate(
+            result, {**request, "digest": digest}, who.key_id, scope, svc.settings.replica_id, svc.settings.lease_s
+        )
+        if not created:
+            return _same_request(row, digest), False
+        svc.runner.launch(result)
+    finally:
+        svc.runner.unreserve()
     return row, True
 
 

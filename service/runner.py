@@ -63,6 +63,7 @@ class Runner:
         self.tasks: dict[str, asyncio.Task[DebateResult | None]] = {}
         self.remote_seq: dict[str, int] = {}
         self.accepting = True
+        self.reserved = 0
         self.shutting_down = False
         self._background: list[asyncio.Task[Any]] = []
         self._listener: Any = None
@@ -74,7 +75,17 @@ class Runner:
         return len(self.tasks)
 
     def has_room(self) -> bool:
-        return self.accepting and self.in_flight < self.settings.max_in_flight
+        return self.accepting and self.in_flight + self.reserved < self.settings.max_in_flight
+
+    def reserve(self) -> bool:
+        """Take a slot for a debate about to be stored (synchronously, so concurrent POSTs can't overshoot)."""
+        if not self.has_room():
+            return False
+        self.reserved += 1
+        return True
+
+    def unreserve(self) -> None:
+        self.reserved -= 1
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start_background(self) -> None:

@@ -94,9 +94,10 @@ class Store:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        kw: dict[str, Any] = {"pool_pre_ping": True}
+        # Every running debate writes after each event: a pool of 5 starved under load (bench/load.py).
+        kw: dict[str, Any] = {"pool_pre_ping": True, "pool_size": 20, "max_overflow": 40, "pool_timeout": 60}
         if url.startswith("sqlite"):
-            kw = {"connect_args": {"timeout": 30}}
+            kw = {"connect_args": {"timeout": 30}, "pool_size": 20, "max_overflow": 40, "pool_timeout": 60}
         self.engine: AsyncEngine = create_async_engine(url, **kw)
         if url.startswith("sqlite"):
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)

@@ -155,3 +155,24 @@ def test_browser_key_on_a_same_origin_get_without_origin_header(keyed):
         assert c.get(f"/v1/debates/{d['id']}", headers={**auth, "Sec-Fetch-Site": "cross-site"}).status_code == 403
         post = c.post("/v1/debates", json={"question": "2+2?"}, headers={**auth, "Sec-Fetch-Site": "same-origin"})
         assert post.status_code == 403  # a POST always carries Origin from a browser: none means not a browser
+
+
+def test_admission_holds_under_a_burst_of_concurrent_posts(make_service, stub):
+    """Concurrent POSTs cannot overshoot the in-flight limit while their rows are being stored."""
+    import threading
+
+    for n in ("alice", "bob", "carol"):
+        stub.script(n, [{"text": ans("4"), "delay_s": 2}])
+    srv = make_service(max_in_flight=3)
+    codes = []
+
+    def post(i):
+        with srv.client() as c:
+            codes.append(c.post("/v1/debates", json={"question": f"{i}?"}).status_code)
+
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(codes) == [202] * 3 + [503] * 9
