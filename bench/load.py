@@ -26,7 +26,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -215,19 +215,18 @@ async def one_client(session: aiohttp.ClientSession, url: str, i: int, sse: bool
 
 @dataclass
 class Sampler:
-    """Samples the service's in-flight count (/readyz) while a batch runs."""
+    """Samples the service's debates in flight (the /metrics gauge: /readyz waits on the database pool)."""
 
     url: str
     peak_in_flight: int = 0
-    samples: list[int] = field(default_factory=list)
 
     async def run(self, session: aiohttp.ClientSession) -> None:
         while True:
             with contextlib.suppress(Exception):  # a saturated server answers late or not at all: skip
-                async with session.get(f"{self.url}/readyz", timeout=aiohttp.ClientTimeout(total=2)) as r:
-                    n = int((await r.json()).get("in_flight", 0))
-                    self.samples.append(n)
-                    self.peak_in_flight = max(self.peak_in_flight, n)
+                async with session.get(f"{self.url}/metrics", timeout=aiohttp.ClientTimeout(total=2)) as r:
+                    for line in (await r.text()).splitlines():
+                        if line.startswith("consensus_debates_in_flight "):
+                            self.peak_in_flight = max(self.peak_in_flight, int(float(line.split()[1])))
             await asyncio.sleep(0.5)
 
 
