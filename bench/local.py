@@ -1,6 +1,6 @@
 """Print figures for the embedded model: load time, tokens/s, and full default-panel debates.
 
-python bench/local.py [--debates 3] [--threads 1 2]   # --threads also times raw llama-cpp per n_threads
+python bench/local.py [--debates 5] [--threads 1 2]   # --threads also times raw llama-cpp per n_threads
 """
 
 from __future__ import annotations
@@ -50,7 +50,14 @@ async def debates(n: int) -> None:
 
     panel = default_local_panel()
     gateway = LiteLLMGateway(panel.debate)
-    questions = ["What is the capital of France?", "What is 12 times 7?", "Is the Earth flat? Answer yes or no."]
+    questions = [
+        "What is the capital of France?",
+        "What is 12 times 7?",
+        "A bat and a ball cost 1.10 dollars in total. The bat costs 1 dollar more than the ball. "
+        "How much does the ball cost?",
+        "Is the Earth flat? Answer yes or no.",
+        "Which is heavier, a kilogram of feathers or a kilogram of iron?",
+    ]
     walls = []
     for i in range(n):
         q = questions[i % len(questions)]
@@ -104,6 +111,6 @@ async def main(threads: list[int], n_debates: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, nargs="*", default=[])
-    parser.add_argument("--debates", type=int, default=3)
+    parser.add_argument("--debates", type=int, default=5)
     args = parser.parse_args()
     asyncio.run(main(args.threads, args.debates))

@@ -16,6 +16,8 @@ from consensus.types import DebateSettings, Panel, Seat
 LOCAL_MODEL = "local/smollm2"
 _SEAT_FIELDS = set(Seat.model_fields)
 
+# Answers are capped short: on 2 cores the model writes ~30 tokens/s under the JSON grammar and
+# reads prompts at ~180 tokens/s, so a debate's 7 calls fit in about 20 s (bench/local.py).
 # Three seats on the embedded model that differ in persona, temperature and seed.
 DEFAULT_LOCAL_SEATS = (
     {"name": "careful", "persona": "You are careful and precise. Think step by step, briefly.",
@@ -30,10 +32,10 @@ DEFAULT_LOCAL_SEATS = (
 def default_local_panel() -> Panel:
     """The no-keys panel: three differing seats on the embedded SmolLM2 model."""
     seats = [
-        Seat(model=LOCAL_MODEL, max_tokens=96, timeout_s=240, context_window=2048, **s)  # type: ignore[arg-type]
+        Seat(model=LOCAL_MODEL, max_tokens=64, timeout_s=240, context_window=2048, **s)  # type: ignore[arg-type]
         for s in DEFAULT_LOCAL_SEATS
     ]
-    synth = seats[0].model_copy(update={"max_tokens": 128})
+    synth = seats[0].model_copy(update={"max_tokens": 80})
     debate = DebateSettings(max_rounds=1, deadline_s=600)
     return Panel(panelists=seats, synthesizer=synth, debate=debate, source="default local panel")
 

@@ -191,9 +191,9 @@ class _Debate:
             if index == 0:
                 messages = opening_messages(seat, self.result.question, self.result.language, self.marker)
             else:
-                peers = [(self.index[n], a) for n, a in latest.items() if n != seat.name]
+                answers = [(self.index[n], a) for n, a in latest.items()]
                 messages = debate_messages(
-                    seat, self.index[seat.name], self.result.question, latest[seat.name], peers, index,
+                    seat, self.index[seat.name], self.result.question, answers, index,
                     self.result.language, self.marker, self.budget(seat),
                 )  # fmt: skip
             answer = await self.ask(seat, index, messages)

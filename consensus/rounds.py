@@ -49,25 +49,25 @@ def label_for(index: int) -> str:
     return f"Panelist {LABELS[index]}"
 
 
-def system_message(seat: Seat, language: str, marker: str) -> Message:
-    """The system prompt of a panelist (never carries model output)."""
-    persona = seat.persona.strip() if seat.persona else ""
+def system_message(language: str, marker: str) -> Message:
+    """The system prompt every panelist shares (never carries model output or a persona)."""
     return Message(
         role="system",
         content=render(
-            "panelist.system.md",
-            persona=persona,
-            language_name=language_name(language),
-            language_code=language,
-            marker=marker,
+            "panelist.system.md", language_name=language_name(language), language_code=language, marker=marker
         ),
     )
 
 
+def _role(seat: Seat) -> str:
+    persona = seat.persona.strip() if seat.persona else ""
+    return f"\nYour role on this panel: {persona}" if persona else ""
+
+
 def opening_messages(seat: Seat, question: str, language: str, marker: str) -> list[Message]:
     """Messages for a panelist's independent opening answer."""
-    user = render("opening.user.md", question=escape_untrusted(question, marker), marker=marker)
-    return [system_message(seat, language, marker), Message(role="user", content=user)]
+    user = render("opening.user.md", question=escape_untrusted(question, marker), marker=marker, role=_role(seat))
+    return [system_message(language, marker), Message(role="user", content=user)]
 
 
 def _answer_text(a: ModelAnswer) -> str:
@@ -90,34 +90,35 @@ def debate_messages(
     seat: Seat,
     seat_index: int,
     question: str,
-    own: ModelAnswer,
-    peers: Sequence[tuple[int, ModelAnswer]],
+    latest: Sequence[tuple[int, ModelAnswer]],
     round_index: int,
     language: str,
     marker: str,
     budget_tokens: int | None = None,
 ) -> list[Message]:
-    """Messages for a debate round: own answer plus anonymised, fenced peers' latest answers.
+    """Messages for a debate round: every seat's latest answer, anonymised and fenced, in seat order.
 
-    When the prompt would exceed `budget_tokens`, peers' answers are shortened first, then the
-    panelist's own previous answer, then the question.
+    All seats get the same prompt up to the last lines (which answer is their own, their persona),
+    so a prefix cache serves the shared part. When the prompt would exceed `budget_tokens`, the
+    peers' answers are shortened first, then the panelist's own previous answer, then the question.
     """
-    del seat_index  # the panelist's own label is never shown to it
-    own_text = _answer_text(own)
-    peer_texts = [(label_for(i), _answer_text(a)) for i, a in peers]
+    texts = {i: _answer_text(a) for i, a in sorted(latest, key=lambda p: p[0])}
+    if seat_index not in texts:
+        raise ValueError(f"seat {seat_index} has no previous answer to revise")
     q = question
 
     def build() -> list[Message]:
-        peers_block = "\n\n".join(fence(f"ANSWER OF {label.upper()}", t, marker) for label, t in peer_texts)
+        block = "\n\n".join(fence(f"ANSWER OF {label_for(i).upper()}", t, marker) for i, t in texts.items())
         user = render(
             "debate.user.md",
             round=round_index,
             question=escape_untrusted(q, marker),
-            own_answer=escape_untrusted(own_text, marker),
-            peers=peers_block,
+            answers=block,
+            own_label=label_for(seat_index),
+            role=_role(seat),
             marker=marker,
         )
-        return [system_message(seat, language, marker), Message(role="user", content=user)]
+        return [system_message(language, marker), Message(role="user", content=user)]
 
     msgs = build()
     if budget_tokens is None:
@@ -128,12 +129,13 @@ def debate_messages(
         if size <= budget_chars:
             break
         excess = size - budget_chars
-        longest_peer = max((len(t) for _, t in peer_texts), default=0)
+        peers = [i for i in texts if i != seat_index]
+        longest_peer = max((len(texts[i]) for i in peers), default=0)
         if longest_peer > 200:
-            cut = max(200, longest_peer - excess // max(1, len(peer_texts)) - 40)
-            peer_texts = [(label, shorten(t, cut)) for label, t in peer_texts]
-        elif len(own_text) > 200:
-            own_text = shorten(own_text, max(200, len(own_text) - excess - 40))
+            cut = max(200, longest_peer - excess // max(1, len(peers)) - 40)
+            texts.update({i: shorten(texts[i], cut) for i in peers})
+        elif len(texts[seat_index]) > 200:
+            texts[seat_index] = shorten(texts[seat_index], max(200, len(texts[seat_index]) - excess - 40))
         elif len(q) > 200:
             q = shorten(q, max(200, len(q) - excess - 40))
         else:
@@ -201,7 +203,40 @@ def parse_reply(text: str) -> ParsedReply:
                 confidence=_clamp(conf),
                 structured=final_s is not None,
             )
+    cut = _truncated_fields(raw)  # a reply cut off by max_tokens in the middle of its JSON
+    if cut.get("answer"):
+        answer = cut["answer"]
+        final = cut.get("final_answer")
+        return ParsedReply(
+            answer=answer,
+            final_answer=final.removesuffix(" […]")[:300] if final else _guess_final(answer.removesuffix(" […]")),
+            confidence=_clamp(cut.get("confidence")),
+            structured=False,
+        )
     return ParsedReply(answer=raw, final_answer=_guess_final(raw), confidence=None, structured=False)
+
+
+_STRING_FIELD = re.compile(r'"(answer|final_answer)"\s*:\s*"((?:[^"\\]|\\.)*)("?)')
+_NUMBER_FIELD = re.compile(r'"confidence"\s*:\s*(-?\d+(?:\.\d+)?)')
+
+
+def _truncated_fields(text: str) -> dict[str, str]:
+    """The string fields of a JSON reply that stops part-way: a cut string keeps what arrived."""
+    if not text.lstrip("`json \n").startswith("{"):
+        return {}
+    out: dict[str, str] = {}
+    for m in _STRING_FIELD.finditer(text):
+        body = m.group(2).rstrip("\\")  # a cut right after a backslash leaves a dangling escape
+        try:
+            value = json.loads(f'"{body}"')
+        except json.JSONDecodeError:
+            value = body
+        value = value.strip()
+        if value and m.group(1) not in out:
+            out[m.group(1)] = value + ("" if m.group(3) else " […]")
+    if conf := _NUMBER_FIELD.search(text):
+        out["confidence"] = conf.group(1)
+    return out
 
 
 def _first_json_object(text: str) -> dict[str, object] | None:
