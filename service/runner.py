@@ -139,7 +139,8 @@ class Runner:
         if room <= 0 or not self.accepting:
             return
         for row in await self.store.claim_orphans(self.settings.replica_id, self.settings.lease_s, room):
-            await self.resume(row)
+            if row.id not in self.tasks:  # still running here (a late lease renewal): resuming would run it twice
+                await self.resume(row)
 
     async def resume(self, row: DebateRow) -> None:
         result = DebateResult.model_validate(row.result)

@@ -1,5 +1,6 @@
 """The debates API on real uvicorn: create, wait, read, list, cancel, SSE, replay, idempotency."""
 
+import asyncio
 import json
 import threading
 import time
@@ -149,3 +150,33 @@ def test_concurrent_posts_all_complete(stub, service):
     for t in threads:
         t.join()
     assert results == ["completed"] * 8
+
+
+def test_a_replica_never_adopts_a_debate_it_is_still_running(stub, service):
+    # Under load a heartbeat can renew a lease late; the expired row then looks orphaned to its own
+    # replica. Claiming it again is fine (the lease is ours), resuming it would run it twice.
+    for n in ("alice", "bob", "carol"):
+        stub.script(n, [{"text": ans("4"), "delay_s": 1.5}, {"text": ans("4")}])
+    srv = service
+    with srv.client() as c:
+        debate_id = c.post("/v1/debates", json={"question": "2+2?"}).json()["id"]
+        runner, store = srv.services.runner, srv.services.store
+
+        async def expire_and_adopt() -> tuple[bool, int]:
+            from sqlalchemy import update
+
+            from service.store import DebateRow
+
+            async with store.sessions.begin() as s:
+                await s.execute(update(DebateRow).where(DebateRow.id == debate_id).values(lease_until=None))
+            task = runner.tasks[debate_id]
+            await runner.adopt_orphans()
+            return runner.tasks.get(debate_id) is task, len(runner.tasks)
+
+        same_task, running = asyncio.run_coroutine_threadsafe(expire_and_adopt(), srv.server_loop).result(10)
+        assert same_task and running == 1
+        final = wait_status(c, debate_id)
+    assert final["status"] == "completed"
+    assert [stub.hits(n) for n in ("alice", "bob", "carol")] == [2, 1, 1]  # 3 openings + 1 synthesis, once
+    row = asyncio.run_coroutine_threadsafe(store.get(debate_id), srv.server_loop).result(10)
+    assert row.lease_owner == srv.services.settings.replica_id or row.lease_owner is None
