@@ -203,6 +203,7 @@ class Runner:
         except LeaseLostError:
             # Cancelled on another replica, or adopted by one while this one stalled: stop, write nothing.
             log.warning("debate %s ended elsewhere or is leased to another replica; stopped here", debate_id)
+            await self._publish_stored(debate_id, seq)
             return None
         except asyncio.CancelledError:
             if self.shutting_down:
@@ -210,8 +211,10 @@ class Runner:
             r = latest["r"]
             r.status = DebateStatus.cancelled
             r.reason = "cancelled by a client"
-            with contextlib.suppress(LeaseLostError):  # a remote cancel already stored the end
+            try:
                 await asyncio.shield(self._end(r, seq, me))
+            except LeaseLostError:  # a remote cancel already stored the end: tell the followers here
+                await asyncio.shield(self._publish_stored(debate_id, seq))
             return r
         except Exception as exc:  # noqa: BLE001 - a bug must end the debate visibly, not leave it running
             log.exception("debate %s crashed", debate_id)
@@ -223,6 +226,12 @@ class Runner:
             return r
         finally:
             metrics.IN_FLIGHT.dec()
+
+    async def _publish_stored(self, debate_id: str, after: int) -> None:
+        """Hand this replica's followers what another replica stored (its end, when it took over)."""
+        with contextlib.suppress(Exception):  # followers fall back to polling the store
+            for e in await self.store.events_after(debate_id, after):
+                self.hub.publish(e)
 
     async def cancel(self, debate_id: str) -> bool:
         """Cancel a running debate here, or flag it for the replica that runs it."""

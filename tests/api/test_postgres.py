@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from datetime import datetime
 
@@ -176,8 +177,11 @@ def test_debate_on_one_process_is_followed_live_on_another_and_keeps_its_lease(s
 def test_cancel_on_another_process_ends_the_debate_cancelled(stub, trio):
     _, b, c = trio
     script(stub, {"alice": 0.2, "bob": 1.2, "carol": 5.0})
-    with b.client() as cb, c.client() as cc, c.client() as cc2:
+    with b.client() as cb, b.client() as cb2, c.client() as cc, c.client() as cc2:
         debate_id = cb.post("/v1/debates", json={"question": "2+2?", "rounds": 0}).json()["id"]
+        on_owner: list[list[tuple[float, str, dict]]] = []
+        owner = threading.Thread(target=lambda: on_owner.append(follow_events(cb2, debate_id)))
+        owner.start()  # a follower on b, the replica running the debate
         events = []
         with connect_sse(cc, "GET", f"/v1/debates/{debate_id}/events") as es:
             for e in es.iter_sse():
@@ -185,7 +189,12 @@ def test_cancel_on_another_process_ends_the_debate_cancelled(stub, trio):
                     events.append((0.0, e.event, json.loads(e.data)))
                 if e.event == "answer.completed":  # alice's: b still waits for bob and carol
                     r = cc2.post(f"/v1/debates/{debate_id}/cancel")
+                    cancelled_at = time.monotonic()
                     assert r.status_code == 200 and r.json()["status"] == "cancelled"
+        owner.join(timeout=20)
+        # b's follower hears the end as soon as b notices the cancel (its heartbeat), not after a 15 s poll.
+        assert on_owner and on_owner[0][-1][1] == "debate.failed"
+        assert on_owner[0][-1][0] - cancelled_at < LEASE_S / 3 + 2.5
         deadline = time.monotonic() + 15
         while b.metric("consensus_debates_in_flight") and time.monotonic() < deadline:
             time.sleep(0.1)  # until b has noticed (its next write, or its heartbeat) and let go
