@@ -67,6 +67,7 @@ class Runner:
         self.shutting_down = False
         self._background: list[asyncio.Task[Any]] = []
         self._listener: Any = None
+        self._listen_driver: Any = None  # the asyncpg connection holding our LISTEN
         self._relays: set[asyncio.Task[None]] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -124,6 +125,9 @@ class Runner:
                 await self.store.renew_leases(self.settings.replica_id, list(self.tasks), self.settings.lease_s)
                 await self._honour_remote_cancels()
                 await self.adopt_orphans()
+                if self.store.is_postgres and not self.listening:
+                    log.warning("the LISTEN connection was lost; listening again")
+                    await self._listen()
             except Exception:  # noqa: BLE001 - a store hiccup must not kill the heartbeat
                 log.exception("heartbeat failed")
 
@@ -313,7 +317,17 @@ class Runner:
                 await conn.execute(text("SELECT pg_notify(:channel, :payload)"),
                                    {"channel": NOTIFY_CHANNEL, "payload": f"{debate_id}:{seq}"})
 
+    @property
+    def listening(self) -> bool:
+        driver = self._listen_driver
+        return driver is not None and not driver.is_closed()
+
     async def _listen(self) -> None:
+        """LISTEN on a connection of our own; the heartbeat calls it again when that connection dies."""
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.invalidate()
+            self._listener = self._listen_driver = None
         # A connection of the engine itself: the same URL handling (ssl=..., prepared_statement_cache_size,
         # connect_args) as every query; a hand-made asyncpg DSN rejects those query parameters.
         self._listener = await self.store.engine.connect()
@@ -328,6 +342,7 @@ class Runner:
             task.add_done_callback(self._relays.discard)
 
         await driver.add_listener(NOTIFY_CHANNEL, on_notify)
+        self._listen_driver = driver
 
     async def _relay(self, debate_id: str) -> None:
         after = self.remote_seq.get(debate_id, 0)

@@ -133,6 +133,39 @@ def test_other_replica_relays_events_live(stub, pg_database, listen):
         assert relayed == 0  # all came from polling
 
 
+def test_a_lost_listen_connection_is_reopened(stub, pg_database):
+    script(stub, {"alice": 0.2, "bob": 0.8, "carol": 1.4})
+    a = ServiceServer(Settings(database_url=pg_database, lease_s=LEASE_S), stub_panel(stub))
+    b = ServiceServer(Settings(database_url=pg_database, lease_s=LEASE_S), stub_panel(stub))
+    a.start()
+    b.start()
+    try:
+        runner = b.services.runner
+        old = runner._listen_driver
+        pid = old.get_server_pid()
+
+        async def kill_listener() -> None:
+            from sqlalchemy import text
+
+            async with a.services.store.engine.begin() as conn:  # as an operator or a failover would
+                await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+
+        asyncio.run_coroutine_threadsafe(kill_listener(), a.server_loop).result(10)
+        deadline = time.monotonic() + 10
+        while not (runner.listening and runner._listen_driver is not old) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert runner.listening and runner._listen_driver is not old, "b did not LISTEN again"
+        with a.client() as ca, b.client() as cb:
+            debate_id = ca.post("/v1/debates", json={"question": "2+2?", "rounds": 0}).json()["id"]
+            events = follow_events(cb, debate_id)
+        relayed = runner.remote_seq.get(debate_id, 0)
+    finally:
+        a.stop()
+        b.stop()
+    assert_clean_log(events)
+    assert relayed > 0, "no event reached b through the new LISTEN connection"
+
+
 # -- replicas as separate processes ---------------------------------------------------------------
 @pytest.fixture(scope="module")
 def trio(pg_cluster, stub_server, tmp_path_factory):
