@@ -35,6 +35,10 @@ def serve(
         app_ = create_app(settings)
     except ConsensusError as exc:
         raise fail(str(exc)) from None
+    if not settings.loopback and not asyncio.run(_active_keys()):
+        # Checked before uvicorn starts: its lifespan check (kept for other launchers) ends in a traceback.
+        raise fail(f"--host {host}: refusing to serve a public interface without API keys; create one with "
+                   "`consensus keys create --name NAME`, or bind to 127.0.0.1")  # fmt: skip
     config = uvicorn.Config(app_, host=host, port=port, workers=workers, log_level="warning", access_log=False,
                             timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 5, lifespan="on")  # fmt: skip
     server = uvicorn.Server(config)
@@ -42,6 +46,15 @@ def serve(
     server.run()
     if not server.started:
         raise typer.Exit(1)
+
+
+async def _active_keys() -> bool:
+    store = _store()
+    try:
+        await store.migrate()
+        return any(r.revoked_at is None for r in await store.keys())
+    finally:
+        await store.close()
 
 
 def _store():  # type: ignore[no-untyped-def]

@@ -146,6 +146,24 @@ def test_public_interface_without_keys_refuses_to_start(tmp_path):
         asyncio.run(boot())
 
 
+def test_serve_on_a_public_interface_without_a_live_key_is_one_clear_line(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    monkeypatch.setenv("CONSENSUS_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path}/k.db")
+    runner = CliRunner()
+    created = runner.invoke(app, ["keys", "create", "--name", "old"])
+    assert created.exit_code == 0, created.output
+    listed = runner.invoke(app, ["keys", "list"]).output
+    key_id = next(w for w in listed.split() if len(w) == 12 and w.isalnum())
+    assert runner.invoke(app, ["keys", "revoke", key_id]).exit_code == 0
+    refused = runner.invoke(app, ["serve", "--host", "0.0.0.0", "--port", "1"])  # a revoked key does not count
+    assert refused.exit_code == 2
+    assert "--host 0.0.0.0: refusing to serve a public interface without API keys" in refused.output
+    assert "Traceback" not in refused.output
+
+
 def test_browser_key_on_a_same_origin_get_without_origin_header(keyed):
     srv, secret, public = keyed
     with srv.client() as c:
