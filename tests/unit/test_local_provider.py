@@ -285,3 +285,15 @@ async def test_real_model_answers_streaming_and_not() -> None:
         timeout=120,
     )
     assert "answer" in json.loads(response.choices[0].message.content)
+
+
+def test_thread_count_comes_from_the_environment_or_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(local.THREADS_ENV, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert local.local_threads() == 4  # all cores, at most 4
+    monkeypatch.setenv(local.THREADS_ENV, " 1 ")
+    assert local.local_threads() == 1
+    for bad in ("0", "two", "-1", "100"):
+        monkeypatch.setenv(local.THREADS_ENV, bad)
+        with pytest.raises(LocalModelUnavailable, match=f"CONSENSUS_LOCAL_THREADS='{bad}'"):
+            local.local_threads()
