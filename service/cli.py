@@ -19,7 +19,6 @@ def serve(
     host: Annotated[str, typer.Option(help="interface to bind; a public one requires API keys")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
     panel_file: Annotated[str | None, typer.Option("--panel-file", help="TOML panel file")] = None,
-    workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
 ) -> None:
     """Serve the HTTP API (the default local panel when nothing is configured)."""
     import uvicorn
@@ -39,7 +38,7 @@ def serve(
         # Checked before uvicorn starts: its lifespan check (kept for other launchers) ends in a traceback.
         raise fail(f"--host {host}: refusing to serve a public interface without API keys; create one with "
                    "`consensus keys create --name NAME`, or bind to 127.0.0.1")  # fmt: skip
-    config = uvicorn.Config(app_, host=host, port=port, workers=workers, log_level="warning", access_log=False,
+    config = uvicorn.Config(app_, host=host, port=port, log_level="warning", access_log=False,
                             timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 5, lifespan="on")  # fmt: skip
     server = uvicorn.Server(config)
     out.print(f"consensus serving on http://{host}:{port} (panel: {app_.state.services.panel.source})", highlight=False)
