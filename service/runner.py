@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +24,11 @@ log = logging.getLogger("consensus.service")
 TERMINAL = {"debate.completed", "debate.failed"}
 FINAL_STATUSES = {s.value for s in DebateStatus} - {"running"}
 NOTIFY_CHANNEL = "consensus_events"
+WATCH_CHANNEL = "consensus_watch"  # "<debate id>": a replica has a follower for a debate it does not run
+DELTA_CHANNEL = "consensus_deltas"  # token deltas, batched, for those followers
+WATCH_S = 4.0  # a follower re-announces itself this often; the owner streams for 3 x this after
+DELTA_FLUSH_S = 0.1
+NOTIFY_MAX_BYTES = 7000  # PostgreSQL's payload limit is 8000 bytes
 
 
 class Hub:
@@ -69,6 +75,11 @@ class Runner:
         self._listener: Any = None
         self._listen_driver: Any = None  # the asyncpg connection holding our LISTEN
         self._relays: set[asyncio.Task[None]] = set()
+        self.remote_watch: dict[str, float] = {}  # debate id -> loop time until which another replica watches
+        self._deltas: dict[str, list[DebateEvent]] = {}
+        self._flush: asyncio.TimerHandle | None = None
+        self._notify_lock = asyncio.Lock()
+        self._relay_locks: dict[str, asyncio.Lock] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -109,6 +120,8 @@ class Runner:
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
         with contextlib.suppress(Exception):
             await self.store.release(self.settings.replica_id, left)
+        if self._flush is not None:
+            self._flush.cancel()
         for b in self._background:
             b.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -181,7 +194,7 @@ class Runner:
         latest: dict[str, DebateResult] = {"r": initial}
         seq = start_seq
         opts = DebateOptions(
-            stream=lambda: self.hub.watched(debate_id),
+            stream=lambda: self.hub.watched(debate_id) or self.remotely_watched(debate_id),
             start_seq=start_seq,
             on_checkpoint=lambda r: latest.__setitem__("r", r),
         )
@@ -192,6 +205,8 @@ class Runner:
                 seq = event.seq
                 if event.type.endswith(".delta"):
                     self.hub.publish(event)
+                    if self.remotely_watched(debate_id):
+                        self._queue_delta(event)
                     continue
                 snapshot = event.result or (latest["r"] if event.type == "round.completed" else None)
                 if event.result is not None:
@@ -284,8 +299,12 @@ class Runner:
                 sent = e.seq
                 if e.type in TERMINAL:
                     return
+            announced = -WATCH_S
             while True:
                 local = debate_id in self.tasks
+                if not local and self.listening and self.loop_time() - announced >= WATCH_S:
+                    announced = self.loop_time()
+                    await self._pg_notify((WATCH_CHANNEL, debate_id))  # ask the owner to stream its tokens
                 try:
                     e = await asyncio.wait_for(q.get(), timeout=15.0 if local else 1.0)
                 except TimeoutError:
@@ -310,12 +329,40 @@ class Runner:
 
     # -- PostgreSQL LISTEN/NOTIFY: live events from other replicas -------------------------------
     async def _notify(self, debate_id: str, seq: int) -> None:
-        if not self.store.is_postgres:
-            return
-        with contextlib.suppress(Exception):
-            async with self.store.engine.begin() as conn:
-                await conn.execute(text("SELECT pg_notify(:channel, :payload)"),
-                                   {"channel": NOTIFY_CHANNEL, "payload": f"{debate_id}:{seq}"})
+        if self.store.is_postgres:
+            # Deltas still buffered go first: a follower drops a delta older than an event it has.
+            pending = {debate_id: self._deltas.pop(debate_id)} if debate_id in self._deltas else {}
+            await self._pg_notify(*[(DELTA_CHANNEL, p) for p in delta_payloads(pending)],
+                                  (NOTIFY_CHANNEL, f"{debate_id}:{seq}"))  # fmt: skip
+
+    async def _pg_notify(self, *messages: tuple[str, str]) -> None:
+        """Send (channel, payload) NOTIFYs in order, one transaction at a time."""
+        with contextlib.suppress(Exception):  # best effort: followers also poll the store
+            async with self._notify_lock, self.store.engine.begin() as conn:
+                for channel, payload in messages:
+                    await conn.execute(text("SELECT pg_notify(:channel, :payload)"),
+                                       {"channel": channel, "payload": payload})  # fmt: skip
+
+    @staticmethod
+    def loop_time() -> float:
+        return asyncio.get_running_loop().time()
+
+    def remotely_watched(self, debate_id: str) -> bool:
+        until = self.remote_watch.get(debate_id)
+        return until is not None and until > self.loop_time()
+
+    def _queue_delta(self, event: DebateEvent) -> None:
+        self._deltas.setdefault(event.debate_id, []).append(event)
+        if self._flush is None:
+            self._flush = asyncio.get_running_loop().call_later(DELTA_FLUSH_S, self._start_flush)
+
+    def _start_flush(self) -> None:
+        self._flush = None
+        batches, self._deltas = self._deltas, {}
+        payloads = [(DELTA_CHANNEL, p) for p in delta_payloads(batches)]
+        task = asyncio.get_running_loop().create_task(self._pg_notify(*payloads))
+        self._relays.add(task)
+        task.add_done_callback(self._relays.discard)
 
     @property
     def listening(self) -> bool:
@@ -341,11 +388,66 @@ class Runner:
             self._relays.add(task)  # the loop keeps only a weak reference to a task
             task.add_done_callback(self._relays.discard)
 
+        def on_watch(_conn: Any, _pid: int, _channel: str, debate_id: str) -> None:
+            if debate_id in self.tasks:
+                self.remote_watch[debate_id] = self.loop_time() + 3 * WATCH_S
+                for gone in [i for i in self.remote_watch if i not in self.tasks]:
+                    del self.remote_watch[gone]
+
+        def on_deltas(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                data = json.loads(payload)
+                debate_id = data["d"]
+                if debate_id in self.tasks or not self.hub.watched(debate_id):
+                    return
+                deltas = [DebateEvent(type=type_, seq=seq, debate_id=debate_id, round=round_, panelist=panelist,
+                                      delta=delta) for seq, type_, round_, panelist, delta in data["e"]]  # fmt: skip
+                task = asyncio.get_running_loop().create_task(self._relay(debate_id, deltas))
+                self._relays.add(task)
+                task.add_done_callback(self._relays.discard)
+
         await driver.add_listener(NOTIFY_CHANNEL, on_notify)
+        await driver.add_listener(WATCH_CHANNEL, on_watch)
+        await driver.add_listener(DELTA_CHANNEL, on_deltas)
         self._listen_driver = driver
 
-    async def _relay(self, debate_id: str) -> None:
-        after = self.remote_seq.get(debate_id, 0)
-        for e in await self.store.events_after(debate_id, after):
-            self.remote_seq[debate_id] = max(self.remote_seq.get(debate_id, 0), e.seq)
-            self.hub.publish(e)
+    async def _relay(self, debate_id: str, deltas: Sequence[DebateEvent] = ()) -> None:
+        """Publish another replica's stored events (and deltas) here, in seq order, one relay at a time.
+
+        Deltas ride NOTIFY while stored events are read back from the database, so a batch of
+        deltas waits for the stored events before it; a follower drops anything older than what it has.
+        """
+        lock = self._relay_locks.setdefault(debate_id, asyncio.Lock())
+        async with lock:
+            after = self.remote_seq.get(debate_id, 0)
+            stored = await self.store.events_after(debate_id, after)
+            if deltas:
+                stored = [e for e in stored if e.seq < deltas[0].seq]
+            for e in [*stored, *deltas]:
+                if e.seq > self.remote_seq.get(debate_id, 0):
+                    self.remote_seq[debate_id] = e.seq
+                    self.hub.publish(e)
+        if not self.hub.watched(debate_id) and not lock.locked():  # nobody here follows it any more
+            self._relay_locks.pop(debate_id, None)
+            self.remote_seq.pop(debate_id, None)
+
+
+def delta_payloads(batches: dict[str, list[DebateEvent]]) -> list[str]:
+    """NOTIFY payloads for token deltas, each under PostgreSQL's size limit (a huge delta is dropped)."""
+    out: list[str] = []
+    for debate_id, events in batches.items():
+        rows: list[list[Any]] = []
+        size = 0
+        for e in events:
+            row = [e.seq, e.type, e.round, e.panelist, e.delta]
+            n = len(json.dumps(row, ensure_ascii=False).encode())
+            if n > NOTIFY_MAX_BYTES - 200:
+                continue  # followers still get the whole answer with answer.completed
+            if rows and size + n > NOTIFY_MAX_BYTES - 200:
+                out.append(json.dumps({"d": debate_id, "e": rows}, ensure_ascii=False))
+                rows, size = [], 0
+            rows.append(row)
+            size += n + 1
+        if rows:
+            out.append(json.dumps({"d": debate_id, "e": rows}, ensure_ascii=False))
+    return out

@@ -133,6 +133,27 @@ def test_other_replica_relays_events_live(stub, pg_database, listen):
         assert relayed == 0  # all came from polling
 
 
+def test_token_deltas_reach_a_follower_on_another_replica(stub, pg_database):
+    script(stub, {"bob": 0.8, "carol": 1.4})
+    consensus_text = "The panel agrees the answer is 4; every panelist reached it independently."
+    stub.script("alice", [{"text": ans("4"), "delay_s": 0.2}, {"text": consensus_text, "delay_s": 0.3}])
+    a = ServiceServer(Settings(database_url=pg_database, lease_s=LEASE_S), stub_panel(stub)).start()
+    b = ServiceServer(Settings(database_url=pg_database, lease_s=LEASE_S), stub_panel(stub)).start()
+    try:
+        with a.client() as ca, b.client() as cb:
+            debate_id = ca.post("/v1/debates", json={"question": "2+2?", "rounds": 0}).json()["id"]
+            events = follow_events(cb, debate_id)  # b announces itself; a streams the synthesis for it
+    finally:
+        a.stop()
+        b.stop()
+    assert_clean_log(events)
+    deltas = [p for _, kind, p in events if kind == "consensus.delta"]
+    assert len(deltas) > 1, "no token deltas reached the other replica"
+    assert "".join(d["delta"] for d in deltas).strip() == events[-1][2]["result"]["consensus"]["answer"].strip()
+    seqs = [p["seq"] for _, _, p in events]
+    assert seqs == sorted(seqs) and len(seqs) == len(set(seqs))  # in order, none twice
+
+
 def test_a_lost_listen_connection_is_reopened(stub, pg_database):
     script(stub, {"alice": 0.2, "bob": 0.8, "carol": 1.4})
     a = ServiceServer(Settings(database_url=pg_database, lease_s=LEASE_S), stub_panel(stub))
