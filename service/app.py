@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -35,7 +36,7 @@ class Services:
     def __init__(self, settings: Settings, panel: Panel, provider: Any) -> None:
         self.settings = settings
         self.panel = panel
-        self.store = Store(settings.database_url)
+        self.store = Store(settings.database_url, settings.db_pool_size, settings.db_pool_timeout_s)
         self.runner = Runner(self.store, panel, provider, settings)
         self.keys = KeyCache(self.store)
         self.limiter = RateLimiter(settings.rate_limit_per_minute)
@@ -199,6 +200,14 @@ def install_error_handlers(app: FastAPI) -> None:
         param = "body" if exc.status_code == 413 else None
         message = "the request body is too large" if exc.status_code == 413 else str(exc.detail)
         return error_json(exc.status_code, message, type_, param, None, dict(exc.headers or {}))
+
+    @app.exception_handler(PoolTimeout)
+    async def overloaded(_r: Request, _exc: PoolTimeout) -> JSONResponse:
+        # Every database connection stayed busy for the pool timeout: overload, not a bug; nothing was stored.
+        metrics.REJECTED.labels(reason="503").inc()
+        log.warning("database pool exhausted: answered 503")
+        return error_json(503, "the service is overloaded; retry later", "server_error", None, "overloaded",
+                          {"Retry-After": "5"})  # fmt: skip
 
     @app.exception_handler(Exception)
     async def unexpected(_r: Request, exc: Exception) -> JSONResponse:

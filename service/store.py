@@ -9,9 +9,11 @@ from typing import Any
 
 from sqlalchemy import JSON, DateTime, Index, Integer, String, Text, event, func, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
 from consensus.types import DebateEvent, DebateResult
 
@@ -92,12 +94,14 @@ def now() -> datetime:
 class Store:
     """All reads and writes of the service; one instance per process."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, pool_size: int = 20, pool_timeout_s: float = 30.0) -> None:
         self.url = url
         # Every running debate writes after each event: a pool of 5 starved under load (bench/load.py).
-        kw: dict[str, Any] = {"pool_pre_ping": True, "pool_size": 20, "max_overflow": 40, "pool_timeout": 60}
+        kw: dict[str, Any] = {"pool_size": pool_size, "max_overflow": 2 * pool_size, "pool_timeout": pool_timeout_s}
         if url.startswith("sqlite"):
-            kw = {"connect_args": {"timeout": 30}, "pool_size": 20, "max_overflow": 40, "pool_timeout": 60}
+            kw["connect_args"] = {"timeout": 30}
+        else:
+            kw["pool_pre_ping"] = True
         self.engine: AsyncEngine = create_async_engine(url, **kw)
         if url.startswith("sqlite"):
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
@@ -170,12 +174,18 @@ class Store:
         mine = (DebateRow.id == debate_id) & (DebateRow.status == "running")
         if owner is not None:
             mine &= DebateRow.lease_owner == owner
-        async with self.sessions.begin() as s:
-            res = await s.execute(update(DebateRow).where(mine).values(**values))
-            if not res.rowcount:  # type: ignore[attr-defined]
-                raise LeaseLostError(debate_id)
-            for e in events:
-                s.add(EventRow(debate_id=debate_id, seq=e.seq, type=e.type, payload=event_payload(e), created_at=t))
+        # Under overload every pooled connection can be busy past the pool timeout: a running debate
+        # waits for one again instead of crashing (requests answer 503 instead, see service/app.py).
+        async for attempt in AsyncRetrying(retry=retry_if_exception_type(PoolTimeout), stop=stop_after_attempt(4),
+                                           reraise=True):  # fmt: skip
+            with attempt:
+                async with self.sessions.begin() as s:
+                    res = await s.execute(update(DebateRow).where(mine).values(**values))
+                    if not res.rowcount:  # type: ignore[attr-defined]
+                        raise LeaseLostError(debate_id)
+                    for e in events:
+                        s.add(EventRow(debate_id=debate_id, seq=e.seq, type=e.type, payload=event_payload(e),
+                                       created_at=t))  # fmt: skip
 
     async def finish(self, debate_id: str, result: DebateResult, events: Sequence[DebateEvent] = (),
                      owner: str | None = None) -> None:  # fmt: skip

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import time
 
 import pytest
 
@@ -93,6 +94,36 @@ def test_admission_control_gives_fast_503(make_service, stub):
         assert r.elapsed.total_seconds() < 1.0
         for f in first:
             wait_status(c, f.json()["id"])
+
+
+def test_an_exhausted_database_pool_is_a_503_and_a_running_debate_waits_it_out(make_service, stub):
+    for n in ("alice", "bob", "carol"):
+        stub.script(n, [{"text": ans("4"), "delay_s": 0.5}])
+    srv = make_service(db_pool_size=1, db_pool_timeout_s=0.3)  # 1 pooled + 2 overflow connections
+    loop, engine = srv.server_loop, srv.services.store.engine
+    held: list = []
+
+    async def hold() -> None:
+        held.extend([await engine.connect() for _ in range(3)])
+
+    async def release() -> None:
+        for conn in held:
+            await conn.close()
+        held.clear()
+
+    with srv.client() as c:
+        running = c.post("/v1/debates", json={"question": "2+2?"}).json()["id"]
+        asyncio.run_coroutine_threadsafe(hold(), loop).result(10)  # the debate's next writes find no connection
+        try:
+            r = c.post("/v1/debates", json={"question": "and 3+3?"})
+            assert r.status_code == 503 and r.headers["retry-after"] == "5"
+            assert r.json()["error"]["code"] == "overloaded"
+            time.sleep(1.0)  # the answers arrive meanwhile: the debate's write times out at least once
+        finally:
+            asyncio.run_coroutine_threadsafe(release(), loop).result(10)
+        assert wait_status(c, running)["status"] == "completed"  # it retried its write, it did not crash
+        listed = c.get("/v1/debates").json()["data"]
+    assert [d["id"] for d in listed] == [running]  # the refused one left nothing behind
 
 
 @pytest.mark.parametrize(
