@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
@@ -25,7 +26,7 @@ from service.logs import setup_logging
 from service.runner import Runner
 from service.security import ApiError, KeyCache, KeyOriginCORS, RateLimiter
 from service.settings import Settings
-from service.store import Store
+from service.store import Store, is_overload
 
 log = logging.getLogger("consensus.service")
 
@@ -202,8 +203,11 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_json(exc.status_code, message, type_, param, None, dict(exc.headers or {}))
 
     @app.exception_handler(PoolTimeout)
-    async def overloaded(_r: Request, _exc: PoolTimeout) -> JSONResponse:
-        # Every database connection stayed busy for the pool timeout: overload, not a bug; nothing was stored.
+    @app.exception_handler(OperationalError)
+    async def overloaded(r: Request, exc: Exception) -> JSONResponse:
+        if not is_overload(exc):
+            return await unexpected(r, exc)
+        # No free connection, or SQLite's write lock held past its timeout: overload, not a bug; nothing stored.
         metrics.REJECTED.labels(reason="503").inc()
         log.warning("database pool exhausted: answered 503")
         return error_json(503, "the service is overloaded; retry later", "server_error", None, "overloaded",

@@ -6,9 +6,9 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
@@ -18,9 +18,10 @@ from consensus.providers.base import Provider
 from consensus.types import DebateEvent, DebateResult, DebateStatus, Panel
 from service import metrics
 from service.settings import Settings
-from service.store import DebateRow, LeaseLostError, Store
+from service.store import DebateRow, LeaseLostError, Store, is_overload
 
 log = logging.getLogger("consensus.service")
+T = TypeVar("T")
 TERMINAL = {"debate.completed", "debate.failed"}
 FINAL_STATUSES = {s.value for s in DebateStatus} - {"running"}
 NOTIFY_CHANNEL = "consensus_events"
@@ -294,7 +295,7 @@ class Runner:
         q = self.hub.subscribe(debate_id)
         sent = after
         try:
-            for e in await self.store.events_after(debate_id, sent):
+            for e in await self._patiently(self.store.events_after, debate_id, sent):
                 yield e
                 sent = e.seq
                 if e.type in TERMINAL:
@@ -308,12 +309,12 @@ class Runner:
                 try:
                     e = await asyncio.wait_for(q.get(), timeout=15.0 if local else 1.0)
                 except TimeoutError:
-                    for e in await self.store.events_after(debate_id, sent):
+                    for e in await self._patiently(self.store.events_after, debate_id, sent):
                         yield e
                         sent = e.seq
                         if e.type in TERMINAL:
                             return
-                    row = await self.store.get(debate_id)
+                    row = await self._patiently(self.store.get, debate_id)
                     if row is None or row.status in FINAL_STATUSES and row.last_seq <= sent:
                         return
                     yield None
@@ -326,6 +327,18 @@ class Runner:
                     return
         finally:
             self.hub.unsubscribe(debate_id, q)
+
+    @staticmethod
+    async def _patiently(read: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """A follower's read, retried while the database is overloaded: a stream waits, it does not break."""
+        for attempt in range(10):
+            try:
+                return await read(*args)
+            except Exception as exc:
+                if not is_overload(exc) or attempt == 9:
+                    raise
+                await asyncio.sleep(0.5)
+        raise AssertionError("unreachable")
 
     # -- PostgreSQL LISTEN/NOTIFY: live events from other replicas -------------------------------
     async def _notify(self, debate_id: str, seq: int) -> None:

@@ -8,12 +8,12 @@ from importlib import resources
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Index, Integer, String, Text, event, func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from consensus.types import DebateEvent, DebateResult
 
@@ -89,6 +89,11 @@ class LeaseLostError(Exception):
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def is_overload(exc: BaseException) -> bool:
+    """The database is too busy right now (no free pooled connection, SQLite's write lock held too long)."""
+    return isinstance(exc, PoolTimeout) or (isinstance(exc, OperationalError) and "database is locked" in str(exc))
 
 
 class Store:
@@ -176,7 +181,7 @@ class Store:
             mine &= DebateRow.lease_owner == owner
         # Under overload every pooled connection can be busy past the pool timeout: a running debate
         # waits for one again instead of crashing (requests answer 503 instead, see service/app.py).
-        async for attempt in AsyncRetrying(retry=retry_if_exception_type(PoolTimeout), stop=stop_after_attempt(4),
+        async for attempt in AsyncRetrying(retry=retry_if_exception(is_overload), stop=stop_after_attempt(4),
                                            reraise=True):  # fmt: skip
             with attempt:
                 async with self.sessions.begin() as s:

@@ -225,3 +225,17 @@ def test_admission_holds_under_a_burst_of_concurrent_posts(make_service, stub):
     for t in threads:
         t.join()
     assert sorted(codes) == [202] * 3 + [503] * 9
+
+
+def test_overload_is_told_apart_from_other_database_errors():
+    import sqlite3
+
+    from sqlalchemy.exc import IntegrityError, OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    from service.store import is_overload
+
+    locked = OperationalError("INSERT ...", {}, sqlite3.OperationalError("database is locked"))
+    missing = OperationalError("SELECT ...", {}, sqlite3.OperationalError("no such table: debates"))
+    assert is_overload(PoolTimeout("QueuePool limit reached")) and is_overload(locked)
+    assert not is_overload(missing) and not is_overload(IntegrityError("INSERT", {}, Exception("dup")))
