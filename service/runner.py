@@ -76,6 +76,7 @@ class Runner:
         self._listener: Any = None
         self._listen_driver: Any = None  # the asyncpg connection holding our LISTEN
         self._relays: set[asyncio.Task[None]] = set()
+        self.relayed = 0  # events (and deltas) published here from another replica's NOTIFY
         self.remote_watch: dict[str, float] = {}  # debate id -> loop time until which another replica watches
         self._deltas: dict[str, list[DebateEvent]] = {}
         self._flush: asyncio.TimerHandle | None = None
@@ -305,7 +306,7 @@ class Runner:
                 local = debate_id in self.tasks
                 if not local and self.listening and self.loop_time() - announced >= WATCH_S:
                     announced = self.loop_time()
-                    await self._pg_notify((WATCH_CHANNEL, debate_id))  # ask the owner to stream its tokens
+                    await self._pg_notify(lambda: [(WATCH_CHANNEL, debate_id)])  # the owner: stream its tokens
                 try:
                     e = await asyncio.wait_for(q.get(), timeout=15.0 if local else 1.0)
                 except TimeoutError:
@@ -343,18 +344,31 @@ class Runner:
     # -- PostgreSQL LISTEN/NOTIFY: live events from other replicas -------------------------------
     async def _notify(self, debate_id: str, seq: int) -> None:
         if self.store.is_postgres:
-            # Deltas still buffered go first: a follower drops a delta older than an event it has.
-            pending = {debate_id: self._deltas.pop(debate_id)} if debate_id in self._deltas else {}
-            await self._pg_notify(*[(DELTA_CHANNEL, p) for p in delta_payloads(pending)],
-                                  (NOTIFY_CHANNEL, f"{debate_id}:{seq}"))  # fmt: skip
+            await self._pg_notify(lambda: [*self._take_deltas(debate_id), (NOTIFY_CHANNEL, f"{debate_id}:{seq}")])
 
-    async def _pg_notify(self, *messages: tuple[str, str]) -> None:
-        """Send (channel, payload) NOTIFYs in order, one transaction at a time."""
+    def _take_deltas(self, debate_id: str | None = None) -> list[tuple[str, str]]:
+        """Buffered deltas (of one debate, or all) as NOTIFY messages; they leave the buffer."""
+        if debate_id is None:
+            batches, self._deltas = self._deltas, {}
+        else:
+            batches = {debate_id: self._deltas.pop(debate_id)} if debate_id in self._deltas else {}
+        return [(DELTA_CHANNEL, p) for p in delta_payloads(batches)]
+
+    async def _pg_notify(self, messages: Callable[[], list[tuple[str, str]]]) -> None:
+        """Send (channel, payload) NOTIFYs in order, one transaction at a time.
+
+        `messages` runs under the lock, so deltas taken from the buffer go out before any event
+        whose NOTIFY is sent after them: a follower drops a delta older than an event it has.
+        """
         with contextlib.suppress(Exception):  # best effort: followers also poll the store
-            async with self._notify_lock, self.store.engine.begin() as conn:
-                for channel, payload in messages:
-                    await conn.execute(text("SELECT pg_notify(:channel, :payload)"),
-                                       {"channel": channel, "payload": payload})  # fmt: skip
+            async with self._notify_lock:
+                batch = messages()
+                if not batch:
+                    return
+                async with self.store.engine.begin() as conn:
+                    for channel, payload in batch:
+                        await conn.execute(text("SELECT pg_notify(:channel, :payload)"),
+                                           {"channel": channel, "payload": payload})  # fmt: skip
 
     @staticmethod
     def loop_time() -> float:
@@ -371,9 +385,7 @@ class Runner:
 
     def _start_flush(self) -> None:
         self._flush = None
-        batches, self._deltas = self._deltas, {}
-        payloads = [(DELTA_CHANNEL, p) for p in delta_payloads(batches)]
-        task = asyncio.get_running_loop().create_task(self._pg_notify(*payloads))
+        task = asyncio.get_running_loop().create_task(self._pg_notify(self._take_deltas))
         self._relays.add(task)
         task.add_done_callback(self._relays.discard)
 
@@ -439,6 +451,7 @@ class Runner:
             for e in [*stored, *deltas]:
                 if e.seq > self.remote_seq.get(debate_id, 0):
                     self.remote_seq[debate_id] = e.seq
+                    self.relayed += 1
                     self.hub.publish(e)
         if not self.hub.watched(debate_id) and not lock.locked():  # nobody here follows it any more
             self._relay_locks.pop(debate_id, None)

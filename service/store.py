@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Index, Integer, String, Text, event, func, select, update
+from sqlalchemy import JSON, DateTime, Index, Integer, String, Text, event, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -81,6 +84,8 @@ class ApiKeyRow(Base):
 
 
 Index("ix_debates_running_lease", DebateRow.status, DebateRow.lease_until)
+DEBATES = DebateRow.__table__
+EVENTS = EventRow.__table__
 
 
 class LeaseLostError(Exception):
@@ -94,6 +99,27 @@ def now() -> datetime:
 def is_overload(exc: BaseException) -> bool:
     """The database is too busy right now (no free pooled connection, SQLite's write lock held too long)."""
     return isinstance(exc, PoolTimeout) or (isinstance(exc, OperationalError) and "database is locked" in str(exc))
+
+
+WRITE_BATCH = 256
+
+
+@dataclass(eq=False)
+class _Write:
+    debate_id: str
+    events: Sequence[DebateEvent]
+    result: DebateResult | None
+    owner: str | None
+    release: bool
+    done: asyncio.Future[None] | None = None
+
+
+def _settle(w: _Write, exc: BaseException | None) -> None:
+    if w.done is not None and not w.done.done():
+        if exc is None:
+            w.done.set_result(None)
+        else:
+            w.done.set_exception(exc)
 
 
 class Store:
@@ -112,6 +138,9 @@ class Store:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self.is_postgres = url.startswith("postgresql")
+        self._queue: asyncio.Queue[_Write] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+        self._writer_loop: asyncio.AbstractEventLoop | None = None
 
     async def migrate(self) -> None:
         """Bring the schema to the latest Alembic revision (serialised across replicas on PostgreSQL)."""
@@ -121,6 +150,10 @@ class Store:
             await conn.run_sync(_alembic_upgrade)
 
     async def close(self) -> None:
+        if self._writer is not None and self._writer_loop is asyncio.get_running_loop():
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
         await self.engine.dispose()
 
     async def ping(self) -> None:
@@ -164,40 +197,80 @@ class Store:
 
     async def record(self, debate_id: str, events: Sequence[DebateEvent], result: DebateResult | None,
                      owner: str | None = None) -> None:  # fmt: skip
-        """Append events and (optionally) a result snapshot in one transaction.
+        """Append events and (optionally) a result snapshot, atomically.
 
         Only while the debate is running (and, given `owner`, leased to it): otherwise LeaseLostError, and
         nothing is written. The row is updated first, so its lock orders concurrent writers.
         """
-        t = now()
-        values: dict[str, Any] = {"updated_at": t}
-        if events:
-            values["last_seq"] = max(e.seq for e in events)
-        if result is not None:
-            values["result"] = result.model_dump(mode="json")
-            values["status"] = result.status.value
-        mine = (DebateRow.id == debate_id) & (DebateRow.status == "running")
-        if owner is not None:
-            mine &= DebateRow.lease_owner == owner
-        # Under overload every pooled connection can be busy past the pool timeout: a running debate
-        # waits for one again instead of crashing (requests answer 503 instead, see service/app.py).
-        async for attempt in AsyncRetrying(retry=retry_if_exception(is_overload), stop=stop_after_attempt(4),
-                                           reraise=True):  # fmt: skip
-            with attempt:
-                async with self.sessions.begin() as s:
-                    res = await s.execute(update(DebateRow).where(mine).values(**values))
-                    if not res.rowcount:  # type: ignore[attr-defined]
-                        raise LeaseLostError(debate_id)
-                    for e in events:
-                        s.add(EventRow(debate_id=debate_id, seq=e.seq, type=e.type, payload=event_payload(e),
-                                       created_at=t))  # fmt: skip
+        await self._write(_Write(debate_id, events, result, owner, release=False))
 
     async def finish(self, debate_id: str, result: DebateResult, events: Sequence[DebateEvent] = (),
                      owner: str | None = None) -> None:  # fmt: skip
-        """Store a final result and release the lease."""
-        await self.record(debate_id, events, result, owner)
-        async with self.sessions.begin() as s:
-            await s.execute(update(DebateRow).where(DebateRow.id == debate_id).values(lease_owner=None, lease_until=None))
+        """Store a final result and its events and release the lease, atomically."""
+        await self._write(_Write(debate_id, events, result, owner, release=True))
+
+    # Group commit: every running debate writes after each of its events. One writer task commits
+    # whatever is queued in one transaction on one connection, instead of a transaction (and a pooled
+    # connection held across event-loop turns) per event; under load that starved the pool and, on
+    # SQLite, queued every writer behind the single write lock (bench/load.py).
+    async def _write(self, w: _Write) -> None:
+        loop = asyncio.get_running_loop()
+        if self._writer is None or self._writer.done() or self._writer_loop is not loop:
+            self._queue = asyncio.Queue()
+            self._writer_loop = loop
+            self._writer = loop.create_task(self._write_batches(self._queue))
+        w.done = loop.create_future()
+        self._queue.put_nowait(w)
+        await w.done
+
+    async def _write_batches(self, queue: asyncio.Queue[_Write]) -> None:
+        while True:
+            batch = [await queue.get()]
+            while not queue.empty() and len(batch) < WRITE_BATCH:
+                batch.append(queue.get_nowait())
+            try:
+                await self._commit(batch)
+            except Exception as exc:  # noqa: BLE001 - one bad write must not fail the others: retry alone
+                if len(batch) == 1:
+                    _settle(batch[0], exc)
+                    continue
+                for w in batch:
+                    try:
+                        await self._commit([w])
+                    except Exception as alone:  # noqa: BLE001 - goes to the debate that wrote it
+                        _settle(w, alone)
+
+    async def _commit(self, batch: list[_Write]) -> None:
+        """One transaction for the batch; each write's lease check decides for that write alone."""
+        t = now()
+        lost: list[_Write] = []
+        async for attempt in AsyncRetrying(retry=retry_if_exception(is_overload), stop=stop_after_attempt(4),
+                                           reraise=True):  # fmt: skip
+            with attempt:
+                lost = []
+                async with self.engine.begin() as conn:
+                    for w in batch:
+                        values: dict[str, Any] = {"updated_at": t}
+                        if w.events:
+                            values["last_seq"] = max(e.seq for e in w.events)
+                        if w.result is not None:
+                            values["result"] = w.result.model_dump(mode="json")
+                            values["status"] = w.result.status.value
+                        if w.release:
+                            values["lease_owner"] = values["lease_until"] = None
+                        mine = (DEBATES.c.id == w.debate_id) & (DEBATES.c.status == "running")
+                        if w.owner is not None:
+                            mine &= DEBATES.c.lease_owner == w.owner
+                        res = await conn.execute(update(DEBATES).where(mine).values(**values))
+                        if not res.rowcount:
+                            lost.append(w)
+                            continue
+                        if w.events:
+                            await conn.execute(insert(EVENTS), [
+                                {"debate_id": w.debate_id, "seq": e.seq, "type": e.type, "payload": event_payload(e),
+                                 "created_at": t} for e in w.events])  # fmt: skip
+        for w in batch:
+            _settle(w, LeaseLostError(w.debate_id) if w in lost else None)
 
     async def events_after(self, debate_id: str, seq: int) -> list[DebateEvent]:
         q = select(EventRow.payload).where(EventRow.debate_id == debate_id, EventRow.seq > seq).order_by(EventRow.seq)
