@@ -111,6 +111,7 @@ class _Write:
     result: DebateResult | None
     owner: str | None
     release: bool
+    insert: dict[str, Any] | None = None  # a new debate row instead of an update
     done: asyncio.Future[None] | None = None
 
 
@@ -171,9 +172,9 @@ class Store:
             request=request, result=result.model_dump(mode="json"), idempotency_scope=idem_scope, key_id=key_id,
             last_seq=0, lease_owner=owner, lease_until=t + timedelta(seconds=lease_s), created_at=t, updated_at=t,
         )  # fmt: skip
+        values = {c.name: getattr(row, c.name) for c in DEBATES.columns}
         try:
-            async with self.sessions.begin() as s:
-                s.add(row)
+            await self._write(_Write(result.id, (), None, owner, release=False, insert=values))
         except IntegrityError:
             if idem_scope is None:
                 raise
@@ -250,6 +251,9 @@ class Store:
                 lost = []
                 async with self.engine.begin() as conn:
                     for w in batch:
+                        if w.insert is not None:
+                            await conn.execute(insert(DEBATES).values(**w.insert))
+                            continue
                         values: dict[str, Any] = {"updated_at": t}
                         if w.events:
                             values["last_seq"] = max(e.seq for e in w.events)
