@@ -1,0 +1,69 @@
+"""The store's group-commit writer: writes queued together commit together, each judged alone."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy.exc import IntegrityError
+
+from consensus.engine import DebateOptions, new_result
+from consensus.types import DebateEvent
+from service.store import LeaseLostError, Store
+from tests.api.conftest import stub_panel
+
+
+class _Stub:
+    api_base = "http://127.0.0.1:9/v1"
+
+
+def test_a_batch_commits_the_good_writes_and_fails_only_the_bad_ones(tmp_path):
+    async def go() -> None:
+        store = Store(f"sqlite+aiosqlite:///{tmp_path}/s.db")
+        await store.migrate()
+        panel = stub_panel(_Stub())
+        ids = []
+        for q in ("one?", "two?", "three?"):
+            result = new_result(q, panel, DebateOptions())
+            await store.create_debate(result, {}, None, None, owner="me", lease_s=30)
+            ids.append(result.id)
+        good, other, dup = ids
+
+        def ev(debate_id: str, seq: int) -> list[DebateEvent]:
+            return [DebateEvent(type="debate.started", seq=seq, debate_id=debate_id)]
+
+        await store.record(dup, ev(dup, 1), None, "me")
+        # Queued in one go: the writer takes them as one batch.
+        outcomes = await asyncio.gather(
+            store.record(good, ev(good, 1), None, "me"),
+            store.record(other, ev(other, 1), None, "someone-else"),  # not its lease
+            store.record(dup, ev(dup, 1), None, "me"),  # seq 1 again
+            return_exceptions=True,
+        )
+        assert outcomes[0] is None
+        assert isinstance(outcomes[1], LeaseLostError) and isinstance(outcomes[2], IntegrityError)
+        assert [e.seq for e in await store.events_after(good, 0)] == [1]
+        assert await store.events_after(other, 0) == []
+        assert [e.seq for e in await store.events_after(dup, 0)] == [1]
+        assert (await store.get(good)).last_seq == 1 and (await store.get(other)).last_seq == 0
+        await store.close()
+
+    asyncio.run(go())
+
+
+def test_finish_stores_the_end_and_releases_the_lease_only_for_its_owner(tmp_path):
+    async def go() -> None:
+        store = Store(f"sqlite+aiosqlite:///{tmp_path}/s.db")
+        await store.migrate()
+        result = new_result("q?", stub_panel(_Stub()), DebateOptions())
+        await store.create_debate(result, {}, None, None, owner="me", lease_s=30)
+        with pytest.raises(LeaseLostError):
+            await store.finish(result.id, result, [], owner="thief")
+        assert (await store.get(result.id)).lease_owner == "me"
+        result.status = result.status.__class__("completed")
+        await store.finish(result.id, result, [DebateEvent(type="debate.completed", seq=1, debate_id=result.id)], "me")
+        row = await store.get(result.id)
+        assert (row.status, row.lease_owner, row.lease_until, row.last_seq) == ("completed", None, None, 1)
+        await store.close()
+
+    asyncio.run(go())
