@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from procs import cpu_s_of, mark, stop, stub_process, wait_until_up
 
 ROOT = Path(__file__).resolve().parents[1]
 QUESTION = "What is six times seven? Check the arithmetic before you answer. (client {i})"
@@ -40,12 +41,6 @@ TERMINAL = ("debate.completed", "debate.failed")
 
 
 # -- processes --------------------------------------------------------------------------------------
-def cpu_s_of(pid: int) -> float:
-    """CPU seconds (utime + stime) used so far by a process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def mem_mib_of(pid: int) -> dict[str, float]:
     """VmRSS and VmHWM (peak RSS since start) of a process, MiB."""
     out = {}
@@ -54,48 +49,6 @@ def mem_mib_of(pid: int) -> dict[str, float]:
         if key in ("VmRSS", "VmHWM"):
             out[key] = int(value.split()[0]) / 1024
     return out
-
-
-def wait_until_up(url: str, proc: subprocess.Popen[Any], what: str, timeout: float = 60) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 - loopback only
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not come up at {url} (exit code {proc.poll()})")
-        time.sleep(0.1)
-
-
-def stop(proc: subprocess.Popen[Any]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-
-
-@contextlib.contextmanager
-def stub_process() -> Iterator[tuple[str, int]]:
-    """tests/stub_server.py in its own process (request log off); yields (base URL, pid)."""
-    cmd = [sys.executable, str(ROOT / "tests" / "stub_server.py"), "--port", "0", "--no-log"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().strip()
-        if not line.startswith("STUB_URL="):
-            raise RuntimeError(f"stub did not start (got {line!r}, exit code {proc.poll()})")
-        url = line.split("=", 1)[1]
-        wait_until_up(f"{url}/v1/models", proc, "stub")
-        yield url, proc.pid
-    finally:
-        stop(proc)
 
 
 PANEL = """\
@@ -304,10 +257,6 @@ async def measure_admission(url: str, pid: int, n: int, timeout_s: float) -> dic
             "retry_after": sum(o.retry_after is not None for o in rejected),
             "timeouts": sum(o.error == "timeout" for o in outs), "other_errors": len(other),
             "error_kinds": error_summary(other)}  # fmt: skip
-
-
-def mark(ok: bool) -> str:
-    return "met" if ok else "MISSED"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,7 +19,6 @@ import os
 import resource
 import signal
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -36,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 import litellm  # noqa: E402
+from procs import cpu_s_of, mark, stub_process  # noqa: E402
 
 from consensus.engine import DebateOptions, debate  # noqa: E402
 from consensus.providers.fake import ScriptedProvider, Step  # noqa: E402
@@ -52,46 +52,6 @@ TARGETS = {"alone": 1.05, "concurrent": 1.20, "cpu_call_ms": 4.0, "cpu_chunk_ms"
 
 def rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-@contextlib.contextmanager
-def stub_process() -> Iterator[tuple[str, int]]:
-    """tests/stub_server.py in its own process, request log off; yields (base URL, pid), kills it after."""
-    cmd = [sys.executable, str(ROOT / "tests" / "stub_server.py"), "--port", "0", "--no-log"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            start_new_session=True)  # its own group: our Ctrl-C handling stops it
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().strip()
-        if not line.startswith("STUB_URL="):
-            raise RuntimeError(f"stub did not start (got {line!r}, exit code {proc.poll()})")
-        url = line.split("=", 1)[1]
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(f"{url}/v1/models", timeout=2, trust_env=False).raise_for_status()
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.1)
-        yield url, proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
-def cpu_s_of(pid: int) -> float:
-    """CPU seconds used so far by another process (Linux /proc; NaN elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 def script(url: str, model: str, steps: list[dict[str, Any]]) -> None:
@@ -337,10 +297,6 @@ class Bench:
         return [(label, med(r[f"{label}|stream-{self.chunks}"]),
                  per_chunk(r[f"{label}|stream-{self.chunks}"], r[f"{label}|stream-1"], self.chunks))
                 for label, _ in cases]
-
-
-def mark(ok: bool) -> str:
-    return "met" if ok else "MISSED"
 
 
 async def main_async(args: argparse.Namespace, url: str, stub_pid: int) -> None:
