@@ -203,14 +203,13 @@ def parse_reply(text: str) -> ParsedReply:
                 confidence=_clamp(conf),
                 structured=final_s is not None,
             )
-    cut = _truncated_fields(raw)  # a reply cut off by max_tokens in the middle of its JSON
-    if cut.get("answer"):
-        answer = cut["answer"]
-        final = cut.get("final_answer")
+    fields, cut = _truncated_fields(raw)  # a reply cut off by max_tokens in the middle of its JSON
+    if fields.get("answer"):
+        answer, final = fields["answer"], fields.get("final_answer")
         return ParsedReply(
-            answer=answer,
-            final_answer=final.removesuffix(" […]")[:300] if final else _guess_final(answer.removesuffix(" […]")),
-            confidence=_clamp(cut.get("confidence")),
+            answer=answer + (" […]" if "answer" in cut else ""),
+            final_answer=final[:300] if final else _guess_final(answer),
+            confidence=_clamp(fields.get("confidence")),
             structured=False,
         )
     return ParsedReply(answer=raw, final_answer=_guess_final(raw), confidence=None, structured=False)
@@ -220,27 +219,36 @@ _STRING_FIELD = re.compile(r'"(answer|final_answer)"\s*:\s*"((?:[^"\\]|\\.)*)("?
 _NUMBER_FIELD = re.compile(r'"confidence"\s*:\s*(-?\d+(?:\.\d+)?)')
 
 
-def _truncated_fields(text: str) -> dict[str, str]:
-    """The string fields of a JSON reply that stops part-way: a cut string keeps what arrived."""
-    if not text.lstrip("`json \n").startswith("{"):
-        return {}
+def _truncated_fields(text: str) -> tuple[dict[str, str], set[str]]:
+    """The fields of a JSON reply that stops part-way, and which string fields were cut off."""
+    if not _unfenced(text).startswith("{"):
+        return {}, set()
     out: dict[str, str] = {}
+    cut: set[str] = set()
     for m in _STRING_FIELD.finditer(text):
+        name = m.group(1)
         body = m.group(2).rstrip("\\")  # a cut right after a backslash leaves a dangling escape
         try:
             value = json.loads(f'"{body}"')
         except json.JSONDecodeError:
             value = body
         value = value.strip()
-        if value and m.group(1) not in out:
-            out[m.group(1)] = value + ("" if m.group(3) else " […]")
+        if value and name not in out:
+            out[name] = value
+            if not m.group(3):
+                cut.add(name)
     if conf := _NUMBER_FIELD.search(text):
         out["confidence"] = conf.group(1)
-    return out
+    return out, cut
+
+
+def _unfenced(text: str) -> str:
+    """The text without a Markdown code fence around it."""
+    return re.sub(r"^```(?:json)?\s*|\s*```$", "", text.strip())
 
 
 def _first_json_object(text: str) -> dict[str, object] | None:
-    stripped = re.sub(r"^```(?:json)?\s*|\s*```$", "", text.strip())
+    stripped = _unfenced(text)
     start = stripped.find("{")
     while start != -1:
         try:
