@@ -209,7 +209,7 @@ def install_error_handlers(app: FastAPI) -> None:
             return await unexpected(r, exc)
         # No free connection, or SQLite's write lock held past its timeout: overload, not a bug; nothing stored.
         metrics.REJECTED.labels(reason="503").inc()
-        log.warning("database pool exhausted: answered 503")
+        log.warning("database overloaded (%s): answered 503", type(exc).__name__)
         return error_json(503, "the service is overloaded; retry later", "server_error", None, "overloaded",
                           {"Retry-After": "5"})  # fmt: skip
 

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -18,7 +18,7 @@ from consensus.providers.base import Provider
 from consensus.types import DebateEvent, DebateResult, DebateStatus, Panel
 from service import metrics
 from service.settings import Settings
-from service.store import DebateRow, LeaseLostError, Store, is_overload
+from service.store import DebateRow, LeaseLostError, Store, overload_retrying
 
 log = logging.getLogger("consensus.service")
 T = TypeVar("T")
@@ -332,14 +332,10 @@ class Runner:
     @staticmethod
     async def _patiently(read: Callable[..., Awaitable[T]], *args: Any) -> T:
         """A follower's read, retried while the database is overloaded: a stream waits, it does not break."""
-        for attempt in range(10):
-            try:
+        async for attempt in overload_retrying(10, wait_s=0.5):
+            with attempt:
                 return await read(*args)
-            except Exception as exc:
-                if not is_overload(exc) or attempt == 9:
-                    raise
-                await asyncio.sleep(0.5)
-        raise AssertionError("unreachable")
+        raise AssertionError("unreachable")  # overload_retrying re-raises the last error
 
     # -- PostgreSQL LISTEN/NOTIFY: live events from other replicas -------------------------------
     async def _notify(self, debate_id: str, seq: int) -> None:
@@ -385,7 +381,11 @@ class Runner:
 
     def _start_flush(self) -> None:
         self._flush = None
-        task = asyncio.get_running_loop().create_task(self._pg_notify(self._take_deltas))
+        self._spawn(self._pg_notify(self._take_deltas))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a relay or NOTIFY in the background, holding its task (the loop keeps only a weak one)."""
+        task = asyncio.get_running_loop().create_task(coro)
         self._relays.add(task)
         task.add_done_callback(self._relays.discard)
 
@@ -409,9 +409,7 @@ class Runner:
             debate_id, _, seq = payload.rpartition(":")
             if debate_id in self.tasks or not self.hub.watched(debate_id):
                 return
-            task = asyncio.get_running_loop().create_task(self._relay(debate_id))
-            self._relays.add(task)  # the loop keeps only a weak reference to a task
-            task.add_done_callback(self._relays.discard)
+            self._spawn(self._relay(debate_id))
 
         def on_watch(_conn: Any, _pid: int, _channel: str, debate_id: str) -> None:
             if debate_id in self.tasks:
@@ -427,9 +425,7 @@ class Runner:
                     return
                 deltas = [DebateEvent(type=type_, seq=seq, debate_id=debate_id, round=round_, panelist=panelist,
                                       delta=delta) for seq, type_, round_, panelist, delta in data["e"]]  # fmt: skip
-                task = asyncio.get_running_loop().create_task(self._relay(debate_id, deltas))
-                self._relays.add(task)
-                task.add_done_callback(self._relays.discard)
+                self._spawn(self._relay(debate_id, deltas))
 
         await driver.add_listener(NOTIFY_CHANNEL, on_notify)
         await driver.add_listener(WATCH_CHANNEL, on_watch)

@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(default=60, ge=1, description="debates started per key (or client) per minute")
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     max_list: int = Field(default=200, ge=1)
-    db_pool_size: int = Field(default=20, ge=1, description="pooled database connections (plus as many again on demand)")
+    db_pool_size: int = Field(default=20, ge=1, description="pooled database connections (plus twice as many on demand)")
     db_pool_timeout_s: float = Field(default=30.0, gt=0, description="wait for a free connection; then 503")
     lease_s: float = Field(default=30.0, gt=1)
     shutdown_grace_s: float = Field(default=10.0, ge=0)

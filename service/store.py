@@ -16,7 +16,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_fixed
 
 from consensus.types import DebateEvent, DebateResult
 
@@ -99,6 +99,12 @@ def now() -> datetime:
 def is_overload(exc: BaseException) -> bool:
     """The database is too busy right now (no free pooled connection, SQLite's write lock held too long)."""
     return isinstance(exc, PoolTimeout) or (isinstance(exc, OperationalError) and "database is locked" in str(exc))
+
+
+def overload_retrying(attempts: int, wait_s: float = 0.0) -> AsyncRetrying:
+    """Try again while the database is overloaded (is_overload), up to `attempts`; then the last error."""
+    return AsyncRetrying(retry=retry_if_exception(is_overload), stop=stop_after_attempt(attempts),
+                         wait=wait_fixed(wait_s), reraise=True)  # fmt: skip
 
 
 WRITE_BATCH = 256
@@ -245,8 +251,7 @@ class Store:
         """One transaction for the batch; each write's lease check decides for that write alone."""
         t = now()
         lost: list[_Write] = []
-        async for attempt in AsyncRetrying(retry=retry_if_exception(is_overload), stop=stop_after_attempt(4),
-                                           reraise=True):  # fmt: skip
+        async for attempt in overload_retrying(4):
             with attempt:
                 lost = []
                 async with self.engine.begin() as conn:
