@@ -194,7 +194,7 @@ class Runner:
     async def _run(self, initial: DebateResult, start_seq: int) -> DebateResult | None:
         debate_id = initial.id
         latest: dict[str, DebateResult] = {"r": initial}
-        seq = start_seq
+        seq = stored = start_seq  # the last event emitted (deltas too) / the last one stored
         opts = DebateOptions(
             stream=lambda: self.hub.watched(debate_id) or self.remotely_watched(debate_id),
             start_seq=start_seq,
@@ -216,6 +216,7 @@ class Runner:
                     metrics.observe_result(event.result)
                 else:
                     await self.store.record(debate_id, [event], snapshot, me)
+                stored = event.seq
                 await self._notify(debate_id, event.seq)
                 self.hub.publish(event)
                 if event.result is not None:
@@ -224,7 +225,7 @@ class Runner:
         except LeaseLostError:
             # Cancelled on another replica, or adopted by one while this one stalled: stop, write nothing.
             log.warning("debate %s ended elsewhere or is leased to another replica; stopped here", debate_id)
-            await self._publish_stored(debate_id, seq)
+            await self._publish_stored(debate_id, stored)
             return None
         except asyncio.CancelledError:
             if self.shutting_down:
@@ -235,7 +236,7 @@ class Runner:
             try:
                 await asyncio.shield(self._end(r, seq, me))
             except LeaseLostError:  # a remote cancel already stored the end: tell the followers here
-                await asyncio.shield(self._publish_stored(debate_id, seq))
+                await asyncio.shield(self._publish_stored(debate_id, stored))
             return r
         except Exception as exc:  # noqa: BLE001 - a bug must end the debate visibly, not leave it running
             log.exception("debate %s crashed", debate_id)
@@ -294,11 +295,11 @@ class Runner:
     async def follow(self, debate_id: str, after: int) -> AsyncIterator[DebateEvent | None]:
         """Replay stored events after `after`, then live ones, until the debate ends (None = keep-alive)."""
         q = self.hub.subscribe(debate_id)
-        sent = after
+        sent = shown = after  # the last stored event handed out / the last event of any kind
         try:
             for e in await self._patiently(self.store.events_after, debate_id, sent):
                 yield e
-                sent = e.seq
+                sent = shown = e.seq
                 if e.type in TERMINAL:
                     return
             announced = -WATCH_S
@@ -312,7 +313,7 @@ class Runner:
                 except TimeoutError:
                     for e in await self._patiently(self.store.events_after, debate_id, sent):
                         yield e
-                        sent = e.seq
+                        sent, shown = e.seq, max(shown, e.seq)
                         if e.type in TERMINAL:
                             return
                     row = await self._patiently(self.store.get, debate_id)
@@ -320,10 +321,15 @@ class Runner:
                         return
                     yield None
                     continue
-                if e.seq <= sent:
+                # Deltas are never stored, so they do not move the store cursor: an end stored by another
+                # replica (a remote cancel) takes the seq after the last *stored* event, below deltas seen.
+                delta = e.type.endswith(".delta")
+                if e.seq <= (shown if delta else sent):
                     continue
                 yield e
-                sent = e.seq
+                shown = max(shown, e.seq)
+                if not delta:
+                    sent = e.seq
                 if e.type in TERMINAL:
                     return
         finally:
