@@ -1,0 +1,43 @@
+"""Offline language detection: scripts first, then langdetect over Latin-script and Devanagari profiles."""
+
+from __future__ import annotations
+
+import pytest
+
+from consensus import language
+from consensus.language import detect_language
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("What is the capital of France and why?", "en"),
+        ("¿Cuál es la capital de Francia y por qué?", "es"),
+        ("Quelle est la capitale de la France et pourquoi ?", "fr"),
+        ("Wie viel ist sechs mal sieben, bitte?", "de"),
+        ("Qual é a capital do Brasil e por quê?", "pt"),
+        ("Qual è la capitale della Francia e perché?", "it"),
+        ("Hoeveel is zes keer zeven, alstublieft?", "nl"),
+        ("फ्रांस की राजधानी क्या है?", "hi"),
+        ("फ्रान्सची राजधानी कोणती आहे आणि का?", "mr"),
+        ("ما هي عاصمة فرنسا؟", "ar"),
+        ("فرانس کا دارالحکومت کیا ہے؟", "ur"),
+        ("ফ্রান্সের রাজধানী কী?", "bn"),
+        ("Какая столица Франции?", "ru"),
+        ("two words", "en"),  # too short to guess: the default
+    ],
+)
+def test_detects_the_questions_language(text, expected):
+    assert detect_language(text) == expected
+
+
+def test_a_guess_is_stable_and_only_the_needed_profiles_are_loaded():
+    text = "Dites-moi combien font six fois sept, s'il vous plaît."
+    assert {detect_language(text) for _ in range(5)} == {"fr"}
+    loaded = set(language._factory().get_lang_list())
+    assert loaded == set(language._LANGDETECT_PROFILES)
+    assert not loaded & {"ar", "ru", "zh-cn", "ja", "ta"}  # settled by script, never by langdetect
+
+
+def test_unsure_latin_text_falls_back_to_the_default():
+    assert detect_language("1234 5678 9012 3456", default="fr") == "fr"
