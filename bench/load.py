@@ -261,7 +261,7 @@ async def measure_admission(url: str, pid: int, n: int, timeout_s: float) -> dic
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clients", type=int, nargs="+", default=[200, 1000], help="concurrent clients per run")
+    parser.add_argument("--clients", type=int, nargs="*", default=[200, 1000], help="concurrent clients per run (none: only the admission run)")
     parser.add_argument("--latency-ms", type=int, default=2000, help="stub latency per LLM call")
     parser.add_argument("--admission", type=int, nargs=2, default=[100, 300], metavar=("MAX_IN_FLIGHT", "CLIENTS"),
                         help="admission-control run: service limit and clients (0 0 skips it)")

@@ -82,7 +82,12 @@ def test_rate_limit_per_key_gives_429_with_retry_after(make_service, stub):
         assert r.json()["error"]["type"] == "rate_limit_error"
 
 
-def test_admission_control_gives_fast_503(make_service, stub):
+def test_admission_control_gives_fast_503(make_service, stub, monkeypatch):
+    from service import routes_debates
+
+    prepared = []
+    real_new_result = routes_debates.new_result
+    monkeypatch.setattr(routes_debates, "new_result", lambda *a, **kw: prepared.append(a[0]) or real_new_result(*a, **kw))
     for n in ("alice", "bob", "carol"):
         stub.script(n, [{"text": ans("4"), "delay_s": 2}])
     srv = make_service(max_in_flight=2)
@@ -92,6 +97,8 @@ def test_admission_control_gives_fast_503(make_service, stub):
         r = c.post("/v1/debates", json={"question": "third?"})
         assert r.status_code == 503 and r.headers["retry-after"] == "2"
         assert r.elapsed.total_seconds() < 1.0
+        assert prepared == ["0?", "1?"]  # refused before its language was detected or anything was stored
+        assert len(c.get("/v1/debates?limit=10").json()["data"]) == 2
         for f in first:
             wait_status(c, f.json()["id"])
 
