@@ -413,9 +413,9 @@ class Runner:
 
         def on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
             debate_id, _, seq = payload.rpartition(":")
-            if debate_id in self.tasks or not self.hub.watched(debate_id):
+            if debate_id in self.tasks or not self.hub.watched(debate_id) or not seq.isdigit():
                 return
-            self._spawn(self._relay(debate_id))
+            self._spawn(self._relay(debate_id, upto=int(seq)))
 
         def on_watch(_conn: Any, _pid: int, _channel: str, debate_id: str) -> None:
             if debate_id in self.tasks:
@@ -438,11 +438,13 @@ class Runner:
         await driver.add_listener(DELTA_CHANNEL, on_deltas)
         self._listen_driver = driver
 
-    async def _relay(self, debate_id: str, deltas: Sequence[DebateEvent] = ()) -> None:
+    async def _relay(self, debate_id: str, deltas: Sequence[DebateEvent] = (), upto: int | None = None) -> None:
         """Publish another replica's stored events (and deltas) here, in seq order, one relay at a time.
 
-        Deltas ride NOTIFY while stored events are read back from the database, so a batch of
-        deltas waits for the stored events before it; a follower drops anything older than what it has.
+        Deltas ride NOTIFY while stored events are read back from the database, so a batch of deltas
+        waits for the stored events before it, and a NOTIFY of event N relays stored events up to N only:
+        the store may already hold later events, whose deltas' NOTIFY is still on its way, and a follower
+        drops anything older than what it has.
         """
         lock = self._relay_locks.setdefault(debate_id, asyncio.Lock())
         async with lock:
@@ -450,6 +452,8 @@ class Runner:
             stored = await self.store.events_after(debate_id, after)
             if deltas:
                 stored = [e for e in stored if e.seq < deltas[0].seq]
+            if upto is not None:
+                stored = [e for e in stored if e.seq <= upto]
             for e in [*stored, *deltas]:
                 if e.seq > self.remote_seq.get(debate_id, 0):
                     self.remote_seq[debate_id] = e.seq
