@@ -155,11 +155,17 @@ async def debate_events(
 async def sse_stream(svc: Any, debate_id: str, after: int) -> AsyncIterator[bytes]:
     """SSE frames of a debate's events; a comment line keeps idle connections open."""
     yield format_sse_event(retry=2000, comment="consensus debate events")
+    # An SSE id is a resume point, so it names the last *stored* event: token deltas are never stored, and carry
+    # the id of the event before them. A client resuming after a delta then replays from the store everything
+    # stored since, even an end that another replica stored with a seq below the deltas' (a remote cancel).
+    cursor = after
     async for e in svc.runner.follow(debate_id, after):
         if e is None:
             yield format_sse_event(comment="ping")
             continue
-        yield format_sse_event(id=str(e.seq), event=e.type, data_str=event_json(e))
+        if not e.type.endswith(".delta"):
+            cursor = e.seq
+        yield format_sse_event(id=str(cursor), event=e.type, data_str=event_json(e))
 
 
 def event_json(e: DebateEvent) -> str:

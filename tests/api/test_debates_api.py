@@ -67,6 +67,32 @@ def test_replay_with_last_event_id_gets_only_what_was_missed(stub, service):
         assert [e.id for e in rest] == [e.id for e in full[3:]]
 
 
+def test_a_delta_resumes_from_the_last_stored_event(stub, service):
+    """Deltas are not stored: their SSE id is the stored event before them, so resuming after one replays
+    everything stored since (an end stored with a lower seq than the deltas, as a remote cancel does, too)."""
+    script_agree(stub)
+    with service.client() as c:
+        with connect_sse(c, "POST", "/v1/debates", json={"question": "2+2?"}, headers={"Accept": "text/event-stream"}) as es:
+            live = [e for e in es.iter_sse() if e.data]
+        assert live[-1].event == "debate.completed"
+        deltas = [i for i, e in enumerate(live) if e.event.endswith(".delta")]
+        assert deltas, "a watched debate streams its tokens"
+        stored_id = "0"
+        for e in live:
+            if not e.event.endswith(".delta"):
+                stored_id = e.id
+                assert int(e.id) == json.loads(e.data)["seq"]
+            assert e.id == stored_id
+        seqs = [json.loads(e.data)["seq"] for e in live]
+        assert seqs == sorted(set(seqs))  # the payload keeps every event's own seq
+        last_delta = live[deltas[-1]]
+        debate_id = json.loads(live[0].data)["debate_id"]
+        with connect_sse(c, "GET", f"/v1/debates/{debate_id}/events", headers={"Last-Event-ID": last_delta.id}) as es:
+            rest = [e for e in es.iter_sse() if e.data]
+        stored_after = [e for e in live[deltas[-1]:] if not e.event.endswith(".delta")]
+        assert [(e.id, e.event) for e in rest] == [(e.id, e.event) for e in stored_after]
+
+
 def test_disconnecting_client_does_not_cancel_the_debate(stub, service):
     script_agree(stub, delay=0.5)
     with service.client() as c:
