@@ -3,48 +3,90 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+import os
+from typing import Annotated, Any
 
 import typer
 
 from consensus.cli import app, fail, out
 from consensus.errors import ConsensusError
 
-keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys (stored hashed in the service's database).")
+keys_app = typer.Typer(
+    no_args_is_help=True, help="Manage API keys (stored hashed in the service's database)."
+)
 app.add_typer(keys_app, name="keys")
 
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="interface to bind; a public one requires API keys")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="interface to bind; a public one requires API keys")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
     panel_file: Annotated[str | None, typer.Option("--panel-file", help="TOML panel file")] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="processes sharing the port, one per core "
+            "(PostgreSQL only; CONSENSUS_MAX_IN_FLIGHT is per process)",
+        ),
+    ] = 1,
 ) -> None:
     """Serve the HTTP API (the default local panel when nothing is configured)."""
     import uvicorn
 
     from service.app import create_app
-    from service.settings import Settings
+    from service.settings import WORKER_OF_ENV, Settings
 
     try:
         overrides: dict[str, object] = {"host": host, "port": port}
         if panel_file:
             overrides["panel_file"] = panel_file
         settings = Settings(**overrides)  # type: ignore[arg-type]
+        if workers > 1 and not settings.is_postgres:
+            raise fail(f"--workers {workers}: worker processes need DATABASE_URL to name a PostgreSQL database; "
+                       "on one SQLite file they would share neither live events nor leases")  # fmt: skip
+        # One process checks the panel (a bad file is one line and exit 2) and, with workers, migrates the
+        # database once before they start; each worker then builds its own app from the same environment.
         app_ = create_app(settings)
+        source = app_.state.services.panel.source
     except ConsensusError as exc:
         raise fail(str(exc)) from None
     if not settings.loopback and not asyncio.run(_active_keys()):
         # Checked before uvicorn starts: its lifespan check (kept for other launchers) ends in a traceback.
         raise fail(f"--host {host}: refusing to serve a public interface without API keys; create one with "
                    "`consensus keys create --name NAME`, or bind to 127.0.0.1")  # fmt: skip
-    config = uvicorn.Config(app_, host=host, port=port, log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 5, lifespan="on")  # fmt: skip
-    server = uvicorn.Server(config)
-    out.print(f"consensus serving on http://{host}:{port} (panel: {app_.state.services.panel.source})", highlight=False)
+    common: dict[str, Any] = {"host": host, "port": port, "log_level": "warning", "access_log": False,
+                              "timeout_graceful_shutdown": int(settings.shutdown_grace_s) + 5, "lifespan": "on"}  # fmt: skip
+    if workers > 1:
+        asyncio.run(_migrate())
+        del app_
+        # Workers read the same environment: each takes a replica id of its own under this server's.
+        os.environ[WORKER_OF_ENV] = os.environ.pop("CONSENSUS_REPLICA_ID", None) or settings.replica_id
+        os.environ.update({"CONSENSUS_HOST": host, "CONSENSUS_PORT": str(port)})
+        if panel_file:
+            os.environ["CONSENSUS_PANEL_FILE"] = panel_file
+        out.print(
+            f"consensus serving on http://{host}:{port} with {workers} workers (panel: {source})",
+            highlight=False,
+        )
+        uvicorn.run("service.app:create_app", factory=True, workers=workers, **common)
+        return
+    server = uvicorn.Server(uvicorn.Config(app_, **common))
+    out.print(f"consensus serving on http://{host}:{port} (panel: {source})", highlight=False)
     server.run()
     if not server.started:
         raise typer.Exit(1)
+
+
+async def _migrate() -> None:
+    store = _store()
+    try:
+        await store.migrate()
+    finally:
+        await store.close()
 
 
 async def _active_keys() -> bool:
@@ -66,7 +108,10 @@ def _store():  # type: ignore[no-untyped-def]
 @keys_app.command("create")
 def keys_create(
     name: Annotated[str, typer.Option("--name", help="who or what the key is for")],
-    origin: Annotated[list[str] | None, typer.Option("--origin", help="allowed browser origin (repeat); makes a publishable pk_ key")] = None,
+    origin: Annotated[
+        list[str] | None,
+        typer.Option("--origin", help="allowed browser origin (repeat); makes a publishable pk_ key"),
+    ] = None,
 ) -> None:
     """Create a key and print it once."""
     from service.security import create_key
@@ -108,7 +153,9 @@ def keys_list() -> None:
 
 
 @keys_app.command("revoke")
-def keys_revoke(key_id: Annotated[str, typer.Argument(help="the key's id from `consensus keys list`")]) -> None:
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="the key's id from `consensus keys list`")],
+) -> None:
     """Revoke a key."""
 
     async def go() -> bool:

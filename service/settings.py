@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     db_pool_timeout_s: float = Field(default=30.0, gt=0, description="wait for a free connection; then 503")
     lease_s: float = Field(default=30.0, gt=1)
     shutdown_grace_s: float = Field(default=10.0, ge=0)
-    replica_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+    replica_id: str = Field(default_factory=lambda: _replica_id())
     public_url: str | None = None
     page_key: str | None = Field(default=None, description="publishable pk_ key the web page uses when keys exist")
     log_level: str = "info"
@@ -56,6 +56,17 @@ class Settings(BaseSettings):
     def loopback(self) -> bool:
         """True when the service listens on a loopback address only."""
         return is_loopback(self.host)
+
+
+WORKER_OF_ENV = "CONSENSUS_WORKER_OF"  # set by `consensus serve --workers N` for its worker processes
+
+
+def _replica_id() -> str:
+    """This process's name in leases: unique per process, and a worker's names its parent server's."""
+    parent = os.environ.get(WORKER_OF_ENV)
+    if parent:
+        return f"{parent}-w{os.getpid()}"
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
 def is_loopback(host: str) -> bool:

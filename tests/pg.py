@@ -164,8 +164,10 @@ def write_stub_panel(path: Path, api_base: str, names: tuple[str, ...] = ("alice
 class ServiceProcess:
     """`python -m service serve` in its own process, on a fresh loopback port at each start."""
 
-    def __init__(self, name: str, database_url: str, panel_file: Path, log_dir: Path, **env: object) -> None:
+    def __init__(self, name: str, database_url: str, panel_file: Path, log_dir: Path, args: tuple[str, ...] = (),
+                 **env: object) -> None:  # fmt: skip
         self.name = name
+        self.args = args
         self.database_url = database_url
         self.panel_file = panel_file
         self.log_path = log_dir / f"{name}.log"
@@ -184,7 +186,7 @@ class ServiceProcess:
         env.update(LITELLM_LOCAL_MODEL_COST_MAP="True", PYTHONUNBUFFERED="1", NO_PROXY="127.0.0.1,localhost",
                    DATABASE_URL=self.database_url, CONSENSUS_REPLICA_ID=self.name, **self.env)  # fmt: skip
         cmd = [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-               "--panel-file", str(self.panel_file)]  # fmt: skip
+               "--panel-file", str(self.panel_file), *self.args]  # fmt: skip
         with open(self.log_path, "ab") as log:
             log.write(f"--- start {self.name} on port {self.port}\n".encode())
             self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,

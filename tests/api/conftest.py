@@ -133,8 +133,8 @@ def service_process(tmp_path: Path) -> Iterator[object]:
     """Factory of `python -m service serve` processes; every one is SIGKILLed at teardown."""
     made: list[ServiceProcess] = []
 
-    def make(name: str, database_url: str, panel_file: Path, **env: object) -> ServiceProcess:
-        proc = ServiceProcess(name, database_url, panel_file, tmp_path, **env)
+    def make(name: str, database_url: str, panel_file: Path, args: tuple[str, ...] = (), **env: object) -> ServiceProcess:
+        proc = ServiceProcess(name, database_url, panel_file, tmp_path, args, **env)
         made.append(proc)
         return proc
 

@@ -50,7 +50,10 @@ def test_sse_stream_on_post_has_ids_and_ends_with_the_result(stub, service):
     assert types[0] == "debate.started" and types[-1] == "debate.completed"
     assert "answer.delta" in types and "answer.completed" in types and "consensus.completed" in types
     ids = [int(i) for i, _, _ in events]
-    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    stored = [int(i) for i, t, _ in events if not t.endswith(".delta")]
+    assert ids == sorted(ids) and len(set(stored)) == len(stored)  # deltas repeat the stored id before them
+    seqs = [p["seq"] for _, _, p in events]
+    assert seqs == sorted(set(seqs))
     assert events[-1][2]["result"]["status"] == "completed"
 
 

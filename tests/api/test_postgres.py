@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 import time
 from datetime import datetime
@@ -307,3 +308,78 @@ def test_killed_replica_debate_is_resumed_by_exactly_one_other(stub, trio):
     assert sorted(x - y for x, y in zip(resumed(b, c), before, strict=True)) == [0.0, 1.0]
     assert_clean_log(events)
     assert [p["round"] for _, t, p in events if t == "round.completed"] == [0, 1]
+
+
+# -- `consensus serve --workers N` ---------------------------------------------------------------
+def worker_pids(parent: int) -> list[int]:
+    """uvicorn's worker processes under `parent` (multiprocessing spawn children, not its resource tracker)."""
+    from pathlib import Path
+
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == parent and b"spawn_main" in cmdline:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+async def running_lease_owners(url: str) -> set[str]:
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(text("SELECT lease_owner FROM debates WHERE status = 'running'"))
+            return {r[0] for r in rows if r[0]}
+    finally:
+        await engine.dispose()
+
+
+def test_two_workers_share_the_port_and_serve_each_others_debates(stub, pg_database, service_process, tmp_path):
+    script(stub, {"alice": 1.0, "bob": 1.0, "carol": 1.0})
+    panel = write_stub_panel(tmp_path / "panel.toml", stub.api_base)
+    server = service_process("multi", pg_database, panel, args=("--workers", "2")).start().wait_ready()
+    assert server.proc is not None
+    deadline = time.monotonic() + 30
+    while len(worker_pids(server.proc.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(worker_pids(server.proc.pid)) == 2
+    ids: list[str] = []
+    owners: set[str] = set()
+    for i in range(40):  # each POST on a new connection: whichever worker accepts it runs the debate
+        with server.client() as c:
+            r = c.post("/v1/debates", json={"question": f"What is {i} + {i}?", "rounds": 0})
+        assert r.status_code == 202, r.text
+        ids.append(r.json()["id"])
+        owners |= asyncio.run(running_lease_owners(pg_database))
+        if len(owners) == 2:
+            break
+    # Two processes each took debates, under ids of their own derived from the server's.
+    assert len(owners) == 2 and all(o.startswith("multi-w") for o in owners), owners
+    for debate_id in ids:  # a follower reaches its debate whichever worker accepts the stream
+        with server.client() as c:
+            events = follow_events(c, debate_id)
+            assert c.get(f"/v1/debates/{debate_id}").json()["status"] == "completed"
+        assert_clean_log(events)
+    assert server.terminate() == 0
+    assert "Traceback" not in server.log_tail(200)
+
+
+def test_workers_need_postgresql(tmp_path, stub):
+    import subprocess
+    import sys
+
+    panel = write_stub_panel(tmp_path / "panel.toml", stub.api_base)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENSUS_")}
+    env.update(DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'x.db'}", LITELLM_LOCAL_MODEL_COST_MAP="True",
+               COLUMNS="400")  # one line, unwrapped
+    r = subprocess.run([sys.executable, "-m", "service", "serve", "--port", "0", "--panel-file", str(panel),
+                        "--workers", "2"], env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 2
+    assert r.stderr.startswith("error: --workers 2:") and "PostgreSQL" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
