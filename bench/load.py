@@ -25,13 +25,13 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from procs import cpu_s_of, mark, stop, stub_process, wait_until_up
+from procs import children_of, cpu_s_of, mark, stop, stub_process, tree_cpu_s, wait_until_up
 
 ROOT = Path(__file__).resolve().parents[1]
 QUESTION = "What is six times seven? Check the arithmetic before you answer. (client {i})"
@@ -42,12 +42,13 @@ TERMINAL = ("debate.completed", "debate.failed")
 
 # -- processes --------------------------------------------------------------------------------------
 def mem_mib_of(pid: int) -> dict[str, float]:
-    """VmRSS and VmHWM (peak RSS since start) of a process, MiB."""
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            out[key] = int(value.split()[0]) / 1024
+    """VmRSS and VmHWM (peak RSS since start) of a server, MiB: summed over it and its worker processes."""
+    out = {"VmRSS": 0.0, "VmHWM": 0.0}
+    for p in [pid, *children_of(pid)]:
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in out:
+                out[key] += int(value.split()[0]) / 1024
     return out
 
 
@@ -66,8 +67,9 @@ panelist = "a"
 
 
 @contextlib.contextmanager
-def service_process(stub: str, latency_ms: int, max_in_flight: int, tmp: Path) -> Iterator[tuple[str, int, Path]]:
-    """`python -m service serve` on a free port with a fresh SQLite database; yields (URL, pid, log path)."""
+def service_process(stub: str, latency_ms: int, max_in_flight: int, tmp: Path, database_url: str | None = None,
+                    workers: int = 1) -> Iterator[tuple[str, int, Path]]:  # fmt: skip
+    """`python -m service serve` on a free port with a fresh database (SQLite unless given); yields (URL, pid, log)."""
     import socket
 
     seats = "".join(f'[[panelist]]\nname = "{n}"\nmodel = "openai/latency-{latency_ms}"\napi_base = "{stub}/v1"\n'
@@ -79,13 +81,16 @@ def service_process(stub: str, latency_ms: int, max_in_flight: int, tmp: Path) -
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "DATABASE_URL": f"sqlite+aiosqlite:///{db}", "CONSENSUS_MAX_IN_FLIGHT": str(max_in_flight),
+    env = {**os.environ, "DATABASE_URL": database_url or f"sqlite+aiosqlite:///{db}", "CONSENSUS_MAX_IN_FLIGHT": str(max_in_flight),
            "CONSENSUS_RATE_LIMIT_PER_MINUTE": "100000", "LITELLM_LOCAL_MODEL_COST_MAP": "True",
            # LiteLLM's aiohttp pool allows 500 connections per host: 1,000 debates x 3 seats would queue.
            "AIOHTTP_CONNECTOR_LIMIT": "20000", "AIOHTTP_CONNECTOR_LIMIT_PER_HOST": "20000"}  # fmt: skip
     env.pop("CONSENSUS_PANEL", None)
+    if database_url:  # the throwaway cluster allows 100 connections: 10 pooled (+20 on demand) per worker
+        env["CONSENSUS_DB_POOL_SIZE"] = "10"
     log = tmp / f"service-{port}.log"
-    cmd = [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port), "--panel-file", str(panel)]
+    cmd = [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port), "--panel-file", str(panel),
+           "--workers", str(workers)]  # fmt: skip
     with log.open("w") as err:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
     try:
@@ -94,6 +99,22 @@ def service_process(stub: str, latency_ms: int, max_in_flight: int, tmp: Path) -
         yield url, proc.pid, log
     finally:
         stop(proc)
+
+
+@contextlib.contextmanager
+def postgres(wanted: bool) -> Iterator[Callable[[], str | None]]:
+    """A throwaway PostgreSQL cluster (tests/pg.py); yields a maker of fresh database URLs (None: SQLite)."""
+    if not wanted:
+        yield lambda: None
+        return
+    sys.path.insert(0, str(ROOT))
+    from tests.pg import PgCluster
+
+    cluster = PgCluster().start()
+    try:
+        yield cluster.create_database
+    finally:
+        cluster.stop()
 
 
 def wait_for_quiet(max_load: float, max_wait_s: float) -> str:
@@ -189,10 +210,10 @@ async def batch(url: str, pid: int, n: int, timeout_s: float, first: int = 0) ->
     async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=None)) as session:
         sampler = Sampler(url)
         sampling = asyncio.create_task(sampler.run(session))
-        cpu0, mine0, t0 = cpu_s_of(pid), time.process_time(), time.perf_counter()
+        cpu0, mine0, t0 = tree_cpu_s(pid), time.process_time(), time.perf_counter()
         outcomes = await asyncio.gather(*(one_client(session, url, first + i, i % 2 == 0, timeout_s) for i in range(n)))
         wall = time.perf_counter() - t0
-        cpu, mine = cpu_s_of(pid) - cpu0, time.process_time() - mine0
+        cpu, mine = tree_cpu_s(pid) - cpu0, time.process_time() - mine0
         sampling.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sampling
@@ -269,19 +290,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-load", type=float, default=2.5, help="wait for the 1-min load average to drop to this")
     parser.add_argument("--max-wait-s", type=float, default=600, help="wait at most this long for a quiet machine")
     parser.add_argument("--quick", action="store_true", help="short run: 50 clients, 1 s calls, admission 20/60")
+    parser.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL cluster (tests/pg.py) instead of SQLite")
+    parser.add_argument("--workers", type=int, default=1, help="`consensus serve --workers N` (needs --postgres)")
     args = parser.parse_args(argv)
     if args.quick:
         args.clients, args.latency_ms, args.admission = [50], min(args.latency_ms, 1000), [20, 60]
     timeout_s = args.timeout_s or max(60.0, 15 * 2 * args.latency_ms / 1000)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks: children are stopped
-    print(f"{os.cpu_count()} cores; stub latency {args.latency_ms} ms per call; 3 seats (openai/latency-"
+    db = f"PostgreSQL, {args.workers} worker process(es)" if args.postgres else "SQLite, 1 process"
+    print(f"{os.cpu_count()} cores; service on {db}; stub latency {args.latency_ms} ms per call; 3 seats (openai/latency-"
           f"{args.latency_ms}), max_rounds 0, max_attempts 1; client timeout {timeout_s:.0f} s; aiohttp "
           f"{aiohttp.__version__}", flush=True)
+    if args.workers > 1 and not args.postgres:
+        parser.error("--workers needs --postgres")
     runs, admission = [], None
-    with tempfile.TemporaryDirectory(prefix="consensus-load-") as d, stub_process() as (stub, stub_pid):
+    with tempfile.TemporaryDirectory(prefix="consensus-load-") as d, stub_process() as (stub, stub_pid), \
+            postgres(args.postgres) as database:  # fmt: skip
         tmp = Path(d)
         for n in args.clients:
-            with service_process(stub, args.latency_ms, max(n + 10, 64), tmp) as (url, pid, log):
+            with service_process(stub, args.latency_ms, max(n + 10, 64), tmp, database(), args.workers) as (url, pid, log):
                 load = wait_for_quiet(args.max_load, args.max_wait_s)
                 stub0 = cpu_s_of(stub_pid)
                 m = asyncio.run(measure(url, pid, n, args.latency_ms, timeout_s))
@@ -301,7 +328,8 @@ def main(argv: list[str] | None = None) -> None:
                   f"(VmHWM) {m['mem']['VmHWM']:.0f} MiB; service warnings/errors: {m['log']}", flush=True)
         if args.admission[0] > 0:
             limit, n = args.admission
-            with service_process(stub, args.latency_ms, limit, tmp) as (url, pid, log):
+            with service_process(stub, args.latency_ms, max(1, limit // args.workers), tmp, database(),
+                                 args.workers) as (url, pid, log):  # fmt: skip
                 load = wait_for_quiet(args.max_load, args.max_wait_s)
                 admission = asyncio.run(measure_admission(url, pid, n, timeout_s))
             a = admission

@@ -24,6 +24,23 @@ def cpu_s_of(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def children_of(pid: int) -> list[int]:
+    """Direct child processes of `pid` (Linux /proc; empty elsewhere)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a process and its direct children (a server's worker processes)."""
+    return cpu_s_of(pid) + sum(cpu_s_of(c) for c in children_of(pid))
+
+
 def wait_until_up(url: str, proc: subprocess.Popen[Any], what: str, timeout: float = 60) -> None:
     """Poll `url` until it answers 200; raise if `proc` exits or the time runs out."""
     deadline = time.monotonic() + timeout

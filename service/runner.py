@@ -147,10 +147,10 @@ class Runner:
                 log.exception("heartbeat failed")
 
     async def _honour_remote_cancels(self) -> None:
-        for debate_id in list(self.tasks):
-            row = await self.store.get(debate_id)
-            if row is not None and row.status == "cancelled":
-                self.tasks[debate_id].cancel()
+        for debate_id in await self.store.cancelled_among(list(self.tasks)):
+            task = self.tasks.get(debate_id)
+            if task is not None:
+                task.cancel()
 
     async def adopt_orphans(self) -> None:
         """Claim running debates whose lease ran out (crash, kill) and resume them."""

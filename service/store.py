@@ -197,6 +197,14 @@ class Store:
         async with self.sessions() as s:
             return await s.get(DebateRow, debate_id)
 
+    async def cancelled_among(self, ids: Sequence[str]) -> set[str]:
+        """Which of these debates a client cancelled: one query on ids and status (no results loaded)."""
+        if not ids:
+            return set()
+        q = select(DebateRow.id).where(DebateRow.id.in_(list(ids)), DebateRow.status == "cancelled")
+        async with self.sessions() as s:
+            return set((await s.execute(q)).scalars().all())
+
     async def recent(self, limit: int, key_id: str | None = None) -> Sequence[DebateRow]:
         q = select(DebateRow).order_by(DebateRow.created_at.desc()).limit(limit)
         async with self.sessions() as s:
