@@ -18,14 +18,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from consensus.config import load_panel
 from consensus.errors import ConsensusError
 from consensus.types import Panel
 from service import metrics
 from service.logs import setup_logging
 from service.runner import Runner
 from service.security import ApiError, KeyCache, KeyOriginCORS, RateLimiter
-from service.settings import Settings
+from service.settings import Settings, configured_panel
 from service.store import Store, is_overload
 
 log = logging.getLogger("consensus.service")
@@ -60,8 +59,7 @@ def create_app(settings: Settings | None = None, panel: Panel | None = None, pro
     settings = settings or Settings()
     setup_logging(settings.log_level)
     if panel is None:
-        env = {k: v for k, v in {"CONSENSUS_PANEL_FILE": settings.panel_file, "CONSENSUS_PANEL": settings.panel}.items() if v}
-        panel = load_panel(settings.panel_file, env=env)
+        panel = configured_panel(settings)
     services = Services(settings, panel, provider or build_provider(panel))
 
     @asynccontextmanager

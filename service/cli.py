@@ -37,8 +37,7 @@ def serve(
     """Serve the HTTP API (the default local panel when nothing is configured)."""
     import uvicorn
 
-    from service.app import create_app
-    from service.settings import WORKER_OF_ENV, Settings
+    from service.settings import WORKER_OF_ENV, Settings, configured_panel
 
     try:
         overrides: dict[str, object] = {"host": host, "port": port}
@@ -46,36 +45,43 @@ def serve(
             overrides["panel_file"] = panel_file
         settings = Settings(**overrides)  # type: ignore[arg-type]
         if workers > 1 and not settings.is_postgres:
-            raise fail(f"--workers {workers}: worker processes need DATABASE_URL to name a PostgreSQL database; "
-                       "on one SQLite file they would share neither live events nor leases")  # fmt: skip
-        # One process checks the panel (a bad file is one line and exit 2) and, with workers, migrates the
-        # database once before they start; each worker then builds its own app from the same environment.
-        app_ = create_app(settings)
-        source = app_.state.services.panel.source
+            raise fail(
+                f"--workers {workers}: worker processes need DATABASE_URL to name a PostgreSQL database; "
+                "on one SQLite file they would share neither live events nor leases"
+            )
+        panel = configured_panel(settings)  # a bad panel is one line and exit 2, before anything starts
     except ConsensusError as exc:
         raise fail(str(exc)) from None
     if not settings.loopback and not asyncio.run(_active_keys()):
         # Checked before uvicorn starts: its lifespan check (kept for other launchers) ends in a traceback.
-        raise fail(f"--host {host}: refusing to serve a public interface without API keys; create one with "
-                   "`consensus keys create --name NAME`, or bind to 127.0.0.1")  # fmt: skip
-    common: dict[str, Any] = {"host": host, "port": port, "log_level": "warning", "access_log": False,
-                              "timeout_graceful_shutdown": int(settings.shutdown_grace_s) + 5, "lifespan": "on"}  # fmt: skip
+        raise fail(
+            f"--host {host}: refusing to serve a public interface without API keys; create one with "
+            "`consensus keys create --name NAME`, or bind to 127.0.0.1"
+        )
+    common: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": "warning",
+        "access_log": False,
+        "timeout_graceful_shutdown": int(settings.shutdown_grace_s) + 5,
+        "lifespan": "on",
+    }
+    where = f"http://{host}:{port}"
     if workers > 1:
-        asyncio.run(_migrate())
-        del app_
+        # The parent migrates once and supervises; it never builds an app (nor imports LiteLLM for one).
         # Workers read the same environment: each takes a replica id of its own under this server's.
+        asyncio.run(_migrate())
         os.environ[WORKER_OF_ENV] = os.environ.pop("CONSENSUS_REPLICA_ID", None) or settings.replica_id
         os.environ.update({"CONSENSUS_HOST": host, "CONSENSUS_PORT": str(port)})
         if panel_file:
             os.environ["CONSENSUS_PANEL_FILE"] = panel_file
-        out.print(
-            f"consensus serving on http://{host}:{port} with {workers} workers (panel: {source})",
-            highlight=False,
-        )
+        out.print(f"consensus serving on {where} with {workers} workers (panel: {panel.source})", highlight=False)
         uvicorn.run("service.app:create_app", factory=True, workers=workers, **common)
         return
-    server = uvicorn.Server(uvicorn.Config(app_, **common))
-    out.print(f"consensus serving on http://{host}:{port} (panel: {source})", highlight=False)
+    from service.app import create_app
+
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, panel), **common))
+    out.print(f"consensus serving on {where} (panel: {panel.source})", highlight=False)
     server.run()
     if not server.started:
         raise typer.Exit(1)

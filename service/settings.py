@@ -10,6 +10,9 @@ import uuid
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from consensus.config import load_panel
+from consensus.types import Panel
+
 
 class Settings(BaseSettings):
     """Everything the service reads from its environment."""
@@ -56,6 +59,12 @@ class Settings(BaseSettings):
     def loopback(self) -> bool:
         """True when the service listens on a loopback address only."""
         return is_loopback(self.host)
+
+
+def configured_panel(settings: Settings) -> Panel:
+    """The panel these settings name (panel file, CONSENSUS_PANEL, else the local one); ConsensusError if bad."""
+    env = {k: v for k, v in {"CONSENSUS_PANEL_FILE": settings.panel_file, "CONSENSUS_PANEL": settings.panel}.items() if v}
+    return load_panel(settings.panel_file, env=env)
 
 
 WORKER_OF_ENV = "CONSENSUS_WORKER_OF"  # set by `consensus serve --workers N` for its worker processes
