@@ -54,17 +54,23 @@ def validate_question(question: str, max_chars: int) -> str:
     return q
 
 
-def new_result(question: str, panel: Panel, options: DebateOptions) -> DebateResult:
-    """A fresh running DebateResult (validates the question and language)."""
+def validate_request(question: str, panel: Panel, options: DebateOptions) -> tuple[str, str | None, int]:
+    """The cheap checks of a new debate: (question, language code or None, rounds), or QuestionError."""
     q = validate_question(question, panel.debate.max_question_chars)
-    language = normalize_code(options.language) if options.language else detect_language(q)
+    language = normalize_code(options.language) if options.language else None
     rounds = panel.debate.max_rounds if options.rounds is None else options.rounds
     if not 0 <= rounds <= 10:
         raise QuestionError("rounds", f"must be between 0 and 10, got {rounds}")
+    return q, language, rounds
+
+
+def new_result(question: str, panel: Panel, options: DebateOptions) -> DebateResult:
+    """A fresh running DebateResult (validates the question and language, detects the language if unset)."""
+    q, language, rounds = validate_request(question, panel, options)
     return DebateResult(
         id=options.debate_id or uuid.uuid4().hex,
         question=q,
-        language=language,
+        language=language or detect_language(q),
         status=DebateStatus.running,
         panel=[PanelistInfo(name=s.name, model=s.model) for s in panel.panelists],
         synthesizer=PanelistInfo(name=panel.synthesizer.name, model=panel.synthesizer.model),

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 from fastapi.sse import EventSourceResponse, format_sse_event
 
-from consensus.engine import DebateOptions, new_result
+from consensus.engine import DebateOptions, new_result, validate_request
 from consensus.errors import QuestionError
 from consensus.types import DebateEvent
 from service.deps import Caller, Services, admit
@@ -50,13 +50,15 @@ async def start_debate(svc: Any, who: Any, body: DebateRequest, idempotency_key:
         existing = await svc.store.find_idempotent(scope)
         if existing is not None:
             return _same_request(existing, digest), False
-    admit(svc, who)  # 429 and 503 come before any costly work (language detection, the store): refusals stay fast
+    options = DebateOptions(rounds=body.rounds, language=body.language)
     try:
-        try:
-            result = new_result(body.question, svc.panel, DebateOptions(rounds=body.rounds, language=body.language))
-        except QuestionError as exc:
-            raise ApiError(422, exc.message if exc.field in exc.message else f"{exc.field}: {exc.message}",
-                           param=exc.field, code="invalid_value") from None  # fmt: skip
+        validate_request(body.question, svc.panel, options)  # bad input is a 422 whatever the load
+    except QuestionError as exc:
+        raise ApiError(422, exc.message if exc.field in exc.message else f"{exc.field}: {exc.message}",
+                       param=exc.field, code="invalid_value") from None  # fmt: skip
+    admit(svc, who)  # 429 and 503 come before the costly work (language detection, the store): refusals stay fast
+    try:
+        result = new_result(body.question, svc.panel, options)
         row, created = await svc.store.create_debate(
             result, {**request, "digest": digest}, who.key_id, scope, svc.settings.replica_id, svc.settings.lease_s
         )

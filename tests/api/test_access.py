@@ -98,6 +98,8 @@ def test_admission_control_gives_fast_503(make_service, stub, monkeypatch):
         assert r.status_code == 503 and r.headers["retry-after"] == "2"
         assert r.elapsed.total_seconds() < 1.0
         assert prepared == ["0?", "1?"]  # refused before its language was detected or anything was stored
+        bad = c.post("/v1/debates", json={"question": "   "})  # bad input is named even at capacity
+        assert bad.status_code == 422 and bad.json()["error"]["param"] == "question"
         assert len(c.get("/v1/debates?limit=10").json()["data"]) == 2
         for f in first:
             wait_status(c, f.json()["id"])
