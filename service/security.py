@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import secrets
 import time
 import uuid
@@ -13,6 +15,8 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
 from service.store import ApiKeyRow, Store, now
+
+log = logging.getLogger("consensus.service")
 
 SECRET_PREFIX = "sk_"
 PUBLISHABLE_PREFIX = "pk_"
@@ -75,11 +79,31 @@ class KeyCache:
         self.by_hash: dict[str, ApiKeyRow] = {}
         self.origins: set[str] = set()
         self.loaded_at = 0.0
+        self._loading: asyncio.Task[None] | None = None
 
     async def refresh(self, force: bool = False) -> None:
-        if not force and time.monotonic() - self.loaded_at < self.ttl_s:
+        """Reload when stale. One load at a time: a burst of requests finding the keys stale would
+        otherwise each read them, queueing hundreds of reads behind a busy database. Until the first
+        load, and when forced, the caller waits for it; otherwise it goes on with the keys it has."""
+        if force:
+            await self._load(strict=True)  # a fresh read: keys created just now must be in it
             return
-        rows = [r for r in await self.store.keys() if r.revoked_at is None]
+        if time.monotonic() - self.loaded_at < self.ttl_s:
+            return
+        if self._loading is None or self._loading.done():
+            self._loading = asyncio.get_running_loop().create_task(self._load(strict=not self.loaded_at))
+        if not self.loaded_at:
+            await asyncio.shield(self._loading)
+
+    async def _load(self, strict: bool) -> None:
+        try:
+            rows = [r for r in await self.store.keys() if r.revoked_at is None]
+        except Exception:
+            if strict:
+                raise  # nothing to go on with, or a forced reload: the waiting caller gets the error
+            log.warning("reloading API keys failed; keeping the ones loaded %.0f s ago",
+                        time.monotonic() - self.loaded_at, exc_info=True)  # fmt: skip
+            return
         self.by_hash = {r.key_hash: r for r in rows}
         self.origins = {o for r in rows for o in r.origins}
         self.loaded_at = time.monotonic()

@@ -248,3 +248,42 @@ def test_overload_is_told_apart_from_other_database_errors():
     missing = OperationalError("SELECT ...", {}, sqlite3.OperationalError("no such table: debates"))
     assert is_overload(PoolTimeout("QueuePool limit reached")) and is_overload(locked)
     assert not is_overload(missing) and not is_overload(IntegrityError("INSERT", {}, Exception("dup")))
+
+
+async def test_stale_keys_are_reloaded_once_for_a_burst_and_forced_reloads_read_afresh():
+    import asyncio as aio
+    from types import SimpleNamespace
+
+    from service.security import KeyCache
+
+    class BusyStore:
+        """keys() blocks until the test lets the read finish, like a database busy with writes."""
+
+        def __init__(self):
+            self.reads = 0
+            self.gate = aio.Event()
+            self.gate.set()
+            self.rows = [SimpleNamespace(key_hash="h1", origins=[], revoked_at=None)]
+
+        async def keys(self):
+            self.reads += 1
+            await self.gate.wait()
+            return list(self.rows)
+
+    store = BusyStore()
+    cache = KeyCache(store, ttl_s=0.05)  # type: ignore[arg-type]
+    await cache.refresh()  # the first load: callers wait for it
+    assert store.reads == 1 and set(cache.by_hash) == {"h1"}
+    await aio.sleep(0.1)  # stale now
+    store.gate.clear()
+    store.rows.append(SimpleNamespace(key_hash="h2", origins=[], revoked_at=None))
+    # A burst finds the keys stale while the database is stuck: nobody waits, the loaded keys serve.
+    await aio.wait_for(aio.gather(*(cache.refresh() for _ in range(100))), timeout=5)
+    assert store.reads == 2 and set(cache.by_hash) == {"h1"}  # one reload for the whole burst, in flight
+    store.gate.set()
+    for _ in range(100):
+        await aio.sleep(0)
+    assert set(cache.by_hash) == {"h1", "h2"}
+    store.rows.append(SimpleNamespace(key_hash="h3", origins=[], revoked_at=None))
+    await cache.refresh(force=True)  # `consensus keys create` then a forced refresh: the new key is there
+    assert store.reads == 3 and "h3" in cache.by_hash
