@@ -143,8 +143,8 @@ class Runner:
                 if self.store.is_postgres and not self.listening:
                     log.warning("the LISTEN connection was lost; listening again")
                     await self._listen()
-            except Exception:  # noqa: BLE001 - a store hiccup must not kill the heartbeat
-                log.exception("heartbeat failed")
+            except Exception as exc:  # noqa: BLE001 - a store hiccup must not kill the heartbeat
+                log.exception("heartbeat failed (%s: %s); trying again in %.0f s", type(exc).__name__, exc, interval)
 
     async def _honour_remote_cancels(self) -> None:
         for debate_id in await self.store.cancelled_among(list(self.tasks)):
