@@ -70,7 +70,10 @@ def serve(
     if workers > 1:
         # The parent migrates once and supervises; it never builds an app (nor imports LiteLLM for one).
         # Workers read the same environment: each takes a replica id of its own under this server's.
-        asyncio.run(_migrate())
+        try:
+            asyncio.run(_migrate())
+        except Exception as exc:  # noqa: BLE001 - unreachable or refusing database: one line, not a traceback
+            raise fail(f"DATABASE_URL: cannot migrate the database ({type(exc).__name__}: {exc})") from None
         os.environ[WORKER_OF_ENV] = os.environ.pop("CONSENSUS_REPLICA_ID", None) or settings.replica_id
         os.environ.update({"CONSENSUS_HOST": host, "CONSENSUS_PORT": str(port)})
         if panel_file:
@@ -80,7 +83,11 @@ def serve(
         return
     from service.app import create_app
 
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, panel), **common))
+    try:
+        app_ = create_app(settings, panel)
+    except ConsensusError as exc:
+        raise fail(str(exc)) from None
+    server = uvicorn.Server(uvicorn.Config(app_, **common))
     out.print(f"consensus serving on {where} (panel: {panel.source})", highlight=False)
     server.run()
     if not server.started:

@@ -383,3 +383,9 @@ def test_workers_need_postgresql(tmp_path, stub):
     assert r.returncode == 2
     assert r.stderr.startswith("error: --workers 2:") and "PostgreSQL" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+    # PostgreSQL that cannot be reached: one line naming DATABASE_URL, before any worker starts.
+    env["DATABASE_URL"] = "postgresql://postgres@127.0.0.1:1/nowhere"
+    r = subprocess.run([sys.executable, "-m", "service", "serve", "--port", "0", "--panel-file", str(panel),
+                        "--workers", "2"], env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 2 and r.stderr.startswith("error: DATABASE_URL: cannot migrate the database")
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
