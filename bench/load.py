@@ -107,8 +107,7 @@ def postgres(wanted: bool) -> Iterator[Callable[[], str | None]]:
     if not wanted:
         yield lambda: None
         return
-    sys.path.insert(0, str(ROOT))
-    from tests.pg import PgCluster
+    from tests.pg import PgCluster  # procs put the repository on sys.path
 
     cluster = PgCluster().start()
     try:

@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the stub server and the process helpers are the tests' own
+
+from tests.pg import children_of  # noqa: E402
 
 
 def cpu_s_of(pid: int) -> float:
@@ -22,18 +25,6 @@ def cpu_s_of(pid: int) -> float:
     except OSError:
         return float("nan")
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def children_of(pid: int) -> list[int]:
-    """Direct child processes of `pid` (Linux /proc; empty elsewhere)."""
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(stat.parent.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return out
 
 
 def tree_cpu_s(pid: int) -> float:

@@ -449,11 +449,8 @@ class Runner:
         lock = self._relay_locks.setdefault(debate_id, asyncio.Lock())
         async with lock:
             after = self.remote_seq.get(debate_id, 0)
-            stored = await self.store.events_after(debate_id, after)
-            if deltas:
-                stored = [e for e in stored if e.seq < deltas[0].seq]
-            if upto is not None:
-                stored = [e for e in stored if e.seq <= upto]
+            last = deltas[0].seq - 1 if deltas else upto  # the newest stored event this relay may publish
+            stored = [e for e in await self.store.events_after(debate_id, after) if last is None or e.seq <= last]
             for e in [*stored, *deltas]:
                 if e.seq > self.remote_seq.get(debate_id, 0):
                     self.remote_seq[debate_id] = e.seq

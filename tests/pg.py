@@ -35,6 +35,18 @@ class PgUnavailable(RuntimeError):
     """The machine cannot run a throwaway cluster (binaries or the postgres user are missing)."""
 
 
+def children_of(pid: int) -> list[int]:
+    """Direct child processes of `pid` (Linux /proc; empty elsewhere)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
 def free_port() -> int:
     """A TCP port that was free on 127.0.0.1 a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

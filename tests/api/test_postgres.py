@@ -12,6 +12,7 @@ import os
 import threading
 import time
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from httpx_sse import connect_sse
@@ -30,7 +31,7 @@ from tests.api.conftest import (
     wait_round_1_in_flight,
     wait_status,
 )
-from tests.pg import ServiceProcess, write_stub_panel
+from tests.pg import ServiceProcess, children_of, write_stub_panel
 
 pytestmark = pytest.mark.postgres
 LEASE_S = 3  # short, so a dead replica's debate is adopted within seconds
@@ -313,17 +314,13 @@ def test_killed_replica_debate_is_resumed_by_exactly_one_other(stub, trio):
 # -- `consensus serve --workers N` ---------------------------------------------------------------
 def worker_pids(parent: int) -> list[int]:
     """uvicorn's worker processes under `parent` (multiprocessing spawn children, not its resource tracker)."""
-    from pathlib import Path
-
     pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for pid in children_of(parent):
         try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = (stat.parent / "cmdline").read_bytes()
-        except (OSError, ValueError, IndexError):
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                pids.append(pid)
+        except OSError:
             continue
-        if ppid == parent and b"spawn_main" in cmdline:
-            pids.append(int(stat.parent.name))
     return pids
 
 
