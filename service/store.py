@@ -121,6 +121,15 @@ class _Write:
     done: asyncio.Future[None] | None = None
 
 
+def _row_order(w: _Write) -> str:
+    """Every transaction that updates several debate rows takes their locks in id order.
+
+    Two transactions locking the same rows in different orders deadlock: PostgreSQL aborts one after
+    a 1 s stall (a heartbeat's lease renewal against a write batch, before this order).
+    """
+    return w.debate_id
+
+
 def _settle(w: _Write, exc: BaseException | None) -> None:
     if w.done is not None and not w.done.done():
         if exc is None:
@@ -263,7 +272,7 @@ class Store:
             with attempt:
                 lost = []
                 async with self.engine.begin() as conn:
-                    for w in batch:
+                    for w in sorted(batch, key=_row_order):  # stable: one debate's writes keep their order
                         if w.insert is not None:
                             await conn.execute(insert(DEBATES).values(**w.insert))
                             continue
@@ -296,19 +305,20 @@ class Store:
 
     # -- leases --------------------------------------------------------------------------------
     async def renew_leases(self, owner: str, ids: Sequence[str], lease_s: float) -> None:
-        if not ids:
-            return
-        async with self.sessions.begin() as s:
-            await s.execute(update(DebateRow).where(DebateRow.id.in_(list(ids)), DebateRow.lease_owner == owner)
-                            .values(lease_until=now() + timedelta(seconds=lease_s)))  # fmt: skip
+        await self._update_leases(owner, ids, lease_until=now() + timedelta(seconds=lease_s))
 
     async def release(self, owner: str, ids: Sequence[str]) -> None:
         """Give up leases now (graceful shutdown) so another replica resumes at once."""
+        await self._update_leases(owner, ids, lease_owner=None, lease_until=None)
+
+    async def _update_leases(self, owner: str, ids: Sequence[str], **values: Any) -> None:
         if not ids:
             return
+        mine = DebateRow.id.in_(list(ids)) & (DebateRow.lease_owner == owner)
         async with self.sessions.begin() as s:
-            await s.execute(update(DebateRow).where(DebateRow.id.in_(list(ids)), DebateRow.lease_owner == owner)
-                            .values(lease_owner=None, lease_until=None))  # fmt: skip
+            if self.is_postgres:  # lock the rows in id order, as the writer does: see _row_order
+                await s.execute(select(DebateRow.id).where(mine).order_by(DebateRow.id).with_for_update())
+            await s.execute(update(DebateRow).where(mine).values(**values))
 
     async def claim_orphans(self, owner: str, lease_s: float, limit: int) -> list[DebateRow]:
         """Lease running debates whose lease expired; each is claimed by exactly one replica."""
