@@ -99,8 +99,8 @@ async def create_debate(
 
 @router.get("/debates", response_model=DebateList, responses=ERRORS)
 async def list_debates(svc: Services, who: Caller, limit: Annotated[int, Query(ge=1, le=200)] = 20) -> DebateList:
-    """Recent debates, newest first."""
-    rows = await svc.store.recent(limit)
+    """Recent debates, newest first; with API keys, only those started with the caller's key."""
+    rows = await svc.store.recent(limit, who.key_id)  # a widget's key is public: it must not list others' questions
     return DebateList(data=[
         DebateSummary(id=r.id, status=r.status, question=r.question, language=r.language,
                       created_at=r.created_at.isoformat(), links=links(r.id))

@@ -84,6 +84,7 @@ class ApiKeyRow(Base):
 
 
 Index("ix_debates_running_lease", DebateRow.status, DebateRow.lease_until)
+Index("ix_debates_key_created", DebateRow.key_id, DebateRow.created_at)
 DEBATES = DebateRow.__table__
 EVENTS = EventRow.__table__
 
@@ -215,7 +216,10 @@ class Store:
             return set((await s.execute(q)).scalars().all())
 
     async def recent(self, limit: int, key_id: str | None = None) -> Sequence[DebateRow]:
+        """The newest debates; given a key, only the ones started with it."""
         q = select(DebateRow).order_by(DebateRow.created_at.desc()).limit(limit)
+        if key_id is not None:
+            q = q.where(DebateRow.key_id == key_id)
         async with self.sessions() as s:
             return (await s.execute(q)).scalars().all()
 
@@ -382,12 +386,18 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def _alembic_upgrade(sync_conn: Any) -> None:
-    from alembic import command
+def _alembic_config() -> Any:
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(resources.files("service").joinpath("migrations")))
+    return cfg
+
+
+def _alembic_upgrade(sync_conn: Any) -> None:
+    from alembic import command
+
+    cfg = _alembic_config()
     cfg.attributes["connection"] = sync_conn
     command.upgrade(cfg, "head")
 

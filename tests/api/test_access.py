@@ -41,6 +41,18 @@ def test_keys_are_required_once_any_exists_and_accepted_both_ways(keyed):
         assert c.get(f"/v1/debates/{ok.json()['id']}", headers={"X-API-Key": secret}).status_code == 200
 
 
+def test_a_key_lists_only_the_debates_started_with_it(keyed):
+    """A widget's key sits in its page's source: listing must not show anyone else's questions."""
+    srv, secret, public = keyed
+    widget = {"X-API-Key": public, "Origin": "https://site.example"}
+    with srv.client() as c:
+        mine = c.post("/v1/debates", json={"question": "secret plans?"}, headers={"X-API-Key": secret}).json()["id"]
+        theirs = c.post("/v1/debates", json={"question": "2+2?"}, headers=widget).json()["id"]
+        assert [d["id"] for d in c.get("/v1/debates", headers={"X-API-Key": secret}).json()["data"]] == [mine]
+        listed = c.get("/v1/debates", headers=widget).json()["data"]
+        assert [(d["id"], d["question"]) for d in listed] == [(theirs, "2+2?")]
+
+
 def test_keys_are_stored_hashed(keyed):
     srv, secret, public = keyed
     db = srv.services.settings.database_url.split("///")[1]

@@ -67,3 +67,36 @@ def test_finish_stores_the_end_and_releases_the_lease_only_for_its_owner(tmp_pat
         await store.close()
 
     asyncio.run(go())
+
+
+def test_migrations_build_exactly_the_models_schema_and_upgrade_a_0001_database(tmp_path):
+    """A database made by an older release upgrades in place, keeps its debates, and ends up with
+    the schema the models declare (no drift between service/store.py and the migrations)."""
+    from alembic import command
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlalchemy import create_engine
+
+    from service.store import Base, _alembic_config
+
+    url = f"sqlite:///{tmp_path}/old.db"
+    sync = create_engine(url)
+    with sync.begin() as conn:
+        cfg = _alembic_config()
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        conn.exec_driver_sql(
+            "INSERT INTO debates (id, status, question, language, request, result, last_seq, created_at, updated_at) "
+            "VALUES ('old', 'completed', 'q?', 'en', '{}', '{}', 0, '2026-01-01 00:00:00', '2026-01-01 00:00:00')")  # fmt: skip
+
+    async def go() -> None:
+        store = Store(f"sqlite+aiosqlite:///{tmp_path}/old.db")
+        await store.migrate()
+        assert (await store.get("old")).question == "q?"
+        await store.close()
+
+    asyncio.run(go())
+    with sync.connect() as conn:
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0002"
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+    sync.dispose()
