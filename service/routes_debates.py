@@ -126,8 +126,11 @@ async def read_debate(debate_id: str, svc: Services, who: Caller) -> JSONRespons
 
 @router.post("/debates/{debate_id}/cancel", responses={**ERRORS, 200: {"description": "the cancelled DebateResult"}})
 async def cancel_debate(debate_id: str, svc: Services, who: Caller) -> JSONResponse:
-    """Cancel a running debate; 409 when it already ended."""
+    """Cancel a running debate; 409 when it already ended, 403 for a key other than the one that started it."""
     row = await get_row(svc, debate_id)
+    if row.key_id is not None and row.key_id != who.key_id:  # ids travel in share links; cancelling is the owner's
+        raise ApiError(403, "only the API key that started this debate can cancel it", type_="permission_error",
+                       param="id", code="not_owner")  # fmt: skip
     if row.status != "running" or not await svc.runner.cancel(debate_id):
         raise ApiError(409, f"the debate already ended ({row.status})", param="id", code="not_running")
     row = await get_row(svc, debate_id)

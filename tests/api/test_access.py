@@ -51,6 +51,11 @@ def test_a_key_lists_only_the_debates_started_with_it(keyed):
         assert [d["id"] for d in c.get("/v1/debates", headers={"X-API-Key": secret}).json()["data"]] == [mine]
         listed = c.get("/v1/debates", headers=widget).json()["data"]
         assert [(d["id"], d["question"]) for d in listed] == [(theirs, "2+2?")]
+        # Reading by id stays open (share links), cancelling is for the key that started it.
+        assert c.get(f"/v1/debates/{mine}", headers=widget).status_code == 200
+        r = c.post(f"/v1/debates/{mine}/cancel", headers=widget)
+        assert r.status_code == 403 and r.json()["error"]["code"] == "not_owner"
+        assert c.get(f"/v1/debates/{mine}", headers=widget).json()["status"] != "cancelled"
 
 
 def test_keys_are_stored_hashed(keyed):
