@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import unicodedata
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -45,12 +46,18 @@ class DebateOptions:
 
 
 def validate_question(question: str, max_chars: int) -> str:
-    """The stripped question, or QuestionError when it is empty or too long."""
+    """The stripped question, or QuestionError when it is empty, too long or not storable text."""
     q = question.strip() if isinstance(question, str) else ""
-    if not q:
+    if not any(unicodedata.category(c)[0] not in "CZ" for c in q):  # only spaces, controls or invisible marks
         raise QuestionError("question", "is empty")
     if len(q) > max_chars:
         raise QuestionError("question", f"is {len(q)} characters long; the limit is {max_chars}")
+    if "\x00" in q:  # PostgreSQL cannot store it in text; SQLite would, and the models would see a cut question
+        raise QuestionError("question", "contains a NUL character (\\u0000)")
+    try:
+        q.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate (JSON "\ud800"): not text any store or model accepts
+        raise QuestionError("question", f"is not valid Unicode text (a lone surrogate at character {exc.start})") from None
     return q
 
 

@@ -163,42 +163,64 @@ def error_json(status: int, message: str, type_: str, param: str | None = None, 
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+HEADERS = {"idempotency_key": "Idempotency-Key", "last_event_id": "Last-Event-ID"}
+
+
+def invalid_status(r: Request) -> int:
+    """422 for an invalid request; 400 on the OpenAI-compatible endpoint, where the SDK expects BadRequestError."""
+    return 400 if r.url.path.endswith("/chat/completions") else 422
+
+
+def validation_message(err: dict[str, Any], content_type: str) -> tuple[str, str]:
+    """(message, field) for a request validation error; an error about the whole body names `body`."""
+    where, *path = [str(p) for p in err.get("loc", ())] or ["body"]
+    kind = err.get("type", "")
+    if where == "header" and path:
+        path = [HEADERS.get(path[0], path[0].replace("_", "-").title())]
+    field = ".".join(path)
+    if kind == "json_invalid":
+        return "the body is not valid JSON", "body"
+    if not field:
+        if kind == "missing":
+            return "the request body is required: a JSON object", "body"
+        hint = "" if "json" in content_type else " sent with Content-Type: application/json"
+        return f"the body must be a JSON object{hint}", "body"
+    if kind == "extra_forbidden":
+        return f"unknown field {field!r}", field
+    if kind == "missing":
+        return f"{field} is required", field
+    return f"{field}: {err.get('msg', 'invalid')}", field
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Every error leaves as JSON naming the field; no input produces a 5xx."""
 
     @app.exception_handler(ApiError)
-    async def api_error(_r: Request, exc: ApiError) -> JSONResponse:
+    async def api_error(r: Request, exc: ApiError) -> JSONResponse:
         if exc.status in (429, 503):
             metrics.REJECTED.labels(reason=str(exc.status)).inc()
-        return error_json(exc.status, exc.message, exc.type, exc.param, exc.code, exc.headers)
+        status = invalid_status(r) if exc.status == 422 else exc.status
+        return error_json(status, exc.message, exc.type, exc.param, exc.code, exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_r: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(r: Request, exc: RequestValidationError) -> JSONResponse:
         err = exc.errors()[0]
-        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "header", "path")]
-        field = ".".join(loc) or None
-        kind = err.get("type", "")
-        if kind == "json_invalid":
-            msg, field = "the body is not valid JSON", "body"
-        elif kind == "extra_forbidden":
-            msg = f"unknown field {field!r}"
-        elif kind == "missing":
-            msg = f"{field} is required"
-        else:
-            msg = f"{field}: {err.get('msg', 'invalid')}" if field else str(err.get("msg", "invalid request"))
-        return error_json(422, msg, "invalid_request_error", field, kind or None)
+        msg, field = validation_message(err, r.headers.get("content-type", ""))
+        return error_json(invalid_status(r), msg, "invalid_request_error", field, err.get("type") or None)
 
     @app.exception_handler(ConsensusError)
-    async def consensus_error(_r: Request, exc: ConsensusError) -> JSONResponse:
+    async def consensus_error(r: Request, exc: ConsensusError) -> JSONResponse:
         field = getattr(exc, "field", None)
-        return error_json(422, str(exc), "invalid_request_error", field, "invalid_value")
+        return error_json(invalid_status(r), str(exc), "invalid_request_error", field, "invalid_value")
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_r: Request, exc: StarletteHTTPException) -> JSONResponse:
         type_ = "invalid_request_error" if exc.status_code < 500 else "server_error"
-        param = "body" if exc.status_code == 413 else None
-        message = "the request body is too large" if exc.status_code == 413 else str(exc.detail)
-        return error_json(exc.status_code, message, type_, param, None, dict(exc.headers or {}))
+        if exc.status_code == 413:
+            return error_json(413, "the request body is too large", type_, "body", "body_too_large")
+        if exc.status_code == 400:  # Starlette could not read the body (not UTF-8, a broken form)
+            return error_json(400, "the body could not be read: send UTF-8 JSON", type_, "body", "invalid_body")
+        return error_json(exc.status_code, str(exc.detail), type_, None, None, dict(exc.headers or {}))
 
     @app.exception_handler(PoolTimeout)
     @app.exception_handler(OperationalError)

@@ -17,7 +17,7 @@ from consensus.types import DebateEvent
 from service.deps import Caller, Services, admit
 from service.schemas import DebateAccepted, DebateList, DebateRequest, DebateSummary, ErrorResponse
 from service.security import ApiError
-from service.store import DebateRow
+from service.store import MAX_SEQ, DebateRow
 
 router = APIRouter(prefix="/v1", tags=["debates"])
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -109,8 +109,6 @@ async def list_debates(svc: Services, who: Caller, limit: Annotated[int, Query(g
 
 
 async def get_row(svc: Any, debate_id: str) -> DebateRow:
-    if len(debate_id) > 64:
-        raise ApiError(404, "no debate with this id", type_="not_found_error", param="id", code="not_found")
     row: DebateRow | None = await svc.store.get(debate_id)
     if row is None:
         raise ApiError(404, "no debate with this id", type_="not_found_error", param="id", code="not_found")
@@ -144,7 +142,7 @@ async def debate_events(
     svc: Services,
     who: Caller,
     last_event_id: Annotated[str | None, Header()] = None,
-    after: Annotated[int | None, Query(ge=0, description="replay events after this id (like Last-Event-ID)")] = None,
+    after: Annotated[int | None, Query(ge=0, le=MAX_SEQ, description="replay events after this id (like Last-Event-ID)")] = None,
 ) -> EventSourceResponse:
     """Server-Sent Events: what happened so far, then live; `Last-Event-ID` resumes after an event."""
     await get_row(svc, debate_id)
@@ -153,7 +151,10 @@ async def debate_events(
         try:
             start = max(0, int(last_event_id))
         except ValueError:
-            raise ApiError(422, "Last-Event-ID must be an event id (an integer)", param="Last-Event-ID") from None
+            start = -1
+        if not 0 <= start <= MAX_SEQ:  # refused before the 200: an EventSource stops instead of retrying forever
+            raise ApiError(422, f"Last-Event-ID must be an event id (an integer from 0 to {MAX_SEQ})",
+                           param="Last-Event-ID", code="invalid_value")  # fmt: skip
     return EventSourceResponse(sse_stream(svc, debate_id, start))
 
 

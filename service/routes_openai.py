@@ -80,7 +80,13 @@ async def chat_completions(body: ChatRequest, svc: Services, who: Caller) -> Any
     if body.model != MODEL_ID:
         raise ApiError(404, f"model {body.model!r} does not exist; use 'consensus'", param="model", code="model_not_found")
     req = DebateRequest(question=question_from(body.messages), rounds=body.rounds, language=body.language)
-    row, _ = await start_debate(svc, who, req, None)
+    try:
+        row, _ = await start_debate(svc, who, req, None)
+    except ApiError as exc:
+        if exc.param == "question":  # this endpoint has no such field: the question is the last user message
+            exc.param = "messages"
+            exc.message = "messages: the last user message (with the conversation before it) " + exc.message.removeprefix("question: ")
+        raise
     created = int(time.time())
     cid = f"chatcmpl-{row.id}"
     if body.stream:
@@ -120,9 +126,12 @@ async def _stream(svc: Any, debate_id: str, cid: str, created: int, include_usag
             yield chunk({"content": final.consensus.answer})
         yield chunk({}, "stop", consensus=extra(final))
     else:
+        # The 200 is long gone: say it the way OpenAI's streams do, as an error object (the SDK raises APIError),
+        # never as assistant text a client would show as the answer.
         reason = final.reason if final else "the debate ended without a result"
-        yield chunk({"content": f"[the panel could not answer: {reason}]"}, "error",
-                    consensus=extra(final) if final else None)  # fmt: skip
+        error = {"message": f"the panel could not answer: {reason}", "type": "upstream_error", "param": None,
+                 "code": "debate_failed", "consensus": extra(final) if final else None}  # fmt: skip
+        yield format_sse_event(data_str=json.dumps({"error": error}, ensure_ascii=False))
     if include_usage and final is not None:
         yield format_sse_event(data_str=json.dumps({"id": cid, "object": "chat.completion.chunk", "created": created,
                                                     "model": MODEL_ID, "choices": [], "usage": _usage(final)}))  # fmt: skip

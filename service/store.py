@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -109,6 +110,8 @@ def overload_retrying(attempts: int, wait_s: float = 0.0) -> AsyncRetrying:
 
 
 WRITE_BATCH = 256
+DEBATE_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
+MAX_SEQ = 2**31 - 1  # the events table's seq column is a 32-bit integer on PostgreSQL
 
 
 @dataclass(eq=False)
@@ -204,6 +207,9 @@ class Store:
             return (await s.execute(select(DebateRow).where(DebateRow.idempotency_scope == idem_scope))).scalar_one_or_none()
 
     async def get(self, debate_id: str) -> DebateRow | None:
+        """The debate, or None; a string that cannot be a debate id (e.g. a NUL from a URL) is never looked up."""
+        if not DEBATE_ID.fullmatch(debate_id):
+            return None
         async with self.sessions() as s:
             return await s.get(DebateRow, debate_id)
 

@@ -153,7 +153,7 @@ async def ask(request: Request, svc: Services, q: str = "", lang: str | None = N
 @router.get("/d/{debate_id}", response_class=HTMLResponse)
 async def permalink(debate_id: str, request: Request, svc: Services, lang: str | None = None) -> HTMLResponse:
     """A debate, readable without JavaScript, with Open Graph tags for link previews."""
-    row = await svc.store.get(debate_id) if len(debate_id) <= 64 else None
+    row = await svc.store.get(debate_id)
     accept = request.headers.get("accept-language")
     if row is None:
         return render("not_found.html", Translator(negotiate(lang, accept_language=accept)), status=404)

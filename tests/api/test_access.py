@@ -165,11 +165,17 @@ def test_an_exhausted_database_pool_is_a_503_and_a_running_debate_waits_it_out(m
         ({"question": "ok?", "rounds": 99}, 422, "rounds"),
         ({"question": "ok?", "rounds": "two"}, 422, "rounds"),
         ({"question": 42}, 422, "question"),
+        ({"question": "hi \ud800 there?"}, 422, "question"),  # a lone surrogate used to reach the store: 500
+        ({"question": "nul \u0000 inside?"}, 422, "question"),  # PostgreSQL refused it: 500
+        ({"question": "\u200b\u200b"}, 422, "question"),  # invisible only
+        ([{"question": "ok?"}], 422, "body"),
+        (None, 422, "body"),
     ],
 )
 def test_bad_input_names_the_field_and_stores_nothing(service, body, status, param):
     with service.client() as c:
-        r = c.post("/v1/debates", json=body)
+        # Sent as written: httpx would refuse to encode a lone surrogate itself.
+        r = c.post("/v1/debates", content=json.dumps(body), headers={"Content-Type": "application/json"})
         assert r.status_code == status, r.text
         assert r.json()["error"]["param"] == param
         assert c.get("/v1/debates").json()["data"] == []
@@ -179,6 +185,13 @@ def test_invalid_json_and_oversized_body(service):
     with service.client() as c:
         r = c.post("/v1/debates", content=b"{not json", headers={"Content-Type": "application/json"})
         assert r.status_code == 422 and r.json()["error"]["param"] == "body"
+        r = c.post("/v1/debates", content=b'{"question": "\xff\xfe?"}', headers={"Content-Type": "application/json"})
+        assert r.status_code in (400, 422) and r.json()["error"]["param"] == "body"
+        for raw, says in ((b"", "required"), (b'{"question": "ok?"}', "Content-Type: application/json")):
+            r = c.post("/v1/debates", content=raw, headers={"Content-Type": "text/plain"})
+            assert r.status_code == 422 and r.json()["error"]["param"] == "body" and says in r.json()["error"]["message"]
+        r = c.post("/v1/debates", json={"question": "ok?"}, headers={"Idempotency-Key": "k" * 300})
+        assert r.status_code == 422 and r.json()["error"]["param"] == "Idempotency-Key"
         big = json.dumps({"question": "x" * 200_000})
         r = c.post("/v1/debates", content=big, headers={"Content-Type": "application/json"})
         assert r.status_code == 413 and r.json()["error"]["param"] == "body"

@@ -68,6 +68,11 @@ def test_replay_with_last_event_id_gets_only_what_was_missed(stub, service):
         with connect_sse(c, "GET", f"/v1/debates/{d['id']}/events", headers={"Last-Event-ID": cut}) as es:
             rest = [e for e in es.iter_sse() if e.data]
         assert [e.id for e in rest] == [e.id for e in full[3:]]
+        # A resume point no event can have is refused before the 200: an EventSource then stops instead of
+        # reconnecting forever to a stream the store cannot read (it overflowed the seq column mid-stream).
+        for headers, params in (({"Last-Event-ID": str(2**63)}, {}), ({"Last-Event-ID": "-"}, {}), ({}, {"after": 2**31})):
+            r = c.get(f"/v1/debates/{d['id']}/events", headers=headers, params=params)
+            assert r.status_code == 422 and r.json()["error"]["param"] in ("Last-Event-ID", "after"), r.text
 
 
 def test_a_delta_resumes_from_the_last_stored_event(stub, service):
@@ -151,6 +156,9 @@ def test_unknown_debate_is_404_in_the_error_shape(service):
     with service.client() as c:
         r = c.get("/v1/debates/nope")
         assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
+        for path in ("/v1/debates/a%00b", "/v1/debates/%00/events", "/v1/debates/x%20y", "/d/%00", "/v1/debates/" + "a" * 65):
+            assert c.get(path).status_code == 404, path  # never sent to the store (PostgreSQL refused a NUL: 500)
+        assert c.post("/v1/debates/%00/cancel").status_code == 404
 
 
 def test_health_ready_metrics(stub, service):

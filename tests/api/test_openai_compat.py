@@ -44,6 +44,30 @@ def test_errors_use_openai_shapes(client):
     with pytest.raises(openai.NotFoundError) as info:
         client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "hi"}])
     assert info.value.body["param"] == "model"
-    with pytest.raises(openai.UnprocessableEntityError) as info:
+    # Invalid requests are 400s here, as OpenAI's are: code catching openai.BadRequestError keeps working.
+    with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model="consensus", messages=[{"role": "system", "content": "only system"}])
     assert info.value.body["param"] == "messages"
+    with pytest.raises(openai.BadRequestError) as info:  # there is no `question` field on this endpoint
+        client.chat.completions.create(model="consensus", messages=[{"role": "user", "content": "x" * 9000}])
+    assert info.value.body["param"] == "messages" and "9000 characters" in info.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="consensus", messages="not a list")  # type: ignore[arg-type]
+    assert info.value.body["param"] == "messages"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_a_failed_debate_is_an_error_not_an_answer(client, stub, stream):
+    """Every seat refuses (401): the SDK raises with code debate_failed, streaming or not, never yields text."""
+    for n in ("alice", "bob", "carol"):
+        stub.script(n, [{"fault": "401"}])
+    msgs = [{"role": "user", "content": "Capital of France?"}]
+    texts: list[str] = []
+    with pytest.raises(openai.APIError) as info:
+        if stream:
+            for c in client.chat.completions.create(model="consensus", messages=msgs, stream=True):
+                texts += [c.choices[0].delta.content or ""] if c.choices else []
+        else:
+            client.chat.completions.create(model="consensus", messages=msgs)
+    assert info.value.body["code"] == "debate_failed" and "could not answer" in info.value.message
+    assert "".join(texts) == ""  # nothing a client would show as the assistant's answer

@@ -59,6 +59,11 @@ def test_debate_end_to_end_on_postgres(stub, pg_cluster, pg_database):
             assert d["status"] == "completed" and d["consensus"]["majority"] == "4"
             assert datetime.fromisoformat(d["timing"]["started_at"]).tzinfo is not None
             assert c.get(f"/v1/debates/{d['id']}").json() == d
+            # Text PostgreSQL cannot store or compare (asyncpg raised, the API answered 500): refused or not found.
+            assert c.get("/v1/debates/a%00b").status_code == 404
+            for q in ("nul \u0000?", "lone \ud800?"):
+                r = c.post("/v1/debates", content=json.dumps({"question": q}), headers={"Content-Type": "application/json"})
+                assert r.status_code == 422 and r.json()["error"]["param"] == "question"
             listed = c.get("/v1/debates").json()["data"]
             assert [x["id"] for x in listed] == [d["id"]] and listed[0]["status"] == "completed"
             assert datetime.fromisoformat(listed[0]["created_at"]).tzinfo is not None

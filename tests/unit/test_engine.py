@@ -121,8 +121,16 @@ async def test_language_is_detected_or_overridden():
     assert r2.language == "es"
 
 
-@pytest.mark.parametrize(("question", "lang", "field"), [("   ", None, "question"), ("x" * 9000, None, "question"), ("ok?", "zz-!!", "language")])
-async def test_bad_input_is_refused_naming_the_field(question, lang, field):
+@pytest.mark.parametrize(("question", "lang", "field", "says"), [
+    ("   ", None, "question", "empty"),
+    ("\u200b\u200b\t", None, "question", "empty"),  # zero-width spaces only: nothing a model could read
+    ("x" * 9000, None, "question", "9000 characters"),
+    ("nul \x00 inside?", None, "question", "NUL"),  # PostgreSQL cannot store it
+    ("hi \ud800 there?", None, "question", "surrogate"),  # JSON "\ud800": no store or model takes it
+    ("ok?", "zz-!!", "language", ""),
+])  # fmt: skip
+async def test_bad_input_is_refused_naming_the_field(question, lang, field, says):
+    fake = ScriptedProvider()
     with pytest.raises(QuestionError) as info:
-        await debate(question, make_panel(), ScriptedProvider(), DebateOptions(language=lang))
-    assert info.value.field == field
+        await debate(question, make_panel(), fake, DebateOptions(language=lang))
+    assert info.value.field == field and says in info.value.message and fake.calls == []
