@@ -142,7 +142,10 @@ def _factory() -> Any:
 
 def _langdetect(text: str, allowed: set[str] | None, default: str) -> str:
     words = text.split()
-    if len(words) < 3:
+    if len(words) < 3 or (allowed is None and len(words) < 6 and text.isascii()):
+        # langdetect guesses at random on a few unaccented words, and sure of itself: "Is 91 prime?" came out
+        # Albanian (1.0), "Explain quantum entanglement simply." French. Accents are real evidence; without
+        # them a short question takes the default (the widget and the API's `language` say otherwise).
         return default
     from langdetect.lang_detect_exception import LangDetectException
 

@@ -25,6 +25,12 @@ from consensus.language import detect_language
         ("ফ্রান্সের রাজধানী কী?", "bn"),
         ("Какая столица Франции?", "ru"),
         ("two words", "en"),  # too short to guess: the default
+        # A few unaccented words: langdetect was sure of Albanian, Afrikaans, French. The default.
+        ("Is 91 prime?", "en"),
+        ("Is water wet?", "en"),
+        ("Explain quantum entanglement simply.", "en"),
+        ("Wie spät ist es?", "de"),  # short, but its accent is evidence
+        ("¿Dónde está el baño?", "es"),
     ],
 )
 def test_detects_the_questions_language(text, expected):
