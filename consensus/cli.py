@@ -23,7 +23,7 @@ from consensus.types import DebateEvent, DebateResult, Panel
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Multi-LLM consensus debates.")
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error stays one line in logs and pipes, not wrapped at 80
 
 PanelFileOpt = Annotated[
     Path | None, typer.Option("--panel-file", help="TOML panel file (default: $CONSENSUS_PANEL_FILE)")

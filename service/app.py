@@ -64,6 +64,7 @@ def create_app(settings: Settings | None = None, panel: Panel | None = None, pro
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services.store.lock_for_serving()  # SQLite: one serving process per file (StoreInUseError)
         await services.store.migrate()
         await services.keys.refresh(force=True)
         if not settings.loopback and not services.keys.any_keys:

@@ -38,6 +38,7 @@ def serve(
     import uvicorn
 
     from service.settings import WORKER_OF_ENV, Settings, configured_panel
+    from service.store import StoreInUseError
 
     try:
         overrides: dict[str, object] = {"host": host, "port": port}
@@ -50,7 +51,8 @@ def serve(
                 "on one SQLite file they would share neither live events nor leases"
             )
         panel = configured_panel(settings)  # a bad panel is one line and exit 2, before anything starts
-    except ConsensusError as exc:
+        _sqlite_free(settings.database_url)
+    except (ConsensusError, StoreInUseError) as exc:
         raise fail(str(exc)) from None
     if not settings.loopback and not asyncio.run(_active_keys()):
         # Checked before uvicorn starts: its lifespan check (kept for other launchers) ends in a traceback.
@@ -92,6 +94,16 @@ def serve(
     server.run()
     if not server.started:
         raise typer.Exit(1)
+
+
+def _sqlite_free(url: str) -> None:
+    """StoreInUseError when another server holds this SQLite file (checked here: in the app's start-up it is a
+    traceback); the app takes the lock itself once it starts."""
+    from service.store import lock_sqlite_file
+
+    fd = lock_sqlite_file(url)
+    if fd is not None:
+        os.close(fd)
 
 
 async def _migrate() -> None:

@@ -105,7 +105,9 @@ class Runner:
     async def start_background(self) -> None:
         """Resume orphaned debates now, then keep leases fresh and adopt orphans periodically."""
         self.loop = asyncio.get_running_loop()
-        await self.adopt_orphans()
+        # Holding the SQLite file's lock, no other process can be running its debates: resume them now instead
+        # of after their dead owner's lease (a crash left them `running` for up to lease_s).
+        await self.adopt_orphans(everything=self.store.exclusive)
         self._background.append(asyncio.create_task(self._heartbeat()))
         if self.store.is_postgres:
             await self._listen()
@@ -152,12 +154,12 @@ class Runner:
             if task is not None:
                 task.cancel()
 
-    async def adopt_orphans(self) -> None:
-        """Claim running debates whose lease ran out (crash, kill) and resume them."""
+    async def adopt_orphans(self, everything: bool = False) -> None:
+        """Claim running debates whose lease ran out (crash, kill), or all running ones, and resume them."""
         room = self.settings.max_in_flight - self.in_flight
         if room <= 0 or not self.accepting:
             return
-        for row in await self.store.claim_orphans(self.settings.replica_id, self.settings.lease_s, room):
+        for row in await self.store.claim_orphans(self.settings.replica_id, self.settings.lease_s, room, everything):
             if row.id not in self.tasks:  # still running here (a late lease renewal): resuming would run it twice
                 await self.resume(row)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,6 +14,7 @@ from importlib import resources
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Index, Integer, String, Text, event, func, insert, select, update
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -142,6 +145,35 @@ def _settle(w: _Write, exc: BaseException | None) -> None:
             w.done.set_exception(exc)
 
 
+class StoreInUseError(Exception):
+    """Another process serves this SQLite file (one file, one serving process)."""
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file behind a SQLite URL (None for PostgreSQL and in-memory databases)."""
+    if not url.startswith("sqlite"):
+        return None
+    database = make_url(url).database
+    return None if not database or database == ":memory:" else database
+
+
+def lock_sqlite_file(url: str) -> int | None:
+    """Hold `<db>.lock` (flock) for as long as the returned descriptor stays open; StoreInUseError if taken."""
+    path = sqlite_path(url)
+    if path is None:
+        return None
+    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreInUseError(
+            f"{path} is in use by another `consensus serve`: one SQLite file serves one process "
+            "(several processes share a PostgreSQL database: DATABASE_URL=postgresql://...)"
+        ) from None
+    return fd
+
+
 class Store:
     """All reads and writes of the service; one instance per process."""
 
@@ -161,6 +193,17 @@ class Store:
         self._queue: asyncio.Queue[_Write] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._writer_loop: asyncio.AbstractEventLoop | None = None
+        self._file_lock: int | None = None
+
+    @property
+    def exclusive(self) -> bool:
+        """This process holds the SQLite file's lock: every debate left running in it is an orphan."""
+        return self._file_lock is not None
+
+    def lock_for_serving(self) -> None:
+        """On SQLite, take the file's lock (StoreInUseError when another server holds it); PostgreSQL shares."""
+        if self._file_lock is None:
+            self._file_lock = lock_sqlite_file(self.url)
 
     async def migrate(self) -> None:
         """Bring the schema to the latest Alembic revision (serialised across replicas on PostgreSQL)."""
@@ -175,6 +218,9 @@ class Store:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
         await self.engine.dispose()
+        if self._file_lock is not None:
+            os.close(self._file_lock)  # releases the flock
+            self._file_lock = None
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
@@ -330,12 +376,13 @@ class Store:
                 await s.execute(select(DebateRow.id).where(mine).order_by(DebateRow.id).with_for_update())
             await s.execute(update(DebateRow).where(mine).values(**values))
 
-    async def claim_orphans(self, owner: str, lease_s: float, limit: int) -> list[DebateRow]:
-        """Lease running debates whose lease expired; each is claimed by exactly one replica."""
+    async def claim_orphans(self, owner: str, lease_s: float, limit: int, everything: bool = False) -> list[DebateRow]:
+        """Lease running debates whose lease expired (`everything`: all running ones, whoever held them);
+        each is claimed by exactly one replica."""
         t = now()
-        orphan = (DebateRow.status == "running") & (
-            DebateRow.lease_until.is_(None) | (DebateRow.lease_until < t)
-        )
+        orphan = DebateRow.status == "running"
+        if not everything:
+            orphan &= DebateRow.lease_until.is_(None) | (DebateRow.lease_until < t)
         async with self.sessions.begin() as s:
             q = select(DebateRow).where(orphan).order_by(DebateRow.created_at).limit(limit)
             if self.is_postgres:

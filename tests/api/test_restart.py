@@ -32,14 +32,20 @@ def start_debate(proc, stub) -> str:
 
 
 def test_sigkill_mid_debate_resumes_from_the_last_round_on_restart(stub, service_process, tmp_path):
+    """A SQLite file serves one process (a lock file says which): the next start resumes a crashed
+    process's debates at once, not after their lease, and a second server on the same file is refused."""
     script_hang_in_round_1(stub)
     _, url, panel = sqlite_setup(tmp_path, stub)
-    first = service_process("first", url, panel, consensus_lease_s=3).start().wait_ready()
+    first = service_process("first", url, panel, consensus_lease_s=600).start().wait_ready()
     debate_id = start_debate(first, stub)
+    intruder = service_process("intruder", url, panel).start()
+    assert intruder.proc.wait(60) == 2
+    log = intruder.log_tail().splitlines()
+    assert "in use by another `consensus serve`" in log[-1] and not any("Traceback" in x for x in log)
     first.kill()
-    second = service_process("second", url, panel, consensus_lease_s=3).start().wait_ready()
+    second = service_process("second", url, panel, consensus_lease_s=600).start().wait_ready()
     with second.client() as c:
-        final = wait_status(c, debate_id, timeout=30)  # adopted once the dead process's lease ran out
+        final = wait_status(c, debate_id, timeout=30)  # resumed at start: the dead owner's lease has 10 min left
         events = follow_events(c, debate_id)
         listed = c.get("/v1/debates").json()["data"]
     assert_resumed_after_round_0(final, stub)
