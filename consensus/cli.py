@@ -146,7 +146,7 @@ class LiveView:
         panels: list[Any] = [head]
         for s in self.panel.panelists:
             body = "\n".join(self.text[s.name].splitlines()[-8:])[-800:]
-            panels.append(RichPanel(Text(body), title=f"{s.name} ({s.model})", subtitle=self.state[s.name]))
+            panels.append(RichPanel(Text(body), title=Text(f"{s.name} ({s.model})"), subtitle=Text(self.state[s.name])))
         if self.consensus:
             panels.append(RichPanel(Text(self.consensus[-1200:]), title="consensus (writing)"))
         return Group(*panels)
@@ -171,14 +171,14 @@ def print_result(r: DebateResult) -> None:
     c = r.consensus
     if c:
         who = f"synthesized by {c.synthesizer}" if c.synthesizer else "no synthesizer"
-        out.print(f"agreement {c.agreement:.0%}, majority {c.majority!r}, {who}")
+        out.print(Text(f"agreement {c.agreement:.0%}, majority {c.majority!r}, {who}"))  # model text: never markup
         if c.fallback:
             out.print(f"[yellow]fallback:[/] {escape(c.fallback_reason or '')}")
         out.print(Text(c.answer))
         for d in c.dissent:
-            out.print(f"[magenta]dissent[/] {', '.join(d.panelists)}: {escape(d.final_answer)}")
+            out.print(f"[magenta]dissent[/] {escape(', '.join(d.panelists))}: {escape(d.final_answer)}")
     cost = "unknown" if r.usage.cost_usd is None else f"${r.usage.cost_usd:.4f}"
-    out.print(f"[dim]status {r.status.value}{' (' + r.reason + ')' if r.reason else ''} · language {r.language} · "
+    out.print(f"[dim]status {r.status.value}{' (' + escape(r.reason) + ')' if r.reason else ''} · language {r.language} · "
               f"{r.usage.llm_calls} LLM calls · {r.usage.total_tokens} tokens · cost {cost} · "
               f"{(r.timing.wall_ms or 0) / 1000:.1f} s · id {r.id}[/]")  # fmt: skip
 
@@ -196,16 +196,17 @@ def panels(
     if as_json:
         sys.stdout.write(panel.model_dump_json(indent=2) + "\n")
         return
-    t = Table(title=f"Panel ({panel.source})")
+    t = Table(title=Text(f"Panel ({panel.source})"))
     for col in ("name", "model", "temperature", "seed", "max_tokens", "persona"):
         t.add_column(col)
     for s in panel.panelists:
-        t.add_row(s.name, s.model, str(s.temperature), str(s.seed), str(s.max_tokens), (s.persona or "")[:60])
+        cells = (s.name, s.model, str(s.temperature), str(s.seed), str(s.max_tokens), (s.persona or "")[:60])
+        t.add_row(*(Text(c) for c in cells))  # names and personas come from a file: shown as written, never markup
     out.print(t)
     d = panel.debate
-    out.print(f"synthesizer: {panel.synthesizer.name} ({panel.synthesizer.model}) · max_rounds {d.max_rounds} · "
-              f"agreement_threshold {d.agreement_threshold} · call timeout {d.call_timeout_s:g} s · "
-              f"deadline {d.deadline_s:g} s")  # fmt: skip
+    out.print(Text(f"synthesizer: {panel.synthesizer.name} ({panel.synthesizer.model}) · max_rounds {d.max_rounds} · "
+                   f"agreement_threshold {d.agreement_threshold} · call timeout {d.call_timeout_s:g} s · "
+                   f"deadline {d.deadline_s:g} s"))  # fmt: skip
 
 
 from consensus.eval.cli import register as _register_eval  # noqa: E402

@@ -1,0 +1,38 @@
+"""What the CLI prints from models and panel files is shown as written: never read as Rich markup."""
+
+from __future__ import annotations
+
+from consensus import cli
+from consensus.engine import DebateOptions, debate
+from consensus.providers.fake import ScriptedProvider, Step
+from consensus.types import DebateSettings, Panel, Seat
+
+NASTY = ("a[/]b", "[bold magenta]PWNED[/bold magenta]", "[link=http://x.example]click[/link]")
+
+
+def panel(names: tuple[str, ...]) -> Panel:
+    seats = [Seat(name=n, model=f"openai/{n}") for n in names]
+    return Panel(panelists=seats, synthesizer=seats[0], debate=DebateSettings(max_rounds=0))
+
+
+async def test_model_text_and_seat_names_print_literally():
+    """A final answer of `a[/]b` crashed `consensus ask` (MarkupError) after the whole debate had run."""
+    names = ("[/]", "[red]", "c")
+    fake = ScriptedProvider(script={n: [Step(final=f)] for n, f in zip(names, NASTY, strict=True)})
+    r = await debate("Q?", panel(names), fake, DebateOptions(language="en"))
+    with cli.out.capture() as cap:
+        cli.print_result(r)
+    shown = cap.get()
+    assert all(f in shown for f in NASTY) and "[/] (openai/[/])" in shown
+    assert r.consensus is not None and repr(r.consensus.majority) in shown
+
+
+def test_panels_prints_names_and_personas_literally(tmp_path, monkeypatch):
+    f = tmp_path / "[weird].toml"
+    f.write_text('[[panelist]]\nname = "[/]"\nmodel = "openai/x"\npersona = "[bold]loud[/bold]"\n'
+                 '[[panelist]]\nname = "b"\nmodel = "openai/y"\n')  # fmt: skip
+    monkeypatch.setattr(cli.out, "width", 200)
+    with cli.out.capture() as cap:
+        cli.panels(panel_file=f, as_json=False)
+    shown = cap.get()
+    assert "│ [/]  │" in shown and "[bold]loud[/bold]" in shown and "synthesizer: [/] (openai/x)" in shown
