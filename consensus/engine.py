@@ -270,7 +270,6 @@ class _Debate:
             self.timeout(synth), lambda seat: self.sink("consensus.delta", None, seat.name),
         )  # fmt: skip
         r.consensus = consensus
-        r.usage.llm_calls += sum(e.attempts for _, e in failures)
         self.tally()
         self.emit("consensus.completed", consensus=consensus)
         degraded = failures or any(not a.ok for rnd in r.rounds for a in rnd.answers)
@@ -304,9 +303,8 @@ class _Debate:
             totals.prompt_tokens += c.usage.prompt_tokens
             totals.completion_tokens += c.usage.completion_tokens
             totals.total_tokens += c.usage.total_tokens
-            totals.llm_calls += 1 if c.synthesizer else 0
+            totals.llm_calls += c.attempts
             costs.append(c.cost_usd)
-        totals.llm_calls = max(totals.llm_calls, r.usage.llm_calls)
         totals.cost_usd = None if any(c is None for c in costs) else round(sum(c or 0.0 for c in costs), 8)
         r.usage = totals
 

@@ -195,8 +195,10 @@ def parse_reply(text: str) -> ParsedReply:
         answer = obj.get("answer")
         final = obj.get("final_answer")
         conf = obj.get("confidence")
+        final_s = str(final).strip() if isinstance(final, str | int | float) and str(final).strip() else None
+        if not (isinstance(answer, str | int | float) and str(answer).strip()) and final_s:
+            answer = final_s  # only a final answer: it is the answer (the raw JSON made three blobs "agree")
         if isinstance(answer, str | int | float) and str(answer).strip():
-            final_s = str(final).strip() if isinstance(final, str | int | float) and str(final).strip() else None
             return ParsedReply(
                 answer=str(answer).strip(),
                 final_answer=final_s[:300] if final_s else _guess_final(str(answer)),

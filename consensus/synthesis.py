@@ -74,6 +74,7 @@ async def synthesize_consensus(
             usage=done.usage,
             cost_usd=done.cost_usd,
             latency_ms=done.latency_ms,
+            attempts=done.attempts + sum(e.attempts for _, e in failures),
         )
         return consensus, failures
     # Nobody could synthesize: report the measured majority, and say so.
@@ -88,6 +89,7 @@ async def synthesize_consensus(
             synthesizer=None,
             fallback=True,
             fallback_reason=f"no synthesis; majority answer shown. {reason}",
+            attempts=sum(e.attempts for _, e in failures),
         ),
         failures,
     )

@@ -43,7 +43,8 @@ class DebateSettings(_Strict):
     call_timeout_s: float = Field(default=60.0, gt=0, le=3600)
     deadline_s: float = Field(default=300.0, gt=0, le=24 * 3600)
     max_attempts: int = Field(default=3, ge=1, le=10)
-    retry_budget_s: float = Field(default=30.0, ge=0, le=600)
+    retry_budget_s: float = Field(default=30.0, ge=0, le=600,
+                                  description="how long a call's retries may go on beyond its first timeout")  # fmt: skip
     max_retry_after_s: float = Field(default=20.0, ge=0, le=600)
     provider_rate_per_s: float = Field(default=20.0, gt=0, description="call starts per second per provider")
     provider_concurrency: int = Field(default=64, ge=1, description="calls in flight per provider")
@@ -167,6 +168,7 @@ class Consensus(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     cost_usd: float | None = 0.0
     latency_ms: int = 0
+    attempts: int = Field(default=0, description="LLM calls made for the synthesis: every attempt of every seat tried")
 
 
 class PanelistInfo(BaseModel):

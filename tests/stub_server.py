@@ -49,6 +49,7 @@ class Step(BaseModel):
     fault: Fault | None = None
     retry_after: float | None = None
     chunk_chars: int = Field(8, ge=1)
+    echo_auth: bool = False  # a fault's message quotes the bearer token it got (servers that leak keys)
 
 
 class Script(BaseModel):
@@ -105,9 +106,10 @@ def count_tokens(messages: Any) -> int:
     return max(1, chars // 4)
 
 
-def error_response(fault: str, retry_after: float | None) -> JSONResponse:
+def error_response(fault: str, retry_after: float | None, echo: str | None = None) -> JSONResponse:
     """An OpenAI-style error body with the fault's status; 429 carries Retry-After."""
-    body = {"error": {"message": f"stub fault {fault}", "type": ERROR_TYPE[fault], "param": None, "code": fault}}
+    message = f"stub fault {fault}" + (f" for credentials {echo!r}" if echo is not None else "")
+    body = {"error": {"message": message, "type": ERROR_TYPE[fault], "param": None, "code": fault}}
     headers = {"Retry-After": f"{1 if retry_after is None else retry_after:g}"} if fault == "429" else None
     return JSONResponse(body, status_code=int(fault), headers=headers)
 
@@ -160,7 +162,8 @@ def create_app() -> FastAPI:
         step = st.next_step(model)
         if step.fault in ERROR_TYPE:
             await asyncio.sleep(step.delay_s)
-            return error_response(step.fault, step.retry_after)
+            echo = request.headers.get("authorization", "").removeprefix("Bearer ") if step.echo_auth else None
+            return error_response(step.fault, step.retry_after, echo)
         if step.fault == "hang":
             await hang(request)
             return Response(status_code=504)

@@ -28,6 +28,16 @@ litellm.turn_off_message_logging = True
 litellm.telemetry = False
 
 
+def _scrubbed(err: ProviderError, kwargs: dict[str, Any]) -> ProviderError:
+    """The error without the seat's own key: redact() knows key-like names and shapes, the gateway knows
+    the exact value it sent (a server may echo it back in its error, under any env var name)."""
+    key = kwargs.get("api_key")
+    if isinstance(key, str) and len(key) >= 4 and key != "none":
+        err.message = err.message.replace(key, "[REDACTED]")
+        err.args = (f"{err.kind}: {err.message}",)
+    return err
+
+
 def classify(exc: BaseException) -> ProviderError:
     """Map a LiteLLM (or asyncio) exception to our ProviderError with a kind."""
     if isinstance(exc, ProviderError):
@@ -120,7 +130,9 @@ class LiteLLMGateway:
         started = time.perf_counter()
         try:
             async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(s.max_attempts) | stop_after_delay(s.retry_budget_s),
+                # The budget counts from the end of a first call that used its whole timeout: counted from the
+                # start, a timeout (60 s) past the budget (30 s) was never retried.
+                stop=stop_after_attempt(s.max_attempts) | stop_after_delay(timeout_s + s.retry_budget_s),
                 wait=wait,
                 retry=retry_if_exception(lambda e: isinstance(e, ProviderError) and is_retryable(e.kind)),
                 reraise=True,
@@ -150,10 +162,10 @@ class LiteLLMGateway:
                     return await self._streamed(seat, kwargs, on_delta)
             except TimeoutError as exc:
                 raise ProviderError("timeout", f"no complete answer within {timeout_s:g} s") from exc
-            except ProviderError:
-                raise
+            except ProviderError as err:
+                raise _scrubbed(err, kwargs) from err.__cause__
             except Exception as exc:  # noqa: BLE001 - every provider failure is classified, none dropped
-                raise classify(exc) from exc
+                raise _scrubbed(classify(exc), kwargs) from exc
 
     def _kwargs(self, seat: Seat, messages: list[Message], timeout_s: float, json_output: bool) -> dict[str, Any]:
         kw: dict[str, Any] = {

@@ -77,6 +77,7 @@ async def test_synthesizer_down_falls_back(stub):
     assert r.consensus.synthesizer == "alice" and r.consensus.fallback
     assert "judge failed (server" in r.consensus.fallback_reason
     assert stub.hits("judge") == 3  # 5xx retried: max_attempts=3, no second retry layer
+    assert r.usage.llm_calls == sum(stub.hits().values()) == 7  # the judge's three tries count (they were lost)
 
 
 async def test_exact_retry_counts_and_retry_after(stub):
@@ -94,6 +95,17 @@ async def test_exact_retry_counts_and_retry_after(stub):
     assert info.value.kind == "server" and info.value.attempts == 3 and stub.hits("bob") == 3
 
 
+async def test_a_key_a_server_echoes_back_is_redacted_whatever_its_env_var_is_called(stub, monkeypatch):
+    """redact() knows key-like env var names (KEY, TOKEN, SECRET) and key shapes; this one has neither."""
+    monkeypatch.setenv("MY_PROVIDER_CRED", "zq7Hx93kLmNpQrSt")
+    stub.script("alice", [{"fault": "401", "echo_auth": True}])
+    seat = Seat(name="alice", model="openai/alice", api_base=stub.api_base, api_key_env="MY_PROVIDER_CRED")
+    with pytest.raises(ProviderError) as info:
+        await LiteLLMGateway(DebateSettings()).complete(seat, [Message(role="user", content="hi")], timeout_s=5)
+    assert info.value.kind == "auth" and "for credentials" in info.value.message  # the server did echo it
+    assert "zq7Hx93k" not in info.value.message and "zq7Hx93k" not in str(info.value)
+
+
 @pytest.mark.parametrize(("fault", "kind"), [("401", "auth"), ("400", "bad_request"), ("404", "not_found")])
 async def test_client_errors_are_never_retried(stub, fault, kind):
     stub.script("alice", [{"fault": fault}])
@@ -105,7 +117,9 @@ async def test_client_errors_are_never_retried(stub, fault, kind):
 
 async def test_a_hang_times_out_and_is_retried_within_budget(stub):
     stub.script("alice", [{"fault": "hang"}, {"text": "late but fine"}])
-    gw = LiteLLMGateway(DebateSettings(max_attempts=2))
+    # A budget shorter than the timeout still allows the retry: it counts from the end of the first call
+    # (the defaults, 60 s calls and a 30 s budget, never retried a timeout).
+    gw = LiteLLMGateway(DebateSettings(max_attempts=2, retry_budget_s=0.2))
     seat = Seat(name="alice", model="openai/alice", api_base=stub.api_base)
     done = await gw.complete(seat, [Message(role="user", content="hi")], timeout_s=0.5)
     assert done.text == "late but fine" and stub.hits("alice") == 2

@@ -99,6 +99,11 @@ def test_parse_reply_json_plain_and_garbage():
     pct = parse_reply('{"answer": "x", "final_answer": "y", "confidence": 85}')
     assert pct.confidence == 0.85
     assert parse_reply('{"answer": "x", "final_answer": "y", "confidence": "high"}').confidence is None
+    # Only a final answer (or an empty answer): the final answer is the answer, not the raw JSON, whose three
+    # near-identical blobs once scored as full agreement on 42, 43 and 17.
+    for reply in ('{"final_answer": "43", "confidence": 0.9}', '{"answer": "", "final_answer": 43}', '{"answer": null, "final_answer": "43"}'):
+        bare = parse_reply(reply)
+        assert (bare.answer, bare.final_answer, bare.structured) == ("43", "43", True), reply
 
 
 def test_a_reply_cut_off_mid_json_keeps_the_fields_that_arrived():
