@@ -123,7 +123,7 @@ async def test_lease_renewals_and_event_writes_never_deadlock(pg_cluster, pg_dat
         await store.create_debate(result, {}, None, None, owner="me", lease_s=30)
         ids.append(result.id)
     loop = asyncio.get_running_loop()
-    stop = loop.time() + 4
+    stop = loop.time() + 2.5
     rng = random.Random(7)
     renewal_errors: list[BaseException] = []
     written = 0
@@ -150,7 +150,7 @@ async def test_lease_renewals_and_event_writes_never_deadlock(pg_cluster, pg_dat
     finally:
         await store.close()
     assert renewal_errors == []
-    assert written > 1000
+    assert written > 500
     # The writer redoes an aborted batch row by row, which hides its own aborts: read the server's log.
     assert b"deadlock detected" not in pg_cluster.log.read_bytes()[log_start:]
 
