@@ -103,7 +103,10 @@ def _prepare_run_info(out: Path, info: dict[str, Any]) -> None:
     """Write run.json, or check that the run already in `out` is the same experiment."""
     path = out / RUN_INFO
     if path.exists():
-        old = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ValueError(f"{path} is not readable JSON ({exc}); fix or remove it, or choose another --out") from None
         differ = [k.removesuffix("_fingerprint") for k in _MATCHED if old.get(k) != info.get(k)]
         if differ:
             raise ValueError(
@@ -125,6 +128,8 @@ def prepare_out_dir(
     out: Path, panel: Panel, n_items: int, rounds: int | None, language: str, run_info: dict[str, Any] | None
 ) -> tuple[Path, dict[str, EvalRecord], list[str]]:
     """Create or check the output directory; return records.jsonl, the records done, and problems."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: is a file, not a directory")
     out.mkdir(parents=True, exist_ok=True)
     info = {
         "dataset": None, "seed": None, "limit": None, **(run_info or {}),

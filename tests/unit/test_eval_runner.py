@@ -231,3 +231,17 @@ async def test_table_and_compare_render_every_run(tmp_path):
 )
 def test_extract_answer_reads_the_documented_forms(text, kind, want):
     assert extract_answer(text, kind, CHOICES if kind == "choice" else None) == want
+
+
+async def test_an_out_that_is_a_file_or_a_broken_run_json_is_a_clear_error(tmp_path):
+    """Both ended in a traceback (FileExistsError) or an error naming no file."""
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(ValueError, match="is a file, not a directory"):
+        await run_eval(items(), make_panel(), QuestionFake(), afile, concurrency=1)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "run.json").write_text('{"dataset": "x"\n')
+    with pytest.raises(ValueError, match="run.json is not readable JSON"):
+        await run_eval(items(), make_panel(), QuestionFake(), broken, concurrency=1)
+    assert afile.read_text() == "x" and (broken / "run.json").read_text() == '{"dataset": "x"\n'  # nothing lost
