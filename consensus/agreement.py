@@ -7,7 +7,8 @@ How answers compare (documented in the README):
   "The answer is B.") -> equal when the letters match.
 - text: anything else -> lower-cased, accents, punctuation and articles dropped; two answers
   are the same position when their normalised forms are equal, one contains the other as whole
-  words, or their difflib ratio is at least TEXT_SIMILARITY.
+  words, or their difflib ratio is at least TEXT_SIMILARITY - unless only one of them is negated
+  ("prime" / "not prime") or they state different numbers ("100" / "1000 apples").
 Panelists are grouped greedily (in seat order) into clusters of equal answers; the score is the
 size of the largest cluster divided by the number of panelists that answered; ties go to the
 cluster whose first member sits first.
@@ -16,6 +17,7 @@ cluster whose first member sits first.
 from __future__ import annotations
 
 import difflib
+import itertools
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -32,6 +34,21 @@ _CHOICE = re.compile(
     re.IGNORECASE,
 )
 _ARTICLES = {"a", "an", "the"}
+# Negations in the panel's main languages, as normalize_text leaves them ("isn't" -> "isn t", "não" -> "nao").
+_NEGATIONS = frozenset(
+    "not no never none nor neither cannot false incorrect "  # en
+    "nunca ninguno ninguna tampoco "  # es (no)
+    "non pas jamais aucun aucune "  # fr
+    "nicht kein keine keinen nein niemals "  # de
+    "nao nem nenhum nenhuma "  # pt
+    "नहीं नही मत ना".split()  # hi
+)
+_NUMBERS = re.compile(r"\d+")
+
+
+def _negated(key: str) -> bool:
+    words = key.split()
+    return any(w in _NEGATIONS for w in words) or any(a.endswith("n") and b == "t" for a, b in itertools.pairwise(words))
 
 
 @dataclass(frozen=True)
@@ -116,6 +133,8 @@ def same_position(a: Normalized, b: Normalized) -> bool:
         return False
     if a.key == b.key:
         return True
+    if _negated(a.key) != _negated(b.key) or _NUMBERS.findall(a.key) != _NUMBERS.findall(b.key):
+        return False  # containment and similarity would call "prime" and "not prime", "100" and "1000" the same
     wa, wb = f" {a.key} ", f" {b.key} "
     if wa in wb or wb in wa:
         return True

@@ -17,7 +17,8 @@ How an answer is read and scored (quoted in the README):
    the article, not a letter). Anything else is unreadable. Equal to the gold when the letters match.
 4. text items: the text as it is, compared with agreement.matches_gold: equal after
    normalisation (case, accents, punctuation, articles), one contains the other as whole
-   words, or a difflib ratio of at least 0.8.
+   words, or a difflib ratio of at least 0.8 - not when only one side is negated or they
+   state different numbers.
 An unreadable answer, a failed call and a failed debate count as wrong. The round-0 and the
 final vote are agreement.score_agreement's majority over the answers read this way (each
 panelist's latest successful answer for the final vote; unreadable ones left out; a tie goes to

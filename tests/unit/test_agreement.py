@@ -45,6 +45,21 @@ def test_free_text_uses_containment_and_similarity():
     assert a.kind == "text" and a.majority_panelists == ["x", "y"]
 
 
+@pytest.mark.parametrize("answers", [
+    ("prime", "not prime", "not prime"),
+    ("91 is prime", "91 is not prime", "91 isn't prime"),
+    ("Yes", "yes", "no"),
+    ("Il est premier", "il n'est pas premier", "Il n'est pas premier"),
+    ("100", "1000 apples", "1000 apples"),  # mixed kinds: compared as text, where 100 looked like 1000
+])  # fmt: skip
+def test_a_negation_or_another_number_is_another_position(answers):
+    """Containment and difflib called these the same position: full agreement, and the debate stopped early."""
+    a = score_agreement(list(zip("abc", answers, strict=True)))
+    assert a.score == pytest.approx(2 / 3) and len(a.clusters) == 2
+    assert "a" not in a.majority_panelists or "c" not in a.majority_panelists
+    assert not matches_gold(answers[0], answers[2], "text")  # eval's text items use the same rule
+
+
 def test_mixed_kinds_fall_back_to_text_and_missing_answers_are_left_out():
     a = score_agreement([("x", "4"), ("y", "four"), ("z", None)])
     assert a.kind == "text" and a.score == 0.5
