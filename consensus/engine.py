@@ -181,6 +181,8 @@ class _Debate:
             if last.index >= r.max_rounds or (last.agreement and last.agreement.score >= self.settings.agreement_threshold):
                 break
             alive = [s for s in self.panel.panelists if s.name in latest and self.answered_last(s.name)]
+            if len(alive) < 2:
+                break  # no debate with one voice: it would only argue with stale answers; synthesize what there is
             await self.play_round(last.index + 1, alive)
         await self.finish()
 

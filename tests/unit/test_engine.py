@@ -134,3 +134,15 @@ async def test_bad_input_is_refused_naming_the_field(question, lang, field, says
     with pytest.raises(QuestionError) as info:
         await debate(question, make_panel(), fake, DebateOptions(language=lang))
     assert info.value.field == field and says in info.value.message and fake.calls == []
+
+
+async def test_the_debate_stops_when_fewer_than_two_answer_a_round():
+    """Alice alone kept debating rounds 2 and 3 against bob's and carol's stale openings."""
+    fake = ScriptedProvider(script={
+        "a": [Step(final="3"), Step(final="3"), Step(text="Synthesis: 3.")],
+        "b": [Step(final="4"), Step(error="auth")],
+        "c": [Step(final="5"), Step(error="auth")],
+    })  # fmt: skip
+    r = await debate("2+2?", make_panel(max_rounds=3), fake, DebateOptions(language="en"))
+    assert len(r.rounds) == 2 and r.status == "degraded" and "b (auth)" in (r.reason or "")
+    assert [name for name, _msgs in fake.calls].count("a") == 3  # opening, round 1, synthesis: no round 2 or 3
