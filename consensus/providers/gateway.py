@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from typing import Any
 
@@ -38,6 +39,12 @@ def _scrubbed(err: ProviderError, kwargs: dict[str, Any]) -> ProviderError:
     return err
 
 
+_UNREADABLE = re.compile(  # json.JSONDecodeError's messages, as LiteLLM passes them on
+    r"Expecting (value|property name enclosed in double quotes|',' delimiter|':' delimiter)"
+    r"|Unterminated string starting at|Extra data: line|Invalid control character at"
+)
+
+
 def classify(exc: BaseException) -> ProviderError:
     """Map a LiteLLM (or asyncio) exception to our ProviderError with a kind."""
     if isinstance(exc, ProviderError):
@@ -49,7 +56,11 @@ def classify(exc: BaseException) -> ProviderError:
     msg = str(getattr(exc, "message", None) or exc) or type(exc).__name__
     retry_after = _retry_after(exc)
     kind = "unknown"
-    if isinstance(exc, asyncio.TimeoutError | llm_errors.Timeout):
+    if _UNREADABLE.search(msg) and isinstance(exc, llm_errors.InternalServerError | llm_errors.APIConnectionError):
+        # A body that is not JSON: LiteLLM reports the decoder's words as a 500 (a connection error when
+        # streamed). The server answered, with something that is not a completion: not retried.
+        kind = "malformed"
+    elif isinstance(exc, asyncio.TimeoutError | llm_errors.Timeout):
         kind = "timeout"
     elif isinstance(exc, llm_errors.RateLimitError):
         kind = "rate_limit"

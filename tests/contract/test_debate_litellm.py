@@ -135,8 +135,17 @@ async def test_stream_cut_and_malformed_body_are_errors_not_crashes(stub):
     stub.script("alice", [{"text": ans("4")}])
     stub.script("bob", [{"text": ans("4")}])
     stub.script("carol", [{"fault": "malformed"}])
-    r = await run(stub, panel_on(stub, max_rounds=0, max_attempts=1))
+    r = await run(stub, panel_on(stub, max_rounds=0, max_attempts=3))
     assert r.status == "degraded" and r.answers["carol"].error is not None
+    # A 200 whose body is no completion: kind `malformed` (LiteLLM says 500), and not retried.
+    assert r.answers["carol"].error.kind == "malformed" and stub.hits("carol") == 1
+    stub.reset()
+    stub.script("carol", [{"fault": "malformed"}])
+    with pytest.raises(ProviderError) as info:  # streamed, LiteLLM calls it a connection error
+        await LiteLLMGateway(DebateSettings(max_attempts=3)).complete(
+            Seat(name="carol", model="openai/carol", api_base=stub.api_base), [Message(role="user", content="hi")],
+            timeout_s=5, on_delta=lambda _t: None)  # fmt: skip
+    assert info.value.kind == "malformed" and stub.hits("carol") == 1
 
 
 async def test_streaming_deltas_and_usage_over_http(stub):
