@@ -133,9 +133,13 @@ def _factory() -> Any:
 
     profiles = Path(langdetect.__file__).parent / "profiles"
     factory = DetectorFactory()
-    factory.load_json_profile(
-        [(profiles / code).read_text(encoding="utf-8") for code in _LANGDETECT_PROFILES]
-    )
+    try:
+        factory.load_json_profile([(profiles / code).read_text(encoding="utf-8") for code in _LANGDETECT_PROFILES])
+    except Exception as exc:
+        # Its bare `except:` turns a Ctrl-C during the load into "Profile format error": give the Ctrl-C back.
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            raise KeyboardInterrupt from None
+        raise
     factory.seed = 0  # the same text always gets the same guess
     return factory
 

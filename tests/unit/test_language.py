@@ -47,3 +47,21 @@ def test_a_guess_is_stable_and_only_the_needed_profiles_are_loaded():
 
 def test_unsure_latin_text_falls_back_to_the_default():
     assert detect_language("1234 5678 9012 3456", default="fr") == "fr"
+
+
+def test_ctrl_c_while_the_profiles_load_stays_a_ctrl_c(monkeypatch):
+    """langdetect's bare `except:` turned it into LangDetectException, and `consensus ask` showed a traceback."""
+    from langdetect.utils.lang_profile import LangProfile
+
+    def interrupted(self, **kw):
+        raise KeyboardInterrupt
+
+    language._factory.cache_clear()
+    monkeypatch.setattr(LangProfile, "__init__", interrupted)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            language._factory()
+    finally:
+        monkeypatch.undo()
+        language._factory.cache_clear()
+    assert detect_language("Quelle est la capitale de la France et pourquoi ?") == "fr"  # loads fine afterwards
