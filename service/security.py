@@ -172,7 +172,9 @@ class KeyOriginCORS(CORSMiddleware):
             app,
             allow_origins=[],
             allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Idempotency-Key", "Last-Event-ID", "Accept"],
+            # Any request header: no credentials ride on CORS here, the key and the origin decide; the OpenAI
+            # SDKs send x-stainless-* headers that a fixed list turned away at preflight.
+            allow_headers=["*"],
             allow_credentials=False,
             expose_headers=["Retry-After", "Location"],
             max_age=600,

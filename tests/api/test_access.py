@@ -83,6 +83,11 @@ def test_browser_key_only_from_its_origin_with_cors_and_no_credentials(keyed):
         assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == "https://site.example"
         pre_bad = c.options("/v1/debates", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
         assert pre_bad.headers.get("access-control-allow-origin") != "https://evil.example"
+        # The OpenAI JS SDK in a browser sends x-stainless-* headers: its preflight failed on them.
+        sdk = "authorization,content-type,x-stainless-os,x-stainless-retry-count,openai-organization"
+        pre = c.options("/v1/chat/completions", headers={"Origin": "https://site.example", "Access-Control-Request-Method": "POST",
+                                                         "Access-Control-Request-Headers": sdk})  # fmt: skip
+        assert pre.status_code == 200 and "x-stainless-os" in pre.headers["access-control-allow-headers"].lower()
 
 
 def test_rate_limit_per_key_gives_429_with_retry_after(make_service, stub):
