@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class DebateRequest(BaseModel):
     """POST /v1/debates."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # "2", true or 2.0 for rounds is a 422, not 2 or 1
     question: str = Field(description="the question for the panel")
     rounds: int | None = Field(default=None, ge=0, le=10, description="most debate rounds after the openings")
     language: str | None = Field(default=None, max_length=35, description="answer language code, e.g. 'hi'")
@@ -56,7 +56,7 @@ class ErrorResponse(BaseModel):
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
-    role: Literal["system", "user", "assistant", "tool", "developer"]
+    role: Literal["system", "user", "assistant", "tool", "developer", "function"]
     content: str | list[dict[str, Any]] | None = None
 
 
@@ -64,12 +64,16 @@ class ChatRequest(BaseModel):
     """POST /v1/chat/completions (the fields we use; other OpenAI fields are accepted and ignored)."""
 
     model_config = ConfigDict(extra="allow")
-    model: str
+    model: str = Field(strict=True)
     messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = False
+    stream: bool = Field(default=False, strict=True)
     stream_options: dict[str, Any] | None = None
-    rounds: int | None = Field(default=None, ge=0, le=10)
-    language: str | None = Field(default=None, max_length=35)
+    rounds: int | None = Field(default=None, ge=0, le=10, strict=True)
+    language: str | None = Field(default=None, max_length=35, strict=True)
+    n: int = Field(default=1, ge=1, le=1, strict=True, description="one consensus: only 1")
+    tool_choice: Literal["none", "auto"] | None = Field(
+        default=None, description="the panel calls no tools: 'required' or a named function cannot be honoured"
+    )
 
 
 class KeyInfo(BaseModel):

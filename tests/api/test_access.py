@@ -169,6 +169,8 @@ def test_an_exhausted_database_pool_is_a_503_and_a_running_debate_waits_it_out(m
         ({"question": "ok?", "language": "zz"}, 422, "language"),
         ({"question": "ok?", "rounds": 99}, 422, "rounds"),
         ({"question": "ok?", "rounds": "two"}, 422, "rounds"),
+        ({"question": "ok?", "rounds": "2"}, 422, "rounds"),  # lax parsing took these for 2 and 1
+        ({"question": "ok?", "rounds": True}, 422, "rounds"),
         ({"question": 42}, 422, "question"),
         ({"question": "hi \ud800 there?"}, 422, "question"),  # a lone surrogate used to reach the store: 500
         ({"question": "nul \u0000 inside?"}, 422, "question"),  # PostgreSQL refused it: 500

@@ -54,6 +54,11 @@ def test_errors_use_openai_shapes(client):
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model="consensus", messages="not a list")  # type: ignore[arg-type]
     assert info.value.body["param"] == "messages"
+    hi = [{"role": "user", "content": "hi"}]
+    for extra, param in (({"n": 2}, "n"), ({"tool_choice": "required"}, "tool_choice"), ({"stream": "yes"}, "stream")):
+        with pytest.raises(openai.BadRequestError) as info:  # asked for what one consensus cannot give
+            client.chat.completions.create(model="consensus", messages=hi, **extra)
+        assert info.value.body["param"] == param
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
