@@ -45,6 +45,7 @@ _URDU_LETTERS = set("ٹڈڑںےۓہھ")
 _SINDHI_LETTERS = set("ڄڃڇڏڙڦڪڱݙٻڀ")
 _ASSAMESE_LETTERS = set("ৰৱ")
 _lock = threading.Lock()
+_NO_LANGUAGE = frozenset({"und", "mul", "zxx", "mis"})  # undetermined, multiple, no content, uncoded
 
 
 def normalize_code(code: str) -> str:
@@ -53,6 +54,8 @@ def normalize_code(code: str) -> str:
     if not _CODE.fullmatch(c):
         raise QuestionError("language", f"{code!r} is not a language code like 'en', 'hi' or 'pt-BR'")
     primary = c.split("-")[0].lower()
+    if primary in _NO_LANGUAGE:  # CLDR "knows" them (und even reads as English): they name no language to answer in
+        raise QuestionError("language", f"{code!r} names no language; give one like 'en', 'hi' or 'pt-BR'")
     if _english_name(primary) is None:
         raise QuestionError("language", f"unknown language code {code!r}")
     rest = c.split("-")[1:]

@@ -277,7 +277,7 @@ def _clamp(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         return None
     try:
-        v = float(value)
+        v = float(value.strip().removesuffix("%")) if isinstance(value, str) else float(value)  # "85%" too
     except ValueError:
         return None
     if v != v:  # NaN

@@ -68,7 +68,7 @@ def eval_command(
     panel_file: Annotated[Path | None, typer.Option("--panel-file", help="TOML panel file (default: $CONSENSUS_PANEL_FILE)")] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=0, help="only the first N questions (after --seed shuffles)")] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=256, help="debates in flight at once")] = 2,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="output directory (default: runs/<dataset>); re-run to resume")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="output directory (default: runs/<dataset name or file stem>[-seed<S>]); re-run to resume")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="shuffle the questions with this seed before --limit")] = None,
     rounds: Annotated[int | None, typer.Option("--rounds", min=0, max=10, help="most debate rounds (default: the panel's)")] = None,
     language: Annotated[str, typer.Option("--language", help="answer language code")] = "en",

@@ -128,6 +128,7 @@ async def test_language_is_detected_or_overridden():
     ("nul \x00 inside?", None, "question", "NUL"),  # PostgreSQL cannot store it
     ("hi \ud800 there?", None, "question", "surrogate"),  # JSON "\ud800": no store or model takes it
     ("ok?", "zz-!!", "language", ""),
+    ("ok?", "und", "language", "names no language"),  # CLDR named it "English (United States)"
 ])  # fmt: skip
 async def test_bad_input_is_refused_naming_the_field(question, lang, field, says):
     fake = ScriptedProvider()

@@ -98,6 +98,7 @@ def test_parse_reply_json_plain_and_garbage():
     assert junk.answer == '{"answer":' and junk.structured is False
     pct = parse_reply('{"answer": "x", "final_answer": "y", "confidence": 85}')
     assert pct.confidence == 0.85
+    assert parse_reply('{"answer": "x", "final_answer": "y", "confidence": "85%"}').confidence == 0.85
     assert parse_reply('{"answer": "x", "final_answer": "y", "confidence": "high"}').confidence is None
     # Only a final answer (or an empty answer): the final answer is the answer, not the raw JSON, whose three
     # near-identical blobs once scored as full agreement on 42, 43 and 17.
