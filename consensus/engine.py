@@ -158,6 +158,8 @@ class _Debate:
         r = self.result
         if r.rounds or self.opts.start_seq > 0:  # a resumed debate already announced itself
             r.status = DebateStatus.running
+            # Answers stored for the round that was cut short are superseded by the ones that follow: say so.
+            self.emit("debate.resumed", data={"after_round": r.rounds[-1].index if r.rounds else None})
         else:
             self.emit("debate.started", data={"question": r.question, "language": r.language,
                       "panel": [p.model_dump() for p in r.panel], "max_rounds": r.max_rounds})  # fmt: skip

@@ -213,6 +213,7 @@ class DebateResult(BaseModel):
 
 EventType = Literal[
     "debate.started",
+    "debate.resumed",
     "answer.delta",
     "answer.completed",
     "round.completed",

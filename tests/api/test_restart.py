@@ -51,6 +51,11 @@ def test_sigkill_mid_debate_resumes_from_the_last_round_on_restart(stub, service
     assert_resumed_after_round_0(final, stub)
     assert second.metric(RESUMED) == 1
     assert_clean_log(events)
+    resumed = [i for i, (_, t, _) in enumerate(events) if t == "debate.resumed"]
+    assert len(resumed) == 1 and events[resumed[0]][2]["data"] == {"after_round": 0}
+    # Every round-1 answer after the marker comes from the resumed run; a replaying client knows which to keep.
+    after = [p["answer"] for _, t, p in events[resumed[0]:] if t == "answer.completed"]
+    assert sorted(a["panelist"] for a in after) == ["alice", "bob", "carol"] and {a["round"] for a in after} == {1}
     assert datetime.fromisoformat(listed[0]["created_at"]).tzinfo is not None  # SQLite too
 
 
@@ -78,3 +83,8 @@ def test_sigterm_checkpoints_the_debate_and_the_next_start_resumes_it(stub, serv
     assert_resumed_after_round_0(final, stub)
     assert second.metric(RESUMED) == 1
     assert_clean_log(events)
+    resumed = [i for i, (_, t, _) in enumerate(events) if t == "debate.resumed"]
+    assert len(resumed) == 1 and events[resumed[0]][2]["data"] == {"after_round": 0}
+    # Every round-1 answer after the marker comes from the resumed run; a replaying client knows which to keep.
+    after = [p["answer"] for _, t, p in events[resumed[0]:] if t == "answer.completed"]
+    assert sorted(a["panelist"] for a in after) == ["alice", "bob", "carol"] and {a["round"] for a in after} == {1}
