@@ -148,17 +148,23 @@ def load_panel(panel_file: str | Path | None = None, env: Mapping[str, str] | No
 
 
 def check_keys(panel: Panel, env: Mapping[str, str] | None = None) -> None:
-    """Raise MissingKeyError naming the env var of the first configured key that is unset."""
+    """Before anything runs: ConfigError for a model no provider serves, MissingKeyError for an unset key."""
     e = os.environ if env is None else env
     for seat in [*panel.panelists, panel.synthesizer]:
         if seat.api_key_env and not e.get(seat.api_key_env):
             raise MissingKeyError(panel.source, f"{seat.name}.api_key_env",
                                   f"environment variable {seat.api_key_env} is not set (needed by {seat.model})")  # fmt: skip
-    for seat in [*panel.panelists, panel.synthesizer]:
-        if seat.api_key_env or seat.api_base or seat.provider == "local":
+    seats = [s for s in [*panel.panelists, panel.synthesizer] if s.provider != "local"]
+    if seats:
+        from consensus.providers.gateway import missing_key_env, provider_unknown
+    for seat in seats:
+        if provider_unknown(seat.model, seat.api_base):
+            raise ConfigError(panel.source, f"{seat.name}.model",
+                              f"LiteLLM cannot tell which provider serves {seat.model!r}: write provider/model, "
+                              "e.g. 'openai/gpt-4o-mini', or 'openai/<name>' with api_base for an OpenAI-compatible server")  # fmt: skip
+    for seat in seats:
+        if seat.api_key_env or seat.api_base:
             continue
-        from consensus.providers.gateway import missing_key_env
-
         missing = missing_key_env(seat.model)
         if missing:
             raise MissingKeyError(panel.source, f"{seat.name}.model",

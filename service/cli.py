@@ -37,6 +37,7 @@ def serve(
     """Serve the HTTP API (the default local panel when nothing is configured)."""
     import uvicorn
 
+    from consensus.config import check_keys
     from service.settings import WORKER_OF_ENV, Settings, configured_panel
     from service.store import StoreInUseError
 
@@ -51,6 +52,8 @@ def serve(
                 "on one SQLite file they would share neither live events nor leases"
             )
         panel = configured_panel(settings)  # a bad panel is one line and exit 2, before anything starts
+        if workers == 1:  # the supervisor of --workers stays without LiteLLM (~170 MiB); this one loads it anyway
+            check_keys(panel)  # a model no provider serves, or an unset key: every debate would fail
         _sqlite_free(settings.database_url)
     except (ConsensusError, StoreInUseError) as exc:
         raise fail(str(exc)) from None

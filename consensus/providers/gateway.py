@@ -267,6 +267,15 @@ def _cost(seat: Seat, usage: Usage, reported: Any) -> float | None:
         return None
 
 
+def provider_unknown(model: str, api_base: str | None) -> bool:
+    """True when LiteLLM cannot tell which provider serves `model` (every call would fail as a bad request)."""
+    try:
+        litellm.get_llm_provider(model=model, api_base=api_base)
+    except Exception:  # noqa: BLE001 - LiteLLM's BadRequestError "LLM Provider NOT provided"
+        return True
+    return False
+
+
 def missing_key_env(model: str) -> list[str]:
     """Env vars LiteLLM expects for `model` that are unset (empty when none are needed)."""
     try:

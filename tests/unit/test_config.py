@@ -68,6 +68,16 @@ def test_missing_key_env_is_named_before_anything_runs(tmp_path):
     check_keys(panel, env={"MY_OPENAI_KEY": "sk-test"})
 
 
+def test_a_model_no_provider_serves_is_named_before_anything_runs(monkeypatch):
+    """`mymodel` passed the checks and failed at every call as LiteLLM's "LLM Provider NOT provided"."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")  # LiteLLM reads its keys from the environment itself
+    for shortcut in ("mymodel,openai/b", "openai/a,mymodel"):
+        with pytest.raises(ConfigError, match="which provider serves 'mymodel'") as info:
+            check_keys(panel_from_shortcut(shortcut), env={"OPENAI_API_KEY": "sk-test"})
+        assert info.value.field == "mymodel.model"
+    check_keys(panel_from_shortcut("gpt-4o-mini,openai/b"), env={"OPENAI_API_KEY": "sk-test"})  # LiteLLM knows it
+
+
 def test_shortcut_and_default_panel(tmp_path):
     p = panel_from_shortcut("openai/gpt-4o-mini,anthropic/claude-3-5-haiku-latest,gemini/gemini-2.0-flash")
     assert [s.name for s in p.panelists] == ["gpt-4o-mini", "claude-3-5-haiku-latest", "gemini-2.0-flash"]
