@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -74,6 +76,7 @@ def create_app(settings: Settings | None = None, panel: Panel | None = None, pro
                 "`consensus keys create --name NAME`, or bind to 127.0.0.1"
             )
         await services.runner.start_background()
+        drain_on_exit_signals(services.runner)
         services.ready = True
         log.info("serving", extra={"replica": settings.replica_id, "panel": panel.source, "db": settings.database_url.split("://")[0]})
         try:
@@ -124,6 +127,23 @@ def create_app(settings: Settings | None = None, panel: Panel | None = None, pro
         return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def drain_on_exit_signals(runner: Runner) -> None:
+    """Chain SIGTERM/SIGINT to runner.drain() before uvicorn's own handler: uvicorn waits for open responses
+    before it shuts the app down, so SSE streams and ?wait requests must end first, not at its timeout."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # signals reach the main thread only (a server embedded in a thread: tests)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue
+
+        def chained(signum: int, frame: Any, previous: Any = previous) -> None:
+            runner.drain()
+            previous(signum, frame)
+
+        signal.signal(sig, chained)
 
 
 class JsonTooLarge:

@@ -15,6 +15,7 @@ from consensus.engine import DebateOptions, new_result, validate_request
 from consensus.errors import QuestionError
 from consensus.types import DebateEvent
 from service.deps import Caller, Services, admit
+from service.runner import Draining
 from service.schemas import DebateAccepted, DebateList, DebateRequest, DebateSummary, ErrorResponse
 from service.security import ApiError
 from service.store import MAX_SEQ, DebateRow
@@ -70,6 +71,16 @@ async def start_debate(svc: Any, who: Any, body: DebateRequest, idempotency_key:
     return row, True
 
 
+async def wait_or_503(svc: Any, debate_id: str) -> Any:
+    """The finished result; a 503 naming where to look when the server shuts down meanwhile."""
+    try:
+        return await svc.runner.wait(debate_id)
+    except Draining:
+        raise ApiError(503, f"the server is shutting down; the debate goes on: GET /v1/debates/{debate_id}",
+                       type_="server_error", param=None, code="shutting_down",
+                       headers={"Retry-After": "2", "Location": f"/v1/debates/{debate_id}"}) from None  # fmt: skip
+
+
 def _same_request(row: DebateRow, digest: str) -> DebateRow:
     if row.request.get("digest") != digest:
         raise ApiError(409, "this Idempotency-Key was used for a different request", param="Idempotency-Key",
@@ -91,7 +102,7 @@ async def create_debate(
     if wants_sse(accept):
         return EventSourceResponse(sse_stream(svc, row.id, 0))
     if wait:
-        result = await svc.runner.wait(row.id)
+        result = await wait_or_503(svc, row.id)
         return JSONResponse(result.model_dump(mode="json") if result else {}, status_code=200)
     return JSONResponse(DebateAccepted(id=row.id, status=row.status, links=links(row.id)).model_dump(), status_code=202,
                         headers={"Location": f"/v1/debates/{row.id}"})  # fmt: skip

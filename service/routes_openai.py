@@ -13,7 +13,7 @@ from fastapi.sse import format_sse_event
 
 from consensus.types import DebateResult
 from service.deps import Caller, Services
-from service.routes_debates import ERRORS, start_debate
+from service.routes_debates import ERRORS, start_debate, wait_or_503
 from service.schemas import ChatMessage, ChatRequest, DebateRequest
 from service.security import ApiError
 
@@ -92,7 +92,7 @@ async def chat_completions(body: ChatRequest, svc: Services, who: Caller) -> Any
     if body.stream:
         include_usage = bool((body.stream_options or {}).get("include_usage"))
         return StreamingResponse(_stream(svc, row.id, cid, created, include_usage), media_type="text/event-stream")
-    result = await svc.runner.wait(row.id)
+    result = await wait_or_503(svc, row.id)
     if result is None or result.consensus is None:
         reason = result.reason if result else "the debate vanished"
         raise ApiError(502, f"the panel could not answer: {reason}", type_="upstream_error", code="debate_failed")

@@ -32,11 +32,23 @@ DELTA_FLUSH_S = 0.1
 NOTIFY_MAX_BYTES = 7000  # PostgreSQL's payload limit is 8000 bytes
 
 
+class Draining(Exception):
+    """The server is shutting down: a waiting request should come back later (another replica, or after restart)."""
+
+
+DRAIN: Any = object()  # put into every follower's queue when the server starts shutting down
+
+
 class Hub:
     """In-process fan-out of live events to SSE subscribers."""
 
     def __init__(self) -> None:
         self.subscribers: dict[str, set[asyncio.Queue[DebateEvent]]] = {}
+
+    def wake_all(self) -> None:
+        for subs in self.subscribers.values():
+            for q in subs:
+                q.put_nowait(DRAIN)
 
     def subscribe(self, debate_id: str) -> asyncio.Queue[DebateEvent]:
         q: asyncio.Queue[DebateEvent] = asyncio.Queue()
@@ -83,6 +95,7 @@ class Runner:
         self._notify_lock = asyncio.Lock()
         self._relay_locks: dict[str, asyncio.Lock] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.draining = asyncio.Event()
 
     @property
     def in_flight(self) -> int:
@@ -280,13 +293,26 @@ class Runner:
             return True
         raise RuntimeError(f"could not cancel debate {debate_id}: its events kept moving")
 
+    def drain(self) -> None:
+        """Shutting down (SIGTERM): end SSE streams and ?wait requests now, so the server need not wait out its
+        graceful timeout for them; clients come back with Last-Event-ID. Debates go on to checkpoint. Safe to
+        call from a signal handler."""
+        if self.loop is not None and not self.draining.is_set():
+            self.loop.call_soon_threadsafe(self.draining.set)
+            self.loop.call_soon_threadsafe(self.hub.wake_all)
+
     async def wait(self, debate_id: str) -> DebateResult | None:
-        """Wait for a debate to end (a client going away does not cancel it)."""
+        """Wait for a debate to end (a client going away does not cancel it); Draining when shutting down."""
         task = self.tasks.get(debate_id)
         if task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(task)
+            drained = asyncio.ensure_future(self.draining.wait())
+            try:
+                await asyncio.wait({task, drained}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                drained.cancel()
         while True:
+            if self.draining.is_set():
+                raise Draining(debate_id)
             row = await self.store.get(debate_id)
             if row is None:
                 return None
@@ -310,8 +336,12 @@ class Runner:
                 if not local and self.listening and self.loop_time() - announced >= WATCH_S:
                     announced = self.loop_time()
                     await self._pg_notify(lambda: [(WATCH_CHANNEL, debate_id)])  # the owner: stream its tokens
+                if self.draining.is_set():
+                    return  # the stream ends cleanly; the client resumes with Last-Event-ID elsewhere or later
                 try:
                     e = await asyncio.wait_for(q.get(), timeout=15.0 if local else 1.0)
+                    if e is DRAIN:
+                        return
                 except TimeoutError:
                     for e in await self._patiently(self.store.events_after, debate_id, sent):
                         yield e

@@ -217,3 +217,38 @@ def test_a_replica_never_adopts_a_debate_it_is_still_running(stub, service):
     assert [stub.hits(n) for n in ("alice", "bob", "carol")] == [2, 1, 1]  # 3 openings + 1 synthesis, once
     row = asyncio.run_coroutine_threadsafe(store.get(debate_id), srv.server_loop).result(10)
     assert row.lease_owner == srv.services.settings.replica_id or row.lease_owner is None
+
+
+def test_shutting_down_ends_streams_and_waits_without_waiting_for_the_debate(stub, make_service):
+    """What SIGTERM triggers (runner.drain): a ?wait request gets a 503 naming where to look, an SSE stream
+    ends cleanly; the debate itself goes on to its checkpoint."""
+    for n in ("alice", "bob", "carol"):
+        stub.script(n, [{"fault": "hang"}])
+    service = make_service(shutdown_grace_s=0.2)
+    out: dict[str, object] = {}
+
+    def wait_for_it() -> None:
+        with service.client() as c:
+            out["wait"] = c.post("/v1/debates?wait=true", json={"question": "2+2?", "rounds": 0})
+
+    t = threading.Thread(target=wait_for_it)
+    t.start()
+    with service.client() as c:
+        deadline = time.monotonic() + 10
+        while not c.get("/v1/debates").json()["data"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        debate_id = c.get("/v1/debates").json()["data"][0]["id"]
+        with connect_sse(c, "GET", f"/v1/debates/{debate_id}/events") as es:
+            seen = []
+            for e in es.iter_sse():
+                if not e.data:  # the retry/keep-alive frame
+                    continue
+                seen.append(e.event)
+                if e.event == "debate.started":
+                    service.services.runner.drain()
+        t.join(10)
+        assert seen[0] == "debate.started" and "debate.completed" not in seen  # ended, not cut: no exception
+        r = out["wait"]
+        assert r.status_code == 503 and r.json()["error"]["code"] == "shutting_down"
+        assert r.headers["Location"] == f"/v1/debates/{debate_id}" and r.headers["Retry-After"]
+        assert c.get(f"/v1/debates/{debate_id}").json()["status"] == "running"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
+import time
 from datetime import datetime
 
 from tests.api.conftest import (
@@ -66,7 +68,24 @@ def test_sigterm_checkpoints_the_debate_and_the_next_start_resumes_it(stub, serv
     env = {"consensus_lease_s": 60, "consensus_shutdown_grace_s": 0.5}
     first = service_process("first", url, panel, **env).start().wait_ready()
     debate_id = start_debate(first, stub)
+    # A client following the debate live: SIGTERM ends its stream cleanly (it resumes with Last-Event-ID);
+    # before, uvicorn waited out its graceful timeout for it and then cut it mid-chunk.
+    followed: list[object] = []
+
+    def follow() -> None:
+        try:
+            with first.client() as c:
+                followed.extend(t for _, t, _ in follow_events(c, debate_id))
+        except Exception as exc:  # noqa: BLE001 - recorded and asserted below
+            followed.append(exc)
+
+    follower = threading.Thread(target=follow)
+    follower.start()
+    time.sleep(1.0)  # subscribed (the replay of round 0 arrives first)
     first.terminate()
+    follower.join(30)
+    assert followed[:1] == ["debate.started"] and all(isinstance(t, str) for t in followed), followed
+    assert not {"debate.completed", "debate.failed"} & set(followed)
     with sqlite3.connect(db) as conn:
         status, owner, until, last_seq, result = conn.execute(
             "SELECT status, lease_owner, lease_until, last_seq, result FROM debates WHERE id = ?", (debate_id,)
