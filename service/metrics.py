@@ -10,7 +10,8 @@ DEBATES = Counter("consensus_debates_total", "Debates finished, by status", ["st
 DEBATES_RESUMED = Counter("consensus_debates_resumed_total", "Debates resumed after a restart or crash")
 IN_FLIGHT = Gauge("consensus_debates_in_flight", "Debates running in this process")
 REJECTED = Counter("consensus_requests_rejected_total", "Requests refused, by reason", ["reason"])
-LLM_CALLS = Counter("consensus_llm_calls_total", "LLM calls, by model and outcome", ["model", "outcome"])
+LLM_CALLS = Counter("consensus_llm_calls_total", "LLM answers (after retries), by model and final outcome", ["model", "outcome"])
+LLM_RETRIES = Counter("consensus_llm_retries_total", "Extra attempts LLM calls took (retries), by model", ["model"])
 LLM_LATENCY = Histogram(
     "consensus_llm_latency_seconds", "LLM call latency (with retries), by model", ["model"],
     buckets=(0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128),
@@ -30,6 +31,8 @@ def observe_result(r: DebateResult) -> None:
     for rnd in r.rounds:
         for a in rnd.answers:
             LLM_CALLS.labels(model=a.model, outcome=a.error.kind if a.error else "ok").inc()
+            if a.attempts > 1:
+                LLM_RETRIES.labels(model=a.model).inc(a.attempts - 1)
             if a.ok:
                 LLM_LATENCY.labels(model=a.model).observe(a.latency_ms / 1000)
                 TOKENS.labels(model=a.model, kind="prompt").inc(a.usage.prompt_tokens)

@@ -163,14 +163,22 @@ def test_unknown_debate_is_404_in_the_error_shape(service):
 
 def test_health_ready_metrics(stub, service):
     script_agree(stub)
+    stub.script("bob", [{"fault": "500"}, {"text": ans("4")}])  # one retry
+
+    def retries(text: str) -> float:
+        line = next((x for x in text.splitlines() if x.startswith('consensus_llm_retries_total{model="openai/bob"}')), None)
+        return float(line.split()[-1]) if line else 0.0
+
     with service.client() as c:
         assert c.get("/healthz").json() == {"status": "ok"}
         assert c.get("/readyz").json()["status"] == "ready"
+        before = retries(c.get("/metrics").text)
         c.post("/v1/debates?wait=true", json={"question": "2+2?"})
         m = c.get("/metrics").text
         assert 'consensus_debates_total{status="completed"}' in m
         assert 'consensus_llm_calls_total{model="openai/bob",outcome="ok"}' in m
         assert "consensus_llm_latency_seconds_bucket" in m and "consensus_tokens_total" in m
+        assert retries(m) - before == 1  # the 500 that was retried is counted, not only the final answer
 
 
 def test_concurrent_posts_all_complete(stub, service):
