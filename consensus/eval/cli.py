@@ -139,10 +139,13 @@ def compare_command(
     for d in dirs:
         if not d.is_dir():
             raise _fail(f"run directory not found: {d}")
+    problems: list[str] = []
     try:
-        table = compare(dirs)
+        table = compare(dirs, problems)
     except (OSError, ValueError) as exc:
         raise _fail(str(exc)) from None
+    for problem in problems:  # they were skipped silently
+        err.print(f"[yellow]warning:[/] {escape(problem)}")
     out.print(table)
 
 

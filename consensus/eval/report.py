@@ -214,14 +214,17 @@ def render_table(summary: dict[str, Any]) -> Table:
     return t
 
 
-def load_summary(run_dir: str | Path) -> dict[str, Any]:
-    """The summary of a run directory, recomputed from records.jsonl when present, else summary.json."""
+def load_summary(run_dir: str | Path, problems: list[str] | None = None) -> dict[str, Any]:
+    """The summary of a run directory, recomputed from records.jsonl when present, else summary.json;
+    unreadable record lines go to `problems` (they are left out, as `eval` would re-run them)."""
     d = Path(run_dir)
     if not d.is_dir():
         raise FileNotFoundError(f"run directory not found: {d}")
     run = json.loads((d / RUN_INFO).read_text(encoding="utf-8")) if (d / RUN_INFO).exists() else None
     if (d / RECORDS).exists():
-        records, _ = read_records(d / RECORDS)
+        records, unreadable = read_records(d / RECORDS)
+        if problems is not None:
+            problems.extend(p.replace("; it will be re-run", "; left out") for p in unreadable)
         return summarize(list(records.values()), run)
     if (d / SUMMARY).exists():
         data: dict[str, Any] = json.loads((d / SUMMARY).read_text(encoding="utf-8"))
@@ -229,9 +232,9 @@ def load_summary(run_dir: str | Path) -> dict[str, Any]:
     raise FileNotFoundError(f"{d} has neither {RECORDS} nor {SUMMARY}")
 
 
-def compare(dirs: Sequence[str | Path]) -> Table:
-    """Runs side by side, one column per run directory."""
-    summaries = [load_summary(d) for d in dirs]
+def compare(dirs: Sequence[str | Path], problems: list[str] | None = None) -> Table:
+    """Runs side by side, one column per run directory (unreadable record lines go to `problems`)."""
+    summaries = [load_summary(d, problems) for d in dirs]
     t = Table(title="Runs compared", title_justify="left")
     t.add_column("")
     for d in dirs:

@@ -210,6 +210,11 @@ async def test_table_and_compare_render_every_run(tmp_path):
     text = console.export_text()
     assert "a alone (round 0) *best" in text and "70.0%" in text and "p=0.625" in text
     assert "consensus" in text and "wrong→right 5 · right→wrong 2" in text and text.count(str(tmp_path / "one")) >= 2
+    with (tmp_path / "one" / RECORDS).open("a") as fh:
+        fh.write('{"id": "broken"\n')  # compare left such lines out without a word; now it says so
+    problems: list[str] = []
+    compare([tmp_path / "one"], problems)
+    assert len(problems) == 1 and "unreadable record" in problems[0] and "left out" in problems[0]
 
 
 @pytest.mark.parametrize(
