@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from consensus.config import check_keys, load_panel
-from consensus.engine import DebateOptions, new_result, run_debate
+from consensus.engine import DebateOptions, run_debate, validate_request
 from consensus.errors import ConsensusError
 from consensus.types import DebateEvent, DebateResult, Panel
 
@@ -40,6 +40,15 @@ def configured_panel(panel_file: Path | None) -> Panel:
     """Load the panel and check keys and the local model before anything runs."""
     try:
         panel = load_panel(panel_file)
+    except ConsensusError as exc:
+        raise fail(str(exc)) from None
+    check_panel(panel)
+    return panel
+
+
+def check_panel(panel: Panel) -> None:
+    """Providers, keys and the local model, checked before anything runs (this loads LiteLLM: seconds)."""
+    try:
         check_keys(panel)
         if any(s.provider == "local" for s in [*panel.panelists, panel.synthesizer]):
             from consensus.providers.local import ensure_available
@@ -47,7 +56,6 @@ def configured_panel(panel_file: Path | None) -> Panel:
             ensure_available()
     except ConsensusError as exc:
         raise fail(str(exc)) from None
-    return panel
 
 
 def make_provider(panel: Panel) -> Any:
@@ -70,12 +78,13 @@ def ask(
     as_json: Annotated[bool, typer.Option("--json", help="print only the DebateResult JSON")] = False,
 ) -> None:
     """Ask the panel a question: openings, debate rounds, consensus."""
-    panel = configured_panel(panel_file)
     options = DebateOptions(rounds=rounds, language=language, stream=not as_json)
     try:
-        new_result(question, panel, options)  # validates question, rounds and language up front
+        panel = load_panel(panel_file)
+        validate_request(question, panel, options)  # a bad question is refused at once, before LiteLLM loads
     except ConsensusError as exc:
         raise fail(str(exc)) from None
+    check_panel(panel)
     provider = make_provider(panel)
     view = None if as_json else LiveView(panel)
     try:

@@ -41,11 +41,22 @@ def test_ask_json_end_to_end(tmp_path, stub):
     assert r["consensus"]["answer"] == "The panel agrees: Paris." and r["consensus"]["synthesizer"] == "alice"
 
 
+def cli_here(*args):
+    """The same CLI in this process (typer's runner): no second ~6 s LiteLLM import. `ask --json` and Ctrl-C
+    keep their own process (test_ask_json_end_to_end, the eval Ctrl-C test)."""
+    from typer.testing import CliRunner
+
+    from consensus.cli import app
+
+    r = CliRunner().invoke(app, list(args), env={"CONSENSUS_PANEL": None, "CONSENSUS_PANEL_FILE": None})
+    return subprocess.CompletedProcess(args, r.exit_code, r.stdout, r.stderr)
+
+
 def test_ask_shows_every_answer_and_the_consensus(tmp_path, stub):
     stub.script("alice", [{"text": ans("4")}, {"text": "Four."}])
     stub.script("bob", [{"text": ans("4")}])
     stub.script("carol", [{"text": ans("4")}])
-    p = cli("ask", "What is 2+2?", "--panel-file", str(panel_file(tmp_path, stub)), "--rounds", "0", "--language", "fr")
+    p = cli_here("ask", "What is 2+2?", "--panel-file", str(panel_file(tmp_path, stub)), "--rounds", "0", "--language", "fr")
     assert p.returncode == 0, p.stderr
     for needle in ("alice", "bob", "carol", "Consensus", "Four.", "language fr"):
         assert needle in p.stdout
@@ -54,16 +65,16 @@ def test_ask_shows_every_answer_and_the_consensus(tmp_path, stub):
 
 def test_bad_inputs_exit_2_with_one_clear_line(tmp_path, stub):
     good = panel_file(tmp_path, stub)
-    p = cli("ask", "   ", "--panel-file", str(good))
+    p = cli_here("ask", "   ", "--panel-file", str(good))
     assert p.returncode == 2 and "question: is empty" in p.stderr
-    p = cli("ask", "x" * 9000, "--panel-file", str(good))
+    p = cli_here("ask", "x" * 9000, "--panel-file", str(good))
     assert p.returncode == 2 and "question" in p.stderr and "limit" in p.stderr
     bad = tmp_path / "bad.toml"
     bad.write_text(good.read_text() + '[[panelist]]\nname = "bob"\nmodel = "openai/x"\n')
-    p = cli("panels", "--panel-file", str(bad))
+    p = cli_here("panels", "--panel-file", str(bad))
     assert p.returncode == 2 and "panelist[3].name" in p.stderr and "duplicate" in p.stderr and str(bad) in p.stderr
     keyed = panel_file(tmp_path, stub, '[synthesizer]\nmodel = "openai/judge"\napi_key_env = "JUDGE_KEY_UNSET"\n')
-    p = cli("ask", "q?", "--panel-file", str(keyed))
+    p = cli_here("ask", "q?", "--panel-file", str(keyed))
     assert p.returncode == 2 and "JUDGE_KEY_UNSET" in p.stderr
     assert stub.hits() == {}  # nothing ran
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from tests.contract.test_cli import ans, cli
+from tests.contract.test_cli import ans, cli, cli_here
 
 
 def setup(tmp_path, stub):
@@ -29,7 +29,7 @@ def setup(tmp_path, stub):
 def test_eval_scores_a_jsonl_dataset_reports_bad_lines_and_resumes(tmp_path, stub):
     panel, data = setup(tmp_path, stub)
     out = tmp_path / "run"
-    p = cli("eval", str(data), "--panel-file", str(panel), "--out", str(out), "--concurrency", "1")
+    p = cli_here("eval", str(data), "--panel-file", str(panel), "--out", str(out), "--concurrency", "1")
     assert p.returncode == 0, p.stderr
     assert "line 2: missing field 'answer'" in p.stderr and "skipped 1 malformed record" in p.stderr
     assert "consensus" in p.stdout and "summary.json" in p.stdout
@@ -40,10 +40,10 @@ def test_eval_scores_a_jsonl_dataset_reports_bad_lines_and_resumes(tmp_path, stu
     assert (out / "report.html").read_text().startswith("<!doctype html>")
     hits = stub.hits()
     assert hits == {"alice": 2, "bob": 2, "carol": 2, "judge": 2}  # unanimous: openings + synthesis
-    again = cli("eval", str(data), "--panel-file", str(panel), "--out", str(out))
+    again = cli_here("eval", str(data), "--panel-file", str(panel), "--out", str(out))
     assert again.returncode == 0, again.stderr
     assert "2 of 2 questions already done" in again.stderr and stub.hits() == hits
-    both = cli("compare", str(out), str(out))
+    both = cli_here("compare", str(out), str(out))
     assert both.returncode == 0 and "50.0%" in both.stdout
 
 
