@@ -51,10 +51,10 @@ def serve(
                 f"--workers {workers}: worker processes need DATABASE_URL to name a PostgreSQL database; "
                 "on one SQLite file they would share neither live events nor leases"
             )
+        _sqlite_free(settings.database_url)  # first: a second server on the file is told at once
         panel = configured_panel(settings)  # a bad panel is one line and exit 2, before anything starts
         if workers == 1:  # the supervisor of --workers stays without LiteLLM (~170 MiB); this one loads it anyway
             check_keys(panel)  # a model no provider serves, or an unset key: every debate would fail
-        _sqlite_free(settings.database_url)
     except (ConsensusError, StoreInUseError) as exc:
         raise fail(str(exc)) from None
     if not settings.loopback and not asyncio.run(_active_keys()):
