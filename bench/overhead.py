@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import gc
 import importlib.metadata
+import json
 import os
 import resource
 import signal
@@ -251,7 +252,40 @@ class Bench:
             r = await compare({"call": ours("latency-0", False), "many": ours(f"stream-{self.chunks}", True),
                                "one": ours("stream-1", True)}, self.n, self.blocks)
         out.update(alone_call=med(r["call"]), alone_chunk=per_chunk(r["many"], r["one"], self.chunks))
+        out.update(await self.bare_http())
         return out
+
+    async def bare_http(self) -> dict[str, float]:
+        """The floor under any client: the same request over a bare aiohttp session, the reply parsed with json
+        (streamed: every SSE data line). What a lean OpenAI-compatible client beside LiteLLM could approach;
+        measured here only, to put a number on that option (it is not in the product)."""
+        import aiohttp
+
+        body = {k: v for k, v in plain_kwargs(self.url, "openai", "latency-0").items()
+                if k in ("messages", "response_format")}  # fmt: skip
+        async with aiohttp.ClientSession(headers={"Authorization": "Bearer none"}) as http:
+
+            def bare(model: str, stream: bool) -> Fn:
+                async def call() -> int:
+                    payload = {**body, "model": model, **({"stream": True} if stream else {})}
+                    async with http.post(f"{self.url}/v1/chat/completions", json=payload) as resp:
+                        if not stream:
+                            data = await resp.json()
+                            return len(data["choices"][0]["message"]["content"] or "") and 1
+                        parts = []
+                        async for line in resp.content:
+                            if line.startswith(b"data: ") and not line.startswith(b"data: [DONE]"):
+                                delta = json.loads(line[6:])["choices"]
+                                if delta and delta[0]["delta"].get("content"):
+                                    parts.append(delta[0]["delta"]["content"])
+                        if "".join(parts) != self.long_text:
+                            raise RuntimeError("bare stream lost text")
+                        return len(parts)
+                return call
+
+            r = await compare({"call": bare("latency-0", False), "many": bare(f"stream-{self.chunks}", True),
+                               "one": bare("stream-1", True)}, self.n, self.blocks)  # fmt: skip
+        return {"bare_call": med(r["call"]), "bare_chunk": per_chunk(r["many"], r["one"], self.chunks)}
 
     async def paths(self) -> list[tuple[str, float | str, tuple[float, float] | str]]:
         """Plain litellm per provider prefix: ms/call and (ms/streamed call, ms/extra chunk), or why unusable."""
@@ -353,10 +387,12 @@ async def main_async(args: argparse.Namespace, url: str, stub_pid: int) -> None:
         ("  plain litellm.acompletion, same call", f"{ours['plain']:.2f} ms", "", None),
         ("  gateway's own share (paired difference)", f"{ours['own']:.2f} ms", "", None),
         ("  gateway alone (litellm replaced by replays)", f"{ours['alone_call']:.2f} ms", "", None),
+        ("  bare aiohttp POST + json, same request", f"{ours['bare_call']:.2f} ms", "", None),
         (f"CPU per streamed call, {args.chunks} chunks (gateway)", f"{ours['stream_call']:.2f} ms", "", None),
         ("CPU per streamed chunk (gateway, marginal)", f"{ours['chunk']:.3f} ms", f"<= {t['cpu_chunk_ms']} ms",
          ours["chunk"] <= t["cpu_chunk_ms"]),
         ("  gateway alone (litellm replaced by replays)", f"{ours['alone_chunk']:.3f} ms", "", None),
+        ("  bare aiohttp + json per SSE line", f"{ours['bare_chunk']:.3f} ms", "", None),
         (f"peak RSS after {args.concurrency} debates", f"{rss:.0f} MiB", f"<= {t['rss_mib']:.0f} MiB",
          rss <= t["rss_mib"]),
     ]
