@@ -311,13 +311,13 @@ class Runner:
             finally:
                 drained.cancel()
         while True:
-            if self.draining.is_set():
-                raise Draining(debate_id)
             row = await self.store.get(debate_id)
             if row is None:
                 return None
-            if row.status in FINAL_STATUSES:
+            if row.status in FINAL_STATUSES:  # finished, even while shutting down: the result, not a 503
                 return DebateResult.model_validate(row.result)
+            if self.draining.is_set():
+                raise Draining(debate_id)
             await asyncio.sleep(0.5)
 
     async def follow(self, debate_id: str, after: int) -> AsyncIterator[DebateEvent | None]:
