@@ -180,7 +180,12 @@ def print_result(r: DebateResult) -> None:
     c = r.consensus
     if c:
         who = f"synthesized by {c.synthesizer}" if c.synthesizer else "no synthesizer"
-        out.print(Text(f"agreement {c.agreement:.0%}, majority {c.majority!r}, {who}"))  # model text: never markup
+        last = r.rounds[-1].agreement if r.rounds else None
+        sizes = sorted((len(k.panelists) for k in last.clusters), reverse=True) if last else []
+        # A tie has no majority: the vote's seat-order tie-break is for scoring, not to print as one.
+        majority = f"no majority (a tie: {'-'.join(map(str, sizes))})" if len(sizes) > 1 and sizes[0] == sizes[1] \
+            else f"majority {c.majority!r}"
+        out.print(Text(f"agreement {c.agreement:.0%}, {majority}, {who}"))  # model text: never markup
         if c.fallback:
             out.print(f"[yellow]fallback:[/] {escape(c.fallback_reason or '')}")
         out.print(Text(c.answer))

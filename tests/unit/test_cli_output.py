@@ -17,8 +17,9 @@ def panel(names: tuple[str, ...]) -> Panel:
 
 async def test_model_text_and_seat_names_print_literally():
     """A final answer of `a[/]b` crashed `consensus ask` (MarkupError) after the whole debate had run."""
-    names = ("[/]", "[red]", "c")
-    fake = ScriptedProvider(script={n: [Step(final=f)] for n, f in zip(names, NASTY, strict=True)})
+    names = ("[/]", "[red]", "c", "d")
+    finals = (NASTY[0], *NASTY)  # two seats agree on `a[/]b`: it is the majority line's text too
+    fake = ScriptedProvider(script={n: [Step(final=f)] for n, f in zip(names, finals, strict=True)})
     r = await debate("Q?", panel(names), fake, DebateOptions(language="en"))
     with cli.out.capture() as cap:
         cli.print_result(r)
@@ -36,3 +37,12 @@ def test_panels_prints_names_and_personas_literally(tmp_path, monkeypatch):
         cli.panels(panel_file=f, as_json=False)
     shown = cap.get()
     assert "│ [/]  │" in shown and "[bold]loud[/bold]" in shown and "synthesizer: [/] (openai/x)" in shown
+
+
+async def test_a_tie_is_printed_as_no_majority():
+    """A 1-1-1 split was printed as "majority 'a[/]b'": the seat-order tie-break is the vote's, not a majority."""
+    fake = ScriptedProvider(script={n: [Step(final=f)] for n, f in zip("abc", ("3", "4", "5"), strict=True)})
+    r = await debate("Q?", panel(("a", "b", "c")), fake, DebateOptions(language="en"))
+    with cli.out.capture() as cap:
+        cli.print_result(r)
+    assert "no majority (a tie: 1-1-1)" in cap.get() and "majority '3'" not in cap.get()
