@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import secrets
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -17,7 +19,7 @@ from consensus.types import DebateEvent
 from service.deps import Caller, Services, admit
 from service.runner import Draining
 from service.schemas import DebateAccepted, DebateList, DebateRequest, DebateSummary, ErrorResponse
-from service.security import ApiError
+from service.security import ApiError, hash_key
 from service.store import MAX_SEQ, DebateRow
 
 router = APIRouter(prefix="/v1", tags=["debates"])
@@ -39,8 +41,11 @@ def wants_sse(accept: str | None) -> bool:
     return bool(accept) and "text/event-stream" in (accept or "")
 
 
-async def start_debate(svc: Any, who: Any, body: DebateRequest, idempotency_key: str | None) -> tuple[DebateRow, bool]:
-    """Validate, store and launch a debate (or return the one an Idempotency-Key already made)."""
+async def start_debate(
+    svc: Any, who: Any, body: DebateRequest, idempotency_key: str | None
+) -> tuple[DebateRow, bool, str | None]:
+    """Validate, store and launch a debate (or return the one an Idempotency-Key already made); also the cancel
+    token a publishable key's caller gets (None otherwise, and for a replay)."""
     request = body.model_dump()
     digest = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
     scope = None
@@ -50,7 +55,7 @@ async def start_debate(svc: Any, who: Any, body: DebateRequest, idempotency_key:
         scope = f"{who.bucket}:{idempotency_key}"
         existing = await svc.store.find_idempotent(scope)
         if existing is not None:
-            return _same_request(existing, digest), False
+            return _same_request(existing, digest), False, None
     options = DebateOptions(rounds=body.rounds, language=body.language)
     try:
         validate_request(body.question, svc.panel, options)  # bad input is a 422 whatever the load
@@ -58,17 +63,20 @@ async def start_debate(svc: Any, who: Any, body: DebateRequest, idempotency_key:
         raise ApiError(422, exc.message if exc.field in exc.message else f"{exc.field}: {exc.message}",
                        param=exc.field, code="invalid_value") from None  # fmt: skip
     admit(svc, who)  # 429 and 503 come before the costly work (language detection, the store): refusals stay fast
+    # Everyone on a site holds its publishable key: cancelling takes this token too, given to this caller only.
+    token = secrets.token_urlsafe(24) if who.shared else None
+    stored = {**request, "digest": digest, **({"cancel_token_hash": hash_key(token)} if token else {})}
     try:
         result = new_result(body.question, svc.panel, options)
         row, created = await svc.store.create_debate(
-            result, {**request, "digest": digest}, who.key_id, scope, svc.settings.replica_id, svc.settings.lease_s
+            result, stored, who.key_id, scope, svc.settings.replica_id, svc.settings.lease_s
         )
         if not created:
-            return _same_request(row, digest), False
+            return _same_request(row, digest), False, None
         svc.runner.launch(result)
     finally:
         svc.runner.unreserve()
-    return row, True
+    return row, True, token
 
 
 async def wait_or_503(svc: Any, debate_id: str) -> Any:
@@ -98,14 +106,15 @@ async def create_debate(
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Any:
     """Start a debate: 202 with links, `?wait=true` for the result, or SSE with Accept: text/event-stream."""
-    row, _created = await start_debate(svc, who, body, idempotency_key)
+    row, _created, token = await start_debate(svc, who, body, idempotency_key)
+    given = {"X-Cancel-Token": token} if token else {}
     if wants_sse(accept):
-        return EventSourceResponse(sse_stream(svc, row.id, 0))
+        return EventSourceResponse(sse_stream(svc, row.id, 0), headers=given)
     if wait:
         result = await wait_or_503(svc, row.id)
-        return JSONResponse(result.model_dump(mode="json") if result else {}, status_code=200)
+        return JSONResponse(result.model_dump(mode="json") if result else {}, status_code=200, headers=given)
     return JSONResponse(DebateAccepted(id=row.id, status=row.status, links=links(row.id)).model_dump(), status_code=202,
-                        headers={"Location": f"/v1/debates/{row.id}"})  # fmt: skip
+                        headers={"Location": f"/v1/debates/{row.id}", **given})  # fmt: skip
 
 
 @router.get("/debates", response_model=DebateList, responses=ERRORS)
@@ -134,12 +143,20 @@ async def read_debate(debate_id: str, svc: Services, who: Caller) -> JSONRespons
 
 
 @router.post("/debates/{debate_id}/cancel", responses={**ERRORS, 200: {"description": "the cancelled DebateResult"}})
-async def cancel_debate(debate_id: str, svc: Services, who: Caller) -> JSONResponse:
-    """Cancel a running debate; 409 when it already ended, 403 for a key other than the one that started it."""
+async def cancel_debate(
+    debate_id: str, svc: Services, who: Caller, x_cancel_token: Annotated[str | None, Header(max_length=200)] = None
+) -> JSONResponse:
+    """Cancel a running debate; 409 when it already ended, 403 for a key other than the one that started it
+    (and, for a publishable key, without the X-Cancel-Token its starter was given)."""
     row = await get_row(svc, debate_id)
     if row.key_id is not None and row.key_id != who.key_id:  # ids travel in share links; cancelling is the owner's
         raise ApiError(403, "only the API key that started this debate can cancel it", type_="permission_error",
                        param="id", code="not_owner")  # fmt: skip
+    wanted = (row.request or {}).get("cancel_token_hash")
+    if wanted and not (x_cancel_token and hmac.compare_digest(hash_key(x_cancel_token), wanted)):
+        raise ApiError(403, "this debate was started with a publishable key: cancelling needs the X-Cancel-Token "
+                       "its starter was given", type_="permission_error", param="X-Cancel-Token",
+                       code="cancel_token_required")  # fmt: skip
     if row.status != "running" or not await svc.runner.cancel(debate_id):
         raise ApiError(409, f"the debate already ended ({row.status})", param="id", code="not_running")
     row = await get_row(svc, debate_id)

@@ -81,7 +81,7 @@ async def chat_completions(body: ChatRequest, svc: Services, who: Caller) -> Any
         raise ApiError(404, f"model {body.model!r} does not exist; use 'consensus'", param="model", code="model_not_found")
     req = DebateRequest(question=question_from(body.messages), rounds=body.rounds, language=body.language)
     try:
-        row, _ = await start_debate(svc, who, req, None)
+        row, _, token = await start_debate(svc, who, req, None)
     except ApiError as exc:
         if exc.param == "question":  # this endpoint has no such field: the question is the last user message
             exc.param = "messages"
@@ -89,9 +89,11 @@ async def chat_completions(body: ChatRequest, svc: Services, who: Caller) -> Any
         raise
     created = int(time.time())
     cid = f"chatcmpl-{row.id}"
+    given = {"X-Cancel-Token": token} if token else {}  # a publishable key's caller can cancel it (debates API)
     if body.stream:
         include_usage = bool((body.stream_options or {}).get("include_usage"))
-        return StreamingResponse(_stream(svc, row.id, cid, created, include_usage), media_type="text/event-stream")
+        return StreamingResponse(_stream(svc, row.id, cid, created, include_usage), media_type="text/event-stream",
+                                 headers=given)  # fmt: skip
     result = await wait_or_503(svc, row.id)
     if result is None or result.consensus is None:
         reason = result.reason if result else "the debate vanished"
@@ -101,7 +103,7 @@ async def chat_completions(body: ChatRequest, svc: Services, who: Caller) -> Any
         "choices": [{"index": 0, "message": {"role": "assistant", "content": result.consensus.answer},
                      "finish_reason": "stop", "logprobs": None}],
         "usage": _usage(result), "consensus": extra(result),
-    })  # fmt: skip
+    }, headers=given)  # fmt: skip
 
 
 async def _stream(svc: Any, debate_id: str, cid: str, created: int, include_usage: bool) -> AsyncIterator[bytes]:

@@ -68,6 +68,7 @@ class Principal:
     key_id: str | None
     name: str
     bucket: str
+    shared: bool = False  # a publishable (origin-bound) key: every visitor of its site holds it
 
 
 class KeyCache:
@@ -139,7 +140,7 @@ async def authenticate(cache: KeyCache, authorization: str | None, x_api_key: st
             if o not in row.origins and not (origin is None and same_origin):
                 raise ApiError(403, "this key only works from its allowed origins", type_="permission_error",
                                param="Origin", code="origin_not_allowed")  # fmt: skip
-        return Principal(key_id=row.id, name=row.name, bucket=f"key:{row.id}")
+        return Principal(key_id=row.id, name=row.name, bucket=f"key:{row.id}", shared=bool(row.origins))
     raise ApiError(401, "an API key is required (Authorization: Bearer <key> or X-API-Key)",
                    type_="authentication_error", code="missing_api_key")  # fmt: skip
 
@@ -176,7 +177,7 @@ class KeyOriginCORS(CORSMiddleware):
             # SDKs send x-stainless-* headers that a fixed list turned away at preflight.
             allow_headers=["*"],
             allow_credentials=False,
-            expose_headers=["Retry-After", "Location"],
+            expose_headers=["Retry-After", "Location", "X-Cancel-Token"],
             max_age=600,
         )
         self.cache = cache

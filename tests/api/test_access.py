@@ -58,6 +58,28 @@ def test_a_key_lists_only_the_debates_started_with_it(keyed):
         assert c.get(f"/v1/debates/{mine}", headers=widget).json()["status"] != "cancelled"
 
 
+def test_a_publishable_key_needs_the_cancel_token_its_starter_got(keyed, stub):
+    """Every visitor of a site holds its pk_ key: only the one who started a debate can cancel it."""
+    srv, secret, public = keyed
+    for n in ("alice", "bob", "carol"):
+        stub.script(n, [{"fault": "hang"}])
+    widget = {"X-API-Key": public, "Origin": "https://site.example"}
+    with srv.client() as c:
+        r = c.post("/v1/debates", json={"question": "2+2?"}, headers=widget)
+        token, debate_id = r.headers["X-Cancel-Token"], r.json()["id"]
+        assert "x-cancel-token" in r.headers["access-control-expose-headers"].lower()  # the page's script can read it
+        for headers in (widget, {**widget, "X-Cancel-Token": "guess"}):  # another visitor, same key
+            r = c.post(f"/v1/debates/{debate_id}/cancel", headers=headers)
+            assert r.status_code == 403 and r.json()["error"]["code"] == "cancel_token_required"
+        assert c.get(f"/v1/debates/{debate_id}", headers=widget).json()["status"] == "running"
+        r = c.post(f"/v1/debates/{debate_id}/cancel", headers={**widget, "X-Cancel-Token": token})
+        assert r.status_code == 200 and r.json()["status"] == "cancelled"
+        # A secret key's caller is the only holder of its key: no token needed, none given.
+        r = c.post("/v1/debates", json={"question": "3+3?"}, headers={"X-API-Key": secret})
+        assert "X-Cancel-Token" not in r.headers
+        assert c.post(f"/v1/debates/{r.json()['id']}/cancel", headers={"X-API-Key": secret}).status_code == 200
+
+
 def test_keys_are_stored_hashed(keyed):
     srv, secret, public = keyed
     db = srv.services.settings.database_url.split("///")[1]
