@@ -155,8 +155,10 @@ def check_keys(panel: Panel, env: Mapping[str, str] | None = None) -> None:
             raise MissingKeyError(panel.source, f"{seat.name}.api_key_env",
                                   f"environment variable {seat.api_key_env} is not set (needed by {seat.model})")  # fmt: skip
     seats = [s for s in [*panel.panelists, panel.synthesizer] if s.provider != "local"]
-    if seats:
-        from consensus.providers.gateway import missing_key_env, provider_unknown
+    if not seats:
+        return
+    from consensus.providers.gateway import missing_key_env, provider_unknown
+
     for seat in seats:
         if provider_unknown(seat.model, seat.api_base):
             raise ConfigError(panel.source, f"{seat.name}.model",

@@ -71,9 +71,12 @@ def validate_request(question: str, panel: Panel, options: DebateOptions) -> tup
     return q, language, rounds
 
 
-def new_result(question: str, panel: Panel, options: DebateOptions) -> DebateResult:
-    """A fresh running DebateResult (validates the question and language, detects the language if unset)."""
-    q, language, rounds = validate_request(question, panel, options)
+def new_result(
+    question: str, panel: Panel, options: DebateOptions, checked: tuple[str, str | None, int] | None = None
+) -> DebateResult:
+    """A fresh running DebateResult (validates the question and language unless `checked` holds what
+    validate_request returned; detects the language if unset)."""
+    q, language, rounds = checked or validate_request(question, panel, options)
     return DebateResult(
         id=options.debate_id or uuid.uuid4().hex,
         question=q,

@@ -83,6 +83,9 @@ class ProviderError(ConsensusError):
         self.attempts = attempts
         super().__init__(f"{self.kind}: {self.message}")
 
+    def __str__(self) -> str:  # from the fields: a message redacted further later shows as redacted
+        return f"{self.kind}: {self.message}"
+
 
 _KEY_PATTERNS = [
     re.compile(r"\b(sk|pk|rk|ck)[-_][A-Za-z0-9_\-]{8,}"),

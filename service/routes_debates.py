@@ -58,7 +58,7 @@ async def start_debate(
             return _same_request(existing, digest), False, None
     options = DebateOptions(rounds=body.rounds, language=body.language)
     try:
-        validate_request(body.question, svc.panel, options)  # bad input is a 422 whatever the load
+        checked = validate_request(body.question, svc.panel, options)  # bad input is a 422 whatever the load
     except QuestionError as exc:
         raise ApiError(422, exc.message if exc.field in exc.message else f"{exc.field}: {exc.message}",
                        param=exc.field, code="invalid_value") from None  # fmt: skip
@@ -67,7 +67,7 @@ async def start_debate(
     token = secrets.token_urlsafe(24) if who.shared else None
     stored = {**request, "digest": digest, **({"cancel_token_hash": hash_key(token)} if token else {})}
     try:
-        result = new_result(body.question, svc.panel, options)
+        result = new_result(body.question, svc.panel, options, checked)
         row, created = await svc.store.create_debate(
             result, stored, who.key_id, scope, svc.settings.replica_id, svc.settings.lease_s
         )

@@ -35,7 +35,6 @@ def _scrubbed(err: ProviderError, kwargs: dict[str, Any]) -> ProviderError:
     key = kwargs.get("api_key")
     if isinstance(key, str) and len(key) >= 4 and key != "none":
         err.message = err.message.replace(key, "[REDACTED]")
-        err.args = (f"{err.kind}: {err.message}",)
     return err
 
 
