@@ -19,6 +19,7 @@ from rich.text import Text
 from consensus.config import check_keys, load_panel
 from consensus.engine import DebateOptions, run_debate, validate_request
 from consensus.errors import ConsensusError
+from consensus.providers.base import close_provider
 from consensus.types import DebateEvent, DebateResult, Panel
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Multi-LLM consensus debates.")
@@ -115,6 +116,7 @@ async def _run(question: str, panel: Panel, provider: Any, options: DebateOption
     finally:
         if live:
             live.stop()
+        await close_provider(provider)
     assert final is not None
     return final
 

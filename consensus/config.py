@@ -154,7 +154,8 @@ def check_keys(panel: Panel, env: Mapping[str, str] | None = None) -> None:
         if seat.api_key_env and not e.get(seat.api_key_env):
             raise MissingKeyError(panel.source, f"{seat.name}.api_key_env",
                                   f"environment variable {seat.api_key_env} is not set (needed by {seat.model})")  # fmt: skip
-    seats = [s for s in [*panel.panelists, panel.synthesizer] if s.provider != "local"]
+    # LiteLLM places every other seat; the embedded model and the lean client's seats need no provider lookup.
+    seats = [s for s in [*panel.panelists, panel.synthesizer] if s.provider != "local" and s.transport == "litellm"]
     if not seats:
         return
     from consensus.providers.gateway import missing_key_env, provider_unknown

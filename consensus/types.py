@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 
 class _Strict(BaseModel):
@@ -19,6 +19,10 @@ class Seat(_Strict):
     name: str = Field(min_length=1, max_length=64)
     model: str = Field(min_length=1, description="any LiteLLM model id, or local/smollm2")
     api_base: str | None = None
+    transport: Literal["litellm", "openai-compatible"] = Field(
+        default="litellm",
+        description="litellm (any provider), or openai-compatible: the gateway's lean HTTP client for api_base",
+    )
     api_key_env: str | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, ge=1, le=100_000)
@@ -28,6 +32,22 @@ class Seat(_Strict):
     context_window: int | None = Field(default=None, ge=256, description="prompt budget in tokens")
     input_cost_per_token: float | None = Field(default=None, ge=0)
     output_cost_per_token: float | None = Field(default=None, ge=0)
+
+    @field_validator("transport")
+    @classmethod
+    def _lean_client_needs_a_server(cls, value: str, info: ValidationInfo) -> str:
+        if value == "openai-compatible":
+            if str(info.data.get("model", "")).startswith("local/"):
+                raise ValueError("the embedded local model runs in-process: leave transport at 'litellm'")
+            base = str(info.data.get("api_base") or "")
+            if not base.startswith(("http://", "https://")):
+                raise ValueError("'openai-compatible' needs api_base, the server's http(s) URL (e.g. http://127.0.0.1:8000/v1)")
+        return value
+
+    @property
+    def wire_model(self) -> str:
+        """The model name an openai-compatible server is sent: the model without an 'openai/' prefix."""
+        return self.model.removeprefix("openai/")
 
     @property
     def provider(self) -> str:

@@ -21,6 +21,7 @@ from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from consensus.errors import ConsensusError
+from consensus.providers.base import close_provider
 from consensus.types import Panel
 from service import metrics
 from service.logs import setup_logging
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None, panel: Panel | None = None, pro
         finally:
             services.ready = False
             await services.runner.shutdown()
+            await close_provider(services.runner.provider)
             await services.store.close()
 
     app = FastAPI(

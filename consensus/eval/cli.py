@@ -8,6 +8,7 @@ import json
 import re
 import shlex
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,9 +27,10 @@ from rich.progress import (
 from consensus.errors import ConsensusError
 from consensus.eval.datasets import builtin_names, load_dataset
 from consensus.eval.report import SUMMARY, compare, render_table, summarize, write_html
-from consensus.eval.runner import RECORDS, RUN_INFO, read_records, run_eval
+from consensus.eval.runner import RECORDS, RUN_INFO, EvalRun, read_records, run_eval
 from consensus.eval.scoring import EvalRecord
 from consensus.language import normalize_code
+from consensus.providers.base import close_provider
 
 __all__ = ["compare_command", "default_out", "eval_command", "finish_run", "register"]
 
@@ -106,8 +108,8 @@ def eval_command(
                 bar.update(task[0], completed=done)
 
         try:
-            result = asyncio.run(run_eval(items, panel, provider, target, concurrency, rounds, progress,
-                                          language=language, run_info=info))  # fmt: skip
+            result = asyncio.run(_closing(provider, run_eval(items, panel, provider, target, concurrency, rounds,
+                                                             progress, language=language, run_info=info)))  # fmt: skip
         except KeyboardInterrupt:
             bar.stop()
             done, _ = read_records(target / RECORDS)
@@ -154,3 +156,10 @@ def register(app: typer.Typer) -> None:
     app.command("eval")(eval_command)
     app.command("compare")(compare_command)
 
+
+async def _closing(provider: Any, work: Coroutine[Any, Any, EvalRun]) -> EvalRun:
+    """Run `work`, then close the provider's connections on the same event loop."""
+    try:
+        return await work
+    finally:
+        await close_provider(provider)

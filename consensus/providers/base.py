@@ -44,3 +44,10 @@ class Provider(Protocol):
     ) -> Completion:
         """Run one call; stream text to `on_delta` when given."""
         ...
+
+
+async def close_provider(provider: object) -> None:
+    """Close a provider's connections when it holds any (the gateway's lean client does; fakes do not)."""
+    aclose = getattr(provider, "aclose", None)
+    if aclose is not None:
+        await aclose()

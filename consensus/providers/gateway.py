@@ -1,32 +1,45 @@
-"""The only module that calls LiteLLM: retries, throttling, timeouts, streaming, cost."""
+"""The only module that calls LiteLLM: retries, throttling, timeouts, streaming, cost.
+
+Seats with transport = "openai-compatible" go through the lean client in openai_compat.py instead, under the
+same retry loop, throttle and timeouts. LiteLLM is imported on first use (about 290 MiB and several seconds
+of CPU), so a panel of such seats never loads it.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
+import sys
 import time
 from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-import litellm  # noqa: E402
 from asyncio_throttle import Throttler  # type: ignore[attr-defined]  # noqa: E402
-from litellm import exceptions as llm_errors  # noqa: E402
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_after_delay  # noqa: E402
 
 from consensus.errors import ProviderError  # noqa: E402
 from consensus.policy import backoff_s, is_retryable  # noqa: E402
 from consensus.providers.base import Completion, DeltaSink, Message  # noqa: E402
+from consensus.providers.openai_compat import OpenAICompatClient  # noqa: E402
 from consensus.rounds import ANSWER_SCHEMA  # noqa: E402
 from consensus.types import DebateSettings, Seat, Usage  # noqa: E402
 
-litellm.suppress_debug_info = True
-litellm.drop_params = True
-# LiteLLM's per-chunk logging is work we never use; turning it off measured within noise (bench/overhead.py).
-litellm.disable_streaming_logging = True
-litellm.turn_off_message_logging = True
-litellm.telemetry = False
+
+@functools.cache
+def _litellm() -> Any:
+    """LiteLLM, imported and set up on first use."""
+    import litellm
+
+    litellm.suppress_debug_info = True
+    litellm.drop_params = True
+    # LiteLLM's per-chunk logging is work we never use; turning it off measured within noise (bench/overhead.py).
+    litellm.disable_streaming_logging = True
+    litellm.turn_off_message_logging = True
+    litellm.telemetry = False
+    return litellm
 
 
 def _scrubbed(err: ProviderError, kwargs: dict[str, Any]) -> ProviderError:
@@ -48,6 +61,10 @@ def classify(exc: BaseException) -> ProviderError:
     """Map a LiteLLM (or asyncio) exception to our ProviderError with a kind."""
     if isinstance(exc, ProviderError):
         return exc
+    if "litellm" not in sys.modules:  # not LiteLLM's, then: classified by its own type and status alone
+        return _classify_other(exc, _retry_after(exc))
+    from litellm import exceptions as llm_errors
+
     original = getattr(exc, "original_exception", None)
     if isinstance(exc, llm_errors.MidStreamFallbackError) and isinstance(original, Exception):
         return classify(original)  # LiteLLM wraps every error raised mid-stream in this 503 subclass
@@ -77,6 +94,20 @@ def classify(exc: BaseException) -> ProviderError:
         kind = "connection"
     elif isinstance(exc, llm_errors.InternalServerError | llm_errors.ServiceUnavailableError | llm_errors.BadGatewayError):
         kind = "server"
+    else:
+        return _classify_other(exc, retry_after)
+    if "local model unavailable" in msg.lower():
+        kind = "unavailable"
+    return ProviderError(kind, f"{type(exc).__name__}: {msg}", status_code=status, retry_after_s=retry_after)
+
+
+def _classify_other(exc: BaseException, retry_after: float | None) -> ProviderError:
+    """An exception LiteLLM's classes do not name: by its HTTP status, or a broken reply, or unknown."""
+    status = getattr(exc, "status_code", None)
+    msg = str(getattr(exc, "message", None) or exc) or type(exc).__name__
+    kind = "unknown"
+    if isinstance(exc, asyncio.TimeoutError):
+        kind = "timeout"
     elif isinstance(status, int):
         kind = (
             "server" if status >= 500 else "timeout" if status in (408, 504) else "rate_limit" if status == 429
@@ -104,11 +135,16 @@ def _retry_after(exc: BaseException) -> float | None:
 
 
 class LiteLLMGateway:
-    """A Provider backed by litellm.acompletion with one tenacity retry loop."""
+    """A Provider backed by litellm.acompletion (or the lean client, per seat) with one tenacity retry loop."""
 
     def __init__(self, settings: DebateSettings | None = None) -> None:
         self.settings = settings or DebateSettings()
         self._limits: dict[tuple[str, str | None], tuple[asyncio.Semaphore, Throttler]] = {}
+        self._lean = OpenAICompatClient()
+
+    async def aclose(self) -> None:
+        """Close the lean client's connections (LiteLLM keeps its own for the process)."""
+        await self._lean.aclose()
 
     def _limit(self, seat: Seat) -> tuple[asyncio.Semaphore, Throttler]:
         key = (seat.provider, seat.api_base)
@@ -167,6 +203,9 @@ class LiteLLMGateway:
                 pass
             try:
                 async with asyncio.timeout(timeout_s):
+                    if seat.transport == "openai-compatible":
+                        text, usage = await self._lean.complete(seat, messages, kwargs["api_key"], json_output, on_delta)
+                        return Completion(text=text, usage=usage, cost_usd=_cost(seat, usage, None))
                     if on_delta is None:
                         return await self._plain(seat, kwargs)
                     return await self._streamed(seat, kwargs, on_delta)
@@ -207,7 +246,7 @@ class LiteLLMGateway:
         return kw
 
     async def _plain(self, seat: Seat, kwargs: dict[str, Any]) -> Completion:
-        resp: Any = await litellm.acompletion(**kwargs)
+        resp: Any = await _litellm().acompletion(**kwargs)
         try:
             text = resp.choices[0].message.content or ""
             u = getattr(resp, "usage", None)
@@ -218,7 +257,7 @@ class LiteLLMGateway:
         return Completion(text=text, usage=usage, cost_usd=_cost(seat, usage, cost))
 
     async def _streamed(self, seat: Seat, kwargs: dict[str, Any], on_delta: DeltaSink) -> Completion:
-        stream: Any = await litellm.acompletion(**kwargs, stream=True, stream_options={"include_usage": True})
+        stream: Any = await _litellm().acompletion(**kwargs, stream=True, stream_options={"include_usage": True})
         parts: list[str] = []
         usage = Usage()
         async for chunk in stream:
@@ -257,8 +296,10 @@ def _cost(seat: Seat, usage: Usage, reported: Any) -> float | None:
         )
     if isinstance(reported, int | float):
         return float(reported)
+    if seat.transport != "litellm":  # the lean client prices only from the panel: no price map without LiteLLM
+        return None
     try:
-        p, c = litellm.cost_per_token(
+        p, c = _litellm().cost_per_token(
             model=seat.model, prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens
         )
         return float(p + c)
@@ -269,7 +310,7 @@ def _cost(seat: Seat, usage: Usage, reported: Any) -> float | None:
 def provider_unknown(model: str, api_base: str | None) -> bool:
     """True when LiteLLM cannot tell which provider serves `model` (every call would fail as a bad request)."""
     try:
-        litellm.get_llm_provider(model=model, api_base=api_base)
+        _litellm().get_llm_provider(model=model, api_base=api_base)
     except Exception:  # noqa: BLE001 - LiteLLM's BadRequestError "LLM Provider NOT provided"
         return True
     return False
@@ -278,7 +319,7 @@ def provider_unknown(model: str, api_base: str | None) -> bool:
 def missing_key_env(model: str) -> list[str]:
     """Env vars LiteLLM expects for `model` that are unset (empty when none are needed)."""
     try:
-        info: Any = litellm.validate_environment(model=model)
+        info: Any = _litellm().validate_environment(model=model)
     except Exception:  # noqa: BLE001 - unknown provider: nothing we can check up front
         return []
     return [str(k) for k in info.get("missing_keys", [])] if not info.get("keys_in_environment", True) else []
