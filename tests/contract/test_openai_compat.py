@@ -131,3 +131,21 @@ def test_a_panel_of_lean_seats_never_loads_litellm(stub, tmp_path):
     result = json.loads(proc.stdout)
     assert result["status"] == "completed" and result["consensus"]["majority"] == "4"
     assert stub.hits() == {"alice": 2, "bob": 1, "carol": 1}
+
+
+def test_proxies_come_from_the_environment_and_no_proxy_wins(monkeypatch):
+    """As for LiteLLM's own clients: HTTPS_PROXY/HTTP_PROXY apply, NO_PROXY exempts (read once per URL)."""
+    from consensus.providers.openai_compat import proxy_for
+
+    for name in ("HTTP_PROXY", "http_proxy", "https_proxy", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,vllm.internal")
+    proxy_for.cache_clear()
+    try:
+        assert proxy_for("https://api.example.com/v1/chat/completions") == "http://proxy.internal:3128"
+        assert proxy_for("https://vllm.internal/v1/chat/completions") is None
+        assert proxy_for("http://127.0.0.1:8000/v1/chat/completions") is None
+        assert proxy_for("http://plain.example.com/v1/chat/completions") is None  # no HTTP_PROXY set
+    finally:
+        proxy_for.cache_clear()
