@@ -143,6 +143,7 @@ class _Debate:
         self.settings = panel.debate
         self.index = {s.name: i for i, s in enumerate(panel.panelists)}
         self.pending: dict[str, ModelAnswer | None] = {}
+        self.ended = False
 
     def emit(self, type_: str, **fields: Any) -> None:
         self.seq += 1
@@ -323,7 +324,8 @@ class _Debate:
         r.timing.finished_at = now
         r.timing.wall_ms = int((now - r.timing.started_at).total_seconds() * 1000)
         kind = "debate.failed" if status == DebateStatus.failed else "debate.completed"
-        self.emit(kind, result=r.model_copy(deep=True))
+        self.ended = True  # nothing changes the result after this: the last event carries it, uncopied
+        self.emit(kind, result=r)
 
     def fail(self, reason: str) -> None:
         self.complete(DebateStatus.failed, reason)
@@ -331,6 +333,8 @@ class _Debate:
     def on_deadline(self) -> None:
         """The whole-debate deadline ran out: keep what finished, mark the rest, end honestly."""
         r = self.result
+        if self.ended:  # the deadline fell after the last event: the result stands as sent
+            return
         limit = f"the debate deadline of {self.settings.deadline_s:g} s ran out"
         if self.pending:
             answers = []

@@ -64,4 +64,20 @@ def test_ctrl_c_while_the_profiles_load_stays_a_ctrl_c(monkeypatch):
     finally:
         monkeypatch.undo()
         language._factory.cache_clear()
+    detect_language.cache_clear()
     assert detect_language("Quelle est la capitale de la France et pourquoi ?") == "fr"  # loads fine afterwards
+
+
+def test_a_question_asked_again_is_not_detected_again(monkeypatch):
+    """A widget's pre-loaded question comes back with every visitor's click: its guess is remembered."""
+    text = "Por favor, dime cuántos días tiene un año bisiesto en el calendario."
+    detect_language.cache_clear()
+    assert detect_language(text) == "es"
+
+    def no_more(*_a, **_k):
+        raise AssertionError("langdetect ran again")
+
+    monkeypatch.setattr(language, "_langdetect", no_more)
+    assert detect_language(text) == "es"
+    with pytest.raises(AssertionError, match="ran again"):
+        detect_language(text + " Gracias de antemano.")
