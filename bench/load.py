@@ -3,6 +3,7 @@
     python bench/load.py                        # 200 and 1,000 clients, 2 s calls, then the admission run
     python bench/load.py --clients 200          # one size
     python bench/load.py --quick                # 50 clients, 1 s calls, a small admission run
+    python bench/load.py --transport openai-compatible   # the panel on the gateway's lean client
 
 The stub (tests/stub_server.py) and the service (`python -m service serve`) run as separate processes;
 each size gets a fresh service and database. Half the clients POST /v1/debates with
@@ -68,12 +69,12 @@ panelist = "a"
 
 @contextlib.contextmanager
 def service_process(stub: str, latency_ms: int, max_in_flight: int, tmp: Path, database_url: str | None = None,
-                    workers: int = 1) -> Iterator[tuple[str, int, Path]]:  # fmt: skip
+                    workers: int = 1, transport: str = "litellm") -> Iterator[tuple[str, int, Path]]:  # fmt: skip
     """`python -m service serve` on a free port with a fresh database (SQLite unless given); yields (URL, pid, log)."""
     import socket
 
     seats = "".join(f'[[panelist]]\nname = "{n}"\nmodel = "openai/latency-{latency_ms}"\napi_base = "{stub}/v1"\n'
-                    for n in "abc")  # fmt: skip
+                    f'transport = "{transport}"\n' for n in "abc")  # fmt: skip
     call_timeout = latency_ms / 1000 * 3 + 60
     panel = tmp / "panel.toml"
     panel.write_text(PANEL.format(seats=seats, timeout=call_timeout, deadline=call_timeout * 3))
@@ -291,6 +292,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="short run: 50 clients, 1 s calls, admission 20/60")
     parser.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL cluster (tests/pg.py) instead of SQLite")
     parser.add_argument("--workers", type=int, default=1, help="`consensus serve --workers N` (needs --postgres)")
+    parser.add_argument("--transport", choices=("litellm", "openai-compatible"), default="litellm",
+                        help="the panel's transport; openai-compatible: the service never imports LiteLLM")
     args = parser.parse_args(argv)
     if args.quick:
         args.clients, args.latency_ms, args.admission = [50], min(args.latency_ms, 1000), [20, 60]
@@ -307,7 +310,8 @@ def main(argv: list[str] | None = None) -> None:
             postgres(args.postgres) as database:  # fmt: skip
         tmp = Path(d)
         for n in args.clients:
-            with service_process(stub, args.latency_ms, max(n + 10, 64), tmp, database(), args.workers) as (url, pid, log):
+            with service_process(stub, args.latency_ms, max(n + 10, 64), tmp, database(), args.workers,
+                                 args.transport) as (url, pid, log):
                 load = wait_for_quiet(args.max_load, args.max_wait_s)
                 stub0 = cpu_s_of(stub_pid)
                 m = asyncio.run(measure(url, pid, n, args.latency_ms, timeout_s))
@@ -328,7 +332,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.admission[0] > 0:
             limit, n = args.admission
             with service_process(stub, args.latency_ms, max(1, limit // args.workers), tmp, database(),
-                                 args.workers) as (url, pid, log):  # fmt: skip
+                                 args.workers, args.transport) as (url, pid, log):  # fmt: skip
                 load = wait_for_quiet(args.max_load, args.max_wait_s)
                 admission = asyncio.run(measure_admission(url, pid, n, timeout_s))
             a = admission
