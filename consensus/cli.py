@@ -213,12 +213,13 @@ def panels(
         sys.stdout.write(panel.model_dump_json(indent=2) + "\n")
         return
     t = Table(title=Text(f"Panel ({panel.source})"))
-    for col in ("name", "model", "temperature", "seed", "max_tokens", "timeout", "persona"):
+    for col in ("name", "model", "transport", "temperature", "seed", "max_tokens", "timeout", "persona"):
         t.add_column(col)
     d = panel.debate
     for s in panel.panelists:
         timeout = f"{s.timeout_s or d.call_timeout_s:g} s"  # a seat's own timeout wins (local seats: 240 s)
-        cells = (s.name, s.model, str(s.temperature), str(s.seed), str(s.max_tokens), timeout, (s.persona or "")[:60])
+        cells = (s.name, s.model, s.transport, str(s.temperature), str(s.seed), str(s.max_tokens), timeout,
+                 (s.persona or "")[:60])  # fmt: skip
         t.add_row(*(Text(c) for c in cells))  # names and personas come from a file: shown as written, never markup
     out.print(t)
     out.print(Text(f"synthesizer: {panel.synthesizer.name} ({panel.synthesizer.model}) · max_rounds {d.max_rounds} · "

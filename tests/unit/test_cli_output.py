@@ -39,6 +39,17 @@ def test_panels_prints_names_and_personas_literally(tmp_path, monkeypatch):
     assert "│ [/]  │" in shown and "[bold]loud[/bold]" in shown and "synthesizer: [/] (openai/x)" in shown
 
 
+def test_panels_shows_each_seats_transport(tmp_path, monkeypatch):
+    f = tmp_path / "panel.toml"
+    f.write_text('[[panelist]]\nname = "lean"\nmodel = "openai/x"\napi_base = "http://127.0.0.1:9/v1"\n'
+                 'transport = "openai-compatible"\n[[panelist]]\nname = "b"\nmodel = "openai/y"\n')  # fmt: skip
+    monkeypatch.setattr(cli.out, "width", 200)
+    with cli.out.capture() as cap:
+        cli.panels(panel_file=f, as_json=False)
+    rows = {line.split("│")[1].strip(): line for line in cap.get().splitlines() if line.count("│") > 3}
+    assert "openai-compatible" in rows["lean"] and "litellm" in rows["b"] and "openai-compatible" not in rows["b"]
+
+
 async def test_a_tie_is_printed_as_no_majority():
     """A 1-1-1 split was printed as "majority 'a[/]b'": the seat-order tie-break is the vote's, not a majority."""
     fake = ScriptedProvider(script={n: [Step(final=f)] for n, f in zip("abc", ("3", "4", "5"), strict=True)})
