@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import gc
 import importlib.metadata
+import itertools
 import json
 import os
 import resource
@@ -49,6 +50,14 @@ PREFIXES = ("openai", "custom_openai", "hosted_vllm", "openai_like", "aiohttp_op
 CHUNK_CHARS = 8
 STARTED = time.perf_counter()
 TARGETS = {"alone": 1.05, "concurrent": 1.20, "cpu_call_ms": 4.0, "cpu_chunk_ms": 0.1, "rss_mib": 400.0}
+
+
+_CASES = itertools.count()
+
+
+def fresh_question() -> str:
+    """QUESTION with a number never used before in this run: its language is detected, not remembered."""
+    return f"{QUESTION} (case {next(_CASES)})"
 
 
 def llm() -> Any:
@@ -101,7 +110,7 @@ async def run_debates(url: str, latency_ms: int, rounds: int, n: int, transport:
     cpu0, t0, stub0 = time.process_time(), time.perf_counter(), cpu_s_of(stub_pid)
     # A question of its own per debate: the language guess is remembered per text (widgets repeat theirs), and
     # API traffic is mostly distinct questions, each detected once.
-    results = await asyncio.gather(*(debate(f"{QUESTION} (case {i})", panel, gw, DebateOptions()) for i in range(n)))
+    results = await asyncio.gather(*(debate(fresh_question(), panel, gw, DebateOptions()) for _ in range(n)))
     wall, cpu, stub_cpu = time.perf_counter() - t0, time.process_time() - cpu0, cpu_s_of(stub_pid) - stub0
     await gw.aclose()
     path = max(critical_path_s(r, latency_ms) for r in results)
@@ -144,7 +153,7 @@ async def engine_alone(rounds: int, n: int) -> float:
     for i in range(n + 3):
         provider = ScriptedProvider(script={s.name: [Step(final=f)] for s, f in zip(seats, finals, strict=True)})
         cpu0 = time.process_time()
-        result = await debate(f"{QUESTION} (case {i})", panel, provider, DebateOptions())
+        result = await debate(fresh_question(), panel, provider, DebateOptions())
         if i >= 3:  # the first debates warm caches up
             cpu += time.process_time() - cpu0
             calls += result.usage.llm_calls
