@@ -248,23 +248,32 @@ class Bench:
                 return await plain_call(kw, stream, self.long_text if stream else self.latency_text)
         return call
 
-    async def gateway(self) -> dict[str, float]:
-        """Our gateway vs plain llm().acompletion (same kwargs), non-streamed and streamed."""
-        self.latency_text = (await llm().acompletion(**request_kwargs(self.url, "openai", "latency-0"))).choices[0].message.content
+    async def gateway_calls(self, transport: str) -> tuple[LiteLLMGateway, Callable[[str, bool], Fn]]:
+        """A gateway and `ours(model, stream)`: one JSON-answer call through it on a seat of this transport,
+        checked once to deliver every streamed chunk to on_delta."""
         gw = LiteLLMGateway(settings(0, 0))
-        seat = Seat(name="p0", model="openai/latency-0", api_base=f"{self.url}/v1")
+        seat = Seat(name="p0", model="openai/latency-0", api_base=f"{self.url}/v1", transport=transport)  # type: ignore[arg-type]
         messages = opening_messages(seat, QUESTION, "en", new_marker())
         deltas: list[str] = []
 
         def ours(model: str, stream: bool) -> Fn:
             s = seat.model_copy(update={"model": f"openai/{model}"})
-            return lambda: gw.complete(s, messages, timeout_s=30, json_output=True,
-                                       on_delta=deltas.append if stream else None)
+
+            async def call() -> Any:
+                deltas.clear()
+                return await gw.complete(s, messages, timeout_s=30, json_output=True,
+                                         on_delta=deltas.append if stream else None)  # fmt: skip
+            return call
 
         await ours(f"stream-{self.chunks}", True)()
         if len(deltas) != self.chunks or "".join(deltas) != self.long_text:
             raise RuntimeError(f"on_delta saw {len(deltas)} chunks, expected {self.chunks}")
-        deltas.clear()
+        return gw, ours
+
+    async def gateway(self) -> dict[str, float]:
+        """Our gateway vs plain llm().acompletion (same kwargs), non-streamed and streamed."""
+        self.latency_text = (await llm().acompletion(**request_kwargs(self.url, "openai", "latency-0"))).choices[0].message.content
+        gw, ours = await self.gateway_calls("litellm")
         r = await compare({"ours": ours("latency-0", False), "plain": self.plain("openai", "latency-0")},
                           self.n, self.blocks)
         out = {"call": med(r["ours"]), "plain": med(r["plain"]),
@@ -300,19 +309,7 @@ class Bench:
 
     async def lean(self) -> dict[str, float]:
         """The gateway on transport = "openai-compatible": non-streamed and streamed, and the bare floor."""
-        gw = LiteLLMGateway(settings(0, 0))
-        seat = Seat(name="p0", model="openai/latency-0", api_base=f"{self.url}/v1", transport="openai-compatible")
-        messages = opening_messages(seat, QUESTION, "en", new_marker())
-        deltas: list[str] = []
-
-        def ours(model: str, stream: bool) -> Fn:
-            s = seat.model_copy(update={"model": f"openai/{model}"})
-            return lambda: gw.complete(s, messages, timeout_s=30, json_output=True,
-                                       on_delta=deltas.append if stream else None)
-
-        await ours(f"stream-{self.chunks}", True)()
-        if len(deltas) != self.chunks or "".join(deltas) != self.long_text:
-            raise RuntimeError(f"on_delta saw {len(deltas)} chunks, expected {self.chunks}")
+        gw, ours = await self.gateway_calls("openai-compatible")
         r = await compare({"call": ours("latency-0", False), "many": ours(f"stream-{self.chunks}", True),
                            "one": ours("stream-1", True)}, self.n, self.blocks)  # fmt: skip
         await gw.aclose()

@@ -327,6 +327,7 @@ class Store:
         async for attempt in overload_retrying(4):
             with attempt:
                 lost = []
+                rows: list[dict[str, Any]] = []  # every accepted write's events: one executemany at the end
                 async with self.engine.begin() as conn:
                     for w in sorted(batch, key=_row_order):  # stable: one debate's writes keep their order
                         if w.insert is not None:
@@ -347,10 +348,10 @@ class Store:
                         if not res.rowcount:
                             lost.append(w)
                             continue
-                        if w.events:
-                            await conn.execute(insert(EVENTS), [
-                                {"debate_id": w.debate_id, "seq": e.seq, "type": e.type, "payload": event_payload(e),
-                                 "created_at": t} for e in w.events])  # fmt: skip
+                        rows += [{"debate_id": w.debate_id, "seq": e.seq, "type": e.type, "payload": event_payload(e),
+                                  "created_at": t} for e in w.events]  # fmt: skip
+                    if rows:  # one statement for the batch, not one per write: each is a round trip to the driver thread
+                        await conn.execute(insert(EVENTS), rows)
         for w in batch:
             _settle(w, LeaseLostError(w.debate_id) if w in lost else None)
 
