@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 
 ERROR_KINDS = (
     "timeout",  # per-call timeout, 408, 504
@@ -75,8 +76,12 @@ class ProviderError(ConsensusError):
         status_code: int | None = None,
         retry_after_s: float | None = None,
         attempts: int = 1,
+        secrets: Sequence[str] = (),
     ) -> None:
         self.kind = kind if kind in ERROR_KINDS else "unknown"
+        for secret in secrets:  # the exact values sent (a server may echo them), before redact() shortens the text
+            if len(secret) >= 4 and secret != "none":
+                message = message.replace(secret, "[REDACTED]")
         self.message = redact(message)
         self.status_code = status_code
         self.retry_after_s = retry_after_s
@@ -92,6 +97,7 @@ _KEY_PATTERNS = [
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._\-]{8,}"),
     re.compile(r"(?i)((?:api[_-]?key|token|secret|password)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]{4,}"),
     re.compile(r"\bAIza[0-9A-Za-z_\-]{20,}"),
+    re.compile(r"(?i)(\b[a-z][a-z0-9+.\-]*://)[^\s/:@'\"]+:[^\s/@'\"]+@"),  # user:password@ in a URL (a proxy's)
 ]
 
 
@@ -109,5 +115,5 @@ def redact(text: str) -> str:
 def _keep_prefix(m: re.Match[str]) -> str:
     # Patterns with a label group keep the label ("api_key=") and drop the value.
     if m.re.groups and m.group(1) and not re.fullmatch(r"sk|pk|rk|ck", m.group(1)):
-        return m.group(1) + "[REDACTED]"
+        return m.group(1) + ("[REDACTED]@" if m.group(0).endswith("@") else "[REDACTED]")
     return "[REDACTED]"

@@ -48,6 +48,7 @@ def _scrubbed(err: ProviderError, kwargs: dict[str, Any]) -> ProviderError:
     key = kwargs.get("api_key")
     if isinstance(key, str) and len(key) >= 4 and key != "none":
         err.message = err.message.replace(key, "[REDACTED]")
+    err.args = (str(err),)  # Exception.args kept the text from before the scrub: repr() and pickling show args
     return err
 
 
@@ -57,17 +58,17 @@ _UNREADABLE = re.compile(  # json.JSONDecodeError's messages, as LiteLLM passes 
 )
 
 
-def classify(exc: BaseException) -> ProviderError:
-    """Map a LiteLLM (or asyncio) exception to our ProviderError with a kind."""
+def classify(exc: BaseException, secrets: tuple[str, ...] = ()) -> ProviderError:
+    """Map a LiteLLM (or asyncio) exception to our ProviderError with a kind; `secrets` never reach its text."""
     if isinstance(exc, ProviderError):
         return exc
     if "litellm" not in sys.modules:  # not LiteLLM's, then: classified by its own type and status alone
-        return _classify_other(exc, _retry_after(exc))
+        return _classify_other(exc, _retry_after(exc), secrets)
     from litellm import exceptions as llm_errors
 
     original = getattr(exc, "original_exception", None)
     if isinstance(exc, llm_errors.MidStreamFallbackError) and isinstance(original, Exception):
-        return classify(original)  # LiteLLM wraps every error raised mid-stream in this 503 subclass
+        return classify(original, secrets)  # LiteLLM wraps every error raised mid-stream in this 503 subclass
     status = getattr(exc, "status_code", None)
     msg = str(getattr(exc, "message", None) or exc) or type(exc).__name__
     retry_after = _retry_after(exc)
@@ -95,13 +96,14 @@ def classify(exc: BaseException) -> ProviderError:
     elif isinstance(exc, llm_errors.InternalServerError | llm_errors.ServiceUnavailableError | llm_errors.BadGatewayError):
         kind = "server"
     else:
-        return _classify_other(exc, retry_after)
+        return _classify_other(exc, retry_after, secrets)
     if "local model unavailable" in msg.lower():
         kind = "unavailable"
-    return ProviderError(kind, f"{type(exc).__name__}: {msg}", status_code=status, retry_after_s=retry_after)
+    return ProviderError(kind, f"{type(exc).__name__}: {msg}", status_code=status, retry_after_s=retry_after,
+                         secrets=secrets)  # fmt: skip
 
 
-def _classify_other(exc: BaseException, retry_after: float | None) -> ProviderError:
+def _classify_other(exc: BaseException, retry_after: float | None, secrets: tuple[str, ...] = ()) -> ProviderError:
     """An exception LiteLLM's classes do not name: by its HTTP status, or a broken reply, or unknown."""
     status = getattr(exc, "status_code", None)
     msg = str(getattr(exc, "message", None) or exc) or type(exc).__name__
@@ -117,7 +119,8 @@ def _classify_other(exc: BaseException, retry_after: float | None) -> ProviderEr
         kind = "malformed"
     if "local model unavailable" in msg.lower():
         kind = "unavailable"
-    return ProviderError(kind, f"{type(exc).__name__}: {msg}", status_code=status, retry_after_s=retry_after)
+    return ProviderError(kind, f"{type(exc).__name__}: {msg}", status_code=status, retry_after_s=retry_after,
+                         secrets=secrets)  # fmt: skip
 
 
 def _retry_after(exc: BaseException) -> float | None:
@@ -214,7 +217,8 @@ class LiteLLMGateway:
             except ProviderError as err:
                 raise _scrubbed(err, kwargs) from err.__cause__
             except Exception as exc:  # noqa: BLE001 - every provider failure is classified, none dropped
-                raise _scrubbed(classify(exc), kwargs) from exc
+                key = kwargs.get("api_key")
+                raise _scrubbed(classify(exc, (key,) if isinstance(key, str) else ()), kwargs) from exc
 
     def _kwargs(self, seat: Seat, messages: list[Message], timeout_s: float, json_output: bool) -> dict[str, Any]:
         kw: dict[str, Any] = {

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import re
 import time
 import urllib.request
 from collections.abc import AsyncIterable, AsyncIterator
@@ -20,12 +21,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import aiohttp.http_exceptions
 
 from consensus.errors import ProviderError
 from consensus.providers.base import DeltaSink, Message
 from consensus.types import Seat, Usage
-
-ERROR_TEXT_CHARS = 2000  # of an error body, kept in the message
 
 
 def request_body(seat: Seat, messages: list[Message], json_output: bool, stream: bool) -> dict[str, Any]:
@@ -49,10 +49,16 @@ class OpenAICompatClient:
     def __init__(self) -> None:
         self._http: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._retiring: asyncio.Task[None] | None = None
 
     def _session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
-        if self._http is None or self._http.closed or self._loop is not loop:
+        if self._http is not None and self._loop is not loop:
+            # Made on another event loop (an earlier asyncio.run): close it from this one. On a finished loop
+            # aiohttp only marks it closed, and no "Unclosed client session" is left behind.
+            old, self._http = self._http, None
+            self._retiring = loop.create_task(old.close())
+        if self._http is None or self._http.closed:
             # No pool cap here: the gateway's per-provider semaphore is the one concurrency limit.
             # read_bufsize: aiohttp refuses a line past twice this (64 KiB by default); one SSE chunk may be long.
             self._http = aiohttp.ClientSession(
@@ -74,41 +80,70 @@ class OpenAICompatClient:
         url = f"{(seat.api_base or '').rstrip('/')}/chat/completions"
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         body = request_body(seat, messages, json_output, stream=on_delta is not None)
+        secrets = (api_key,) if api_key else ()
         try:
             async with self._session().post(url, json=body, headers=headers, proxy=proxy_for(url)) as resp:
                 if resp.status != 200:
-                    raise _http_error(resp.status, await resp.read(), resp.headers)
-                if on_delta is None:
-                    return _parse_reply(await resp.read())
-                return await read_stream(resp.content, on_delta)
+                    raise _http_error(resp.status, await resp.read(), resp.headers, secrets)
+                if on_delta is None or resp.content_type != "text/event-stream":
+                    # A server (or a proxy) that ignores stream=true answers with the whole completion: take it.
+                    text, usage = _parse_reply(await resp.read())
+                    if on_delta is not None and text:
+                        on_delta(text)
+                    return text, usage
+                return await read_stream(resp.content, on_delta, secrets)
         except aiohttp.InvalidURL as exc:
             raise ProviderError("bad_request", f"invalid api_base URL: {exc}") from exc
+        except aiohttp.ClientHttpProxyError as exc:  # the proxy refused: 407 is a credential problem, not a blip
+            kind = _kind(exc.status, "")
+            raise ProviderError(kind, f"the proxy answered HTTP {exc.status}: {exc.message}", status_code=exc.status) from exc
         except aiohttp.ClientPayloadError as exc:  # the body broke off mid-way
             raise ProviderError("connection", f"connection broke mid-reply: {exc}") from exc
         except aiohttp.ClientError as exc:  # refused, reset, DNS, TLS: the request may not have arrived
             raise ProviderError("connection", f"connection error: {type(exc).__name__}: {exc}") from exc
+        except (aiohttp.http_exceptions.HttpProcessingError, ValueError) as exc:  # a line past 2 MiB, a broken reply
+            raise ProviderError("malformed", f"unreadable reply: {type(exc).__name__}: {exc}") from exc
 
 
 @functools.cache
 def proxy_for(url: str) -> str | None:
-    """The proxy HTTP(S)_PROXY and NO_PROXY name for this URL, read once per URL: aiohttp's trust_env would read
-    them in a worker thread on every request (a third of this client's CPU per call, measured)."""
+    """The proxy HTTP(S)_PROXY / ALL_PROXY and NO_PROXY name for this URL, read once per URL: aiohttp's trust_env
+    would read them in a worker thread on every request (a third of this client's CPU per call, measured)."""
     parts = urlsplit(url)
     if parts.hostname and urllib.request.proxy_bypass(parts.hostname):
         return None
-    return urllib.request.getproxies().get(parts.scheme) or None
+    proxies = urllib.request.getproxies()
+    return proxies.get(parts.scheme) or proxies.get("all") or None
 
 
 def _parse_reply(raw: bytes) -> tuple[str, Usage]:
     data = _json(raw, "reply")
     try:
-        message = data["choices"][0]["message"]
-        text = message.get("content") or ""
+        content = data["choices"][0]["message"].get("content")
     except (KeyError, IndexError, TypeError, AttributeError) as exc:
         raise ProviderError("malformed", f"a reply without choices[0].message: {_snippet(raw)}") from exc
-    if not isinstance(text, str):
+    text = _text(content)
+    if text is None:
         raise ProviderError("malformed", f"message content is not text: {_snippet(raw)}")
-    return text, _usage(data.get("usage"))
+    return text, _estimated(_usage(data.get("usage")), text)
+
+
+def _text(content: Any) -> str | None:
+    """A message's text: a string, or the text parts of a list of parts (images, thinking... are skipped)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(p.get("text") or "") for p in content if isinstance(p, dict) and p.get("type", "text") == "text")
+    return None
+
+
+def _estimated(usage: Usage, text: str) -> Usage:
+    """A server that reports no usage: an estimate from the text (4 characters a token), never zero."""
+    if usage.total_tokens:
+        return usage
+    return Usage(completion_tokens=max(1, len(text) // 4), total_tokens=max(1, len(text) // 4))
 
 
 async def _sse_data(lines: AsyncIterable[bytes]) -> AsyncIterator[str]:
@@ -118,7 +153,7 @@ async def _sse_data(lines: AsyncIterable[bytes]) -> AsyncIterator[str]:
     """
     data: list[str] = []
     async for raw in lines:
-        line = raw.decode("utf-8").rstrip("\r\n")
+        line = raw.decode("utf-8", "replace").rstrip("\r\n")  # as the SSE spec decodes: a stray byte is not fatal
         if not line:
             if data:
                 yield "\n".join(data)
@@ -129,21 +164,21 @@ async def _sse_data(lines: AsyncIterable[bytes]) -> AsyncIterator[str]:
         yield "\n".join(data)
 
 
-async def read_stream(lines: AsyncIterable[bytes], on_delta: DeltaSink) -> tuple[str, Usage]:
+async def read_stream(lines: AsyncIterable[bytes], on_delta: DeltaSink, secrets: tuple[str, ...] = ()) -> tuple[str, Usage]:
     """The answer's text and usage from an OpenAI chat stream's lines; ProviderError when it breaks."""
     parts: list[str] = []
     usage = Usage()
     finished = False
     async for data in _sse_data(lines):
         if data == "[DONE]":
+            finished = True  # the explicit end, finish_reason or not
             break
         chunk = _json(data.encode(), "stream chunk")
-        if "error" in chunk:
-            err = chunk["error"] if isinstance(chunk["error"], dict) else {"message": str(chunk["error"])}
-            raise ProviderError("server", f"the server broke off the stream: {err.get('message') or err}")
+        if chunk.get("error"):  # an error sent after the 200 (vLLM does), classified like an HTTP error
+            raise _stream_error(chunk["error"], secrets)
         for choice in chunk.get("choices") or []:
-            piece = (choice.get("delta") or {}).get("content")
-            if isinstance(piece, str) and piece:
+            piece = _text((choice.get("delta") or {}).get("content"))
+            if piece:
                 parts.append(piece)
                 on_delta(piece)
             if choice.get("finish_reason"):
@@ -153,9 +188,17 @@ async def read_stream(lines: AsyncIterable[bytes], on_delta: DeltaSink) -> tuple
     text = "".join(parts)
     if not finished:
         raise ProviderError("connection", f"the stream ended before the answer finished ({len(text)} characters in)")
-    if usage.total_tokens == 0:  # a server that does not report usage on streams: an estimate, never zero
-        usage = Usage(completion_tokens=max(1, len(text) // 4), total_tokens=max(1, len(text) // 4))
-    return text, usage
+    return text, _estimated(usage, text)
+
+
+def _stream_error(err: Any, secrets: tuple[str, ...]) -> ProviderError:
+    detail = err if isinstance(err, dict) else {"message": str(err)}
+    code = detail.get("code")
+    status = int(code) if isinstance(code, int) or (isinstance(code, str) and code.isdigit()) else None
+    label = str(detail.get("type") or code or "")
+    message = str(detail.get("message") or detail)
+    kind = _kind(status, f"{label} {message}".lower()) if status else _kind_without_status(f"{label} {message}".lower())
+    return ProviderError(kind, f"the server broke off the stream: {message}", status_code=status, secrets=secrets)
 
 
 def _json(raw: bytes, what: str) -> dict[str, Any]:
@@ -176,7 +219,38 @@ def _usage(u: Any) -> Usage:
     return Usage(prompt_tokens=p, completion_tokens=c, total_tokens=int(u.get("total_tokens") or p + c))
 
 
-def _http_error(status: int, raw: bytes, headers: Any) -> ProviderError:
+_CONTEXT = re.compile(r"context[ _-]?(length|size|window)|exceed_context|maximum context|too many tokens|prompt is too long")
+
+
+def _kind(status: int, lowered: str) -> str:
+    """The error kind an HTTP status (and the server's words) means for the retry policy."""
+    if status == 429:
+        return "rate_limit"
+    if status in (408, 504):
+        return "timeout"
+    if status in (401, 403, 407):
+        return "auth"
+    if status == 404:
+        return "not_found"
+    if status >= 500:
+        return "server"
+    return "context_overflow" if _CONTEXT.search(lowered) else "bad_request"
+
+
+def _kind_without_status(lowered: str) -> str:
+    """An error object without a numeric code (sent mid-stream): by its type and words; a blip unless they say not."""
+    if _CONTEXT.search(lowered):
+        return "context_overflow"
+    if "rate" in lowered and "limit" in lowered:
+        return "rate_limit"
+    if any(w in lowered for w in ("invalid_request", "badrequest", "bad_request", "invalid request")):
+        return "bad_request"
+    if any(w in lowered for w in ("authentication", "permission", "unauthorized", "forbidden")):
+        return "auth"
+    return "server"
+
+
+def _http_error(status: int, raw: bytes, headers: Any, secrets: tuple[str, ...] = ()) -> ProviderError:
     """The kind an HTTP error status means for the retry policy, with the server's own message."""
     detail: Any = None
     try:
@@ -184,26 +258,13 @@ def _http_error(status: int, raw: bytes, headers: Any) -> ProviderError:
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
         pass
     if isinstance(detail, dict):
-        message, code = str(detail.get("message") or ""), str(detail.get("code") or detail.get("type") or "")
+        message, code = str(detail.get("message") or ""), f"{detail.get('code') or ''} {detail.get('type') or ''}"
     else:
-        message, code = str(detail or "") or _snippet(raw), ""
-    lowered = f"{code} {message}".lower()
-    if status == 429:
-        kind = "rate_limit"
-    elif status in (408, 504):
-        kind = "timeout"
-    elif status in (401, 403):
-        kind = "auth"
-    elif status == 404:
-        kind = "not_found"
-    elif status >= 500:
-        kind = "server"
-    elif "context_length" in lowered or ("context" in lowered and "length" in lowered):
-        kind = "context_overflow"
-    else:
-        kind = "bad_request"
+        message, code = str(detail or "") or raw.decode("utf-8", "replace"), ""
+    kind = _kind(status, f"{code} {message}".lower())
     retry_after = retry_after_s(headers.get("retry-after")) if status in (429, 503) else None
-    return ProviderError(kind, f"HTTP {status}: {message[:ERROR_TEXT_CHARS]}", status_code=status, retry_after_s=retry_after)
+    return ProviderError(kind, f"HTTP {status}: {message}", status_code=status, retry_after_s=retry_after,
+                         secrets=secrets)  # fmt: skip
 
 
 def retry_after_s(value: str | None) -> float | None:
