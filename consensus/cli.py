@@ -137,7 +137,8 @@ class LiveView:
             if e.round != self.round:
                 self.round = e.round or 0
                 self.text = {k: "" for k in self.text}
-            self.text[e.panelist] += e.delta or ""
+            restart = bool(e.data and e.data.get("restart"))  # a retry (or another seat) starts over
+            self.text[e.panelist] = (e.delta or "") if restart else self.text[e.panelist] + (e.delta or "")
             self.state[e.panelist] = f"round {e.round}: answering"
         elif e.type == "answer.completed" and e.answer and e.panelist:
             a = e.answer
@@ -148,7 +149,8 @@ class LiveView:
         elif e.type == "round.completed" and e.round_result and e.round_result.agreement:
             self.agreement = e.round_result.agreement.score
         elif e.type == "consensus.delta":
-            self.consensus += e.delta or ""
+            restart = bool(e.data and e.data.get("restart"))
+            self.consensus = (e.delta or "") if restart else self.consensus + (e.delta or "")
 
     def render(self) -> Group:
         head = Text(f"Round {self.round}", style="bold")

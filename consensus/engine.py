@@ -150,6 +150,7 @@ class _Debate:
         self.index = {s.name: i for i, s in enumerate(panel.panelists)}
         self.pending: dict[str, ModelAnswer | None] = {}
         self.ended = False
+        self.streamed: set[tuple[str, int | None, str | None]] = set()  # streams that showed text
 
     def emit(self, type_: str, **fields: Any) -> None:
         self.seq += 1
@@ -162,7 +163,18 @@ class _Debate:
     def sink(self, type_: str, round_: int | None, name: str) -> DeltaSink | None:
         if not self.watching():
             return None
-        return lambda text: self.emit(type_, round=round_, panelist=name, delta=text)
+        # One stream per panelist's answer in a round, and one for the consensus whichever seat writes it: a
+        # fallback synthesizer starts the consensus stream over.
+        key = (type_, round_, None if type_ == "consensus.delta" else name)
+        first = [key in self.streamed]
+
+        def emit(text: str, restart: bool = False) -> None:
+            again = restart or first[0]
+            first[0] = False
+            self.streamed.add(key)
+            self.emit(type_, round=round_, panelist=name, delta=text, data={"restart": True} if again else None)
+
+        return emit
 
     async def run(self) -> None:
         r = self.result

@@ -205,6 +205,9 @@ async def sse_stream(svc: Any, debate_id: str, after: int) -> AsyncIterator[byte
 def event_json(e: DebateEvent) -> str:
     """An event as JSON: token deltas compact, every other event whole (nulls kept, as in the API)."""
     if e.type.endswith(".delta"):
-        return json.dumps({"type": e.type, "seq": e.seq, "debate_id": e.debate_id, "round": e.round,
-                           "panelist": e.panelist, "delta": e.delta}, ensure_ascii=False)  # fmt: skip
+        out = {"type": e.type, "seq": e.seq, "debate_id": e.debate_id, "round": e.round, "panelist": e.panelist,
+               "delta": e.delta}  # fmt: skip
+        if e.data:  # {"restart": true}: this stream starts over (a retried call, a fallback synthesizer)
+            out["data"] = e.data
+        return json.dumps(out, ensure_ascii=False)
     return e.model_dump_json()

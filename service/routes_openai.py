@@ -113,20 +113,33 @@ async def _stream(svc: Any, debate_id: str, cid: str, created: int, include_usag
         return format_sse_event(data_str=json.dumps(body, ensure_ascii=False))
 
     yield chunk({"role": "assistant", "content": ""})
-    streamed = False
+    sent = ""  # the content this stream has sent: a client cannot be told to take it back
+    live = True  # deltas go out as they come, until the synthesis starts over after some were sent
     final: DebateResult | None = None
     async for e in svc.runner.follow(debate_id, 0):
         if e is None:
             yield format_sse_event(comment="ping")
         elif e.type == "consensus.delta" and e.delta:
-            streamed = True
-            yield chunk({"content": e.delta})
+            if e.data and e.data.get("restart") and sent:
+                live = False  # what follows would be appended to the broken-off text: wait for the whole answer
+            if live:
+                sent += e.delta
+                yield chunk({"content": e.delta})
         elif e.result is not None:
             final = e.result
-    if final is not None and final.consensus is not None:
-        if not streamed:
-            yield chunk({"content": final.consensus.answer})
+    answer = final.consensus.answer if final is not None and final.consensus is not None else None
+    shown = sent.strip()  # the consensus is the synthesis's text, stripped
+    if final is not None and answer is not None and answer.startswith(shown):
+        if answer[len(shown):]:
+            yield chunk({"content": answer[len(shown):]})  # the rest: all of it when nothing was streamed
         yield chunk({}, "stop", consensus=extra(final))
+    elif final is not None and answer is not None:
+        # The synthesis broke off after part of it was sent and was written again differently: the streamed
+        # content is not the answer, and a stream cannot retract it. Say so as an error, with the answer.
+        error = {"message": "the synthesis was interrupted and written again after part of it was streamed; "
+                            "the whole answer is in consensus.answer", "type": "upstream_error", "param": None,
+                 "code": "stream_restarted", "consensus": {**extra(final), "answer": answer}}  # fmt: skip
+        yield format_sse_event(data_str=json.dumps({"error": error}, ensure_ascii=False))
     else:
         # The 200 is long gone: say it the way OpenAI's streams do, as an error object (the SDK raises APIError),
         # never as assistant text a client would show as the answer.

@@ -462,7 +462,8 @@ class Runner:
                 if debate_id in self.tasks or not self.hub.watched(debate_id):
                     return
                 deltas = [DebateEvent(type=type_, seq=seq, debate_id=debate_id, round=round_, panelist=panelist,
-                                      delta=delta) for seq, type_, round_, panelist, delta in data["e"]]  # fmt: skip
+                                      delta=delta, data={"restart": True} if restart else None)
+                          for seq, type_, round_, panelist, delta, restart in data["e"]]  # fmt: skip
                 self._spawn(self._relay(debate_id, deltas))
 
         await driver.add_listener(NOTIFY_CHANNEL, on_notify)
@@ -500,7 +501,7 @@ def delta_payloads(batches: dict[str, list[DebateEvent]]) -> list[str]:
         rows: list[list[Any]] = []
         size = 0
         for e in events:
-            row = [e.seq, e.type, e.round, e.panelist, e.delta]
+            row = [e.seq, e.type, e.round, e.panelist, e.delta, bool(e.data and e.data.get("restart"))]
             n = len(json.dumps(row, ensure_ascii=False).encode())
             if n > NOTIFY_MAX_BYTES - 200:
                 continue  # followers still get the whole answer with answer.completed

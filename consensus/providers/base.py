@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Protocol
 
 from pydantic import BaseModel, Field
@@ -27,7 +26,12 @@ class Completion(BaseModel):
     attempts: int = 1
 
 
-DeltaSink = Callable[[str], None]
+class DeltaSink(Protocol):
+    """Where streamed text goes. `restart=True`: what this stream showed so far is void (its attempt broke off and
+    a retry, or another seat, starts over); this text begins the new one."""
+
+    def __call__(self, text: str, restart: bool = False) -> None: ...
+
 
 
 class Provider(Protocol):

@@ -177,6 +177,7 @@ class LiteLLMGateway:
             return backoff_s(state.attempt_number, ra, max_retry_after_s=s.max_retry_after_s)
 
         started = time.perf_counter()
+        sink = _RestartingSink(on_delta) if on_delta is not None else None
         try:
             async for attempt in AsyncRetrying(
                 # The budget counts from the end of a first call that used its whole timeout: counted from the
@@ -188,7 +189,9 @@ class LiteLLMGateway:
             ):
                 with attempt:
                     attempts += 1
-                    result = await self._call_once(seat, messages, timeout_s, json_output, on_delta)
+                    if sink is not None:
+                        sink.new_attempt()
+                    result = await self._call_once(seat, messages, timeout_s, json_output, sink)
         except ProviderError as err:
             err.attempts = attempts
             raise
@@ -277,6 +280,20 @@ class LiteLLMGateway:
         if usage.total_tokens == 0:
             usage = Usage(completion_tokens=max(1, len(text) // 4), total_tokens=max(1, len(text) // 4))
         return Completion(text=text, usage=usage, cost_usd=_cost(seat, usage, None))
+
+
+class _RestartingSink:
+    """The caller's sink, told to start over when a retry follows an attempt whose text it already showed."""
+
+    def __init__(self, sink: DeltaSink) -> None:
+        self.sink, self.shown, self.restart = sink, False, False
+
+    def new_attempt(self) -> None:
+        self.restart = self.shown
+
+    def __call__(self, text: str, restart: bool = False) -> None:
+        self.sink(text, restart=True) if self.restart or restart else self.sink(text)
+        self.shown, self.restart = True, False
 
 
 def _usage(u: Any) -> Usage:

@@ -293,7 +293,7 @@ var ConsensusCore = (function () {
           case "answer.delta": onDelta(data); break;
           case "answer.completed": onAnswer(data.answer, true); break;
           case "round.completed": onRound(data.round_result); break;
-          case "consensus.delta": onSynthDelta(data.delta || ""); break;
+          case "consensus.delta": onSynthDelta(data.delta || "", restarted(data)); break;
           case "consensus.completed": onConsensus(data.consensus); break;
           case "debate.completed":
           case "debate.failed":
@@ -343,9 +343,12 @@ var ConsensusCore = (function () {
         return tr;
       }
 
+      // A retried call (or a fallback synthesizer) starts its stream over: what it showed before is void.
+      function restarted(d) { return !!(d.data && d.data.restart); }
+
       function onDelta(d) {
         var tr = turn(column(d.panelist), d.round);
-        tr.raw += d.delta || "";
+        tr.raw = (restarted(d) ? "" : tr.raw) + (d.delta || "");
         tr.text.textContent = partialAnswer(tr.raw);
       }
 
@@ -409,9 +412,9 @@ var ConsensusCore = (function () {
         show(el.positions);
       }
 
-      function onSynthDelta(delta) {
+      function onSynthDelta(delta, restart) {
         show(el.consensus);
-        st.synth += delta;
+        st.synth = (restart ? "" : st.synth) + delta;
         el["c-text"].textContent = st.synth;
       }
 

@@ -76,3 +76,32 @@ def test_a_failed_debate_is_an_error_not_an_answer(client, stub, stream):
             client.chat.completions.create(model="consensus", messages=msgs)
     assert info.value.body["code"] == "debate_failed" and "could not answer" in info.value.message
     assert "".join(texts) == ""  # nothing a client would show as the assistant's answer
+
+
+CONSENSUS = "The consensus: Paris is the capital of France, as every panelist said."
+CUT = {"fault": "cut", "text": CONSENSUS, "chunk_chars": 5}
+
+
+def stream_text(client) -> str:
+    msgs = [{"role": "user", "content": "Capital of France?"}]
+    return "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+        model="consensus", messages=msgs, stream=True) if c.choices)  # fmt: skip
+
+
+def test_a_synthesis_retried_after_part_of_it_streamed_still_streams_the_answer_once(client, stub):
+    """The synthesizer's stream breaks off and the retry writes the same text: the client gets the answer once,
+    not the broken-off start followed by the whole answer."""
+    stub.script("alice", [{"text": ans("Paris")}, CUT, {"text": CONSENSUS, "chunk_chars": 5}])
+    assert stream_text(client) == CONSENSUS
+    assert stub.hits("alice") == 3
+
+
+def test_a_synthesis_rewritten_differently_after_part_of_it_streamed_is_an_error_with_the_answer(client, stub):
+    """A stream cannot take back what it sent: when the retry writes something else, the SDK raises
+    (code stream_restarted) and the error carries the whole answer, instead of a spliced text."""
+    stub.script("alice", [{"text": ans("Paris")}, CUT, {"text": "Paris.", "chunk_chars": 5}])
+    texts: list[str] = []
+    with pytest.raises(openai.APIError) as info:
+        texts.append(stream_text(client))
+    assert info.value.body["code"] == "stream_restarted"
+    assert info.value.body["consensus"]["answer"] == "Paris."

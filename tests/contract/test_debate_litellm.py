@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from consensus.engine import DebateOptions, debate
+from consensus.engine import DebateOptions, debate, run_debate
 from consensus.errors import ProviderError
 from consensus.providers.base import Message
 from consensus.types import DebateSettings, Panel, Seat
@@ -81,6 +81,24 @@ async def test_synthesizer_down_falls_back(stub, transport, gateway):
     assert "judge failed (server" in r.consensus.fallback_reason
     assert stub.hits("judge") == 3  # 5xx retried: max_attempts=3, no second retry layer
     assert r.usage.llm_calls == sum(stub.hits().values()) == 7  # the judge's three tries count (they were lost)
+
+
+async def test_a_fallback_synthesizer_starts_the_consensus_stream_over(stub, transport, gateway):
+    """The judge's stream breaks off after some text; a panelist's synthesis follows. Its first delta says restart,
+    so a listener shows that synthesis, not the judge's broken-off start with it appended."""
+    for n in ("alice", "bob", "carol"):
+        stub.script(n, [{"text": ans("4")}, {"text": f"{n} writes the consensus: 4", "chunk_chars": 4}])
+    stub.script("judge", [{"fault": "cut", "text": "The judge begins a long consensus and then", "chunk_chars": 4}])
+    panel = panel_on(stub, transport, synth="judge", max_attempts=1)
+    shown, restarts, result = "", 0, None
+    async for e in run_debate("What is 2+2?", panel, gateway(panel.debate), DebateOptions(language="en", stream=True)):
+        if e.type == "consensus.delta":
+            restart = bool(e.data and e.data.get("restart"))
+            shown, restarts = (e.delta if restart else shown + e.delta), restarts + restart
+        result = e.result or result
+    synth = result.consensus.synthesizer
+    assert synth in ("alice", "bob", "carol") and result.consensus.fallback, result.consensus.fallback_reason
+    assert restarts == 1 and shown == result.consensus.answer == f"{synth} writes the consensus: 4"
 
 
 async def test_exact_retry_counts_and_retry_after(stub, transport, gateway):

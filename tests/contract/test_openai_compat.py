@@ -40,15 +40,26 @@ async def test_the_request_on_the_wire(stub, gateway):
     assert "response_format" not in streamed
 
 
-async def test_a_cut_stream_is_a_connection_error_and_is_retried(stub, gateway):
+class Screen:
+    """A delta sink that shows text the way the CLI and the page do: a restart clears what was shown."""
+
+    def __init__(self):
+        self.text, self.restarts = "", 0
+
+    def __call__(self, text, restart=False):
+        self.restarts += restart
+        self.text = text if restart else self.text + text
+
+
+async def test_a_cut_stream_is_retried_and_its_listener_told_to_start_over(stub, gateway):
     stub.script("alice", [{"fault": "cut", "text": "a long answer that breaks off"}, {"text": "whole answer"}])
-    seen = []
-    done = await gateway(DebateSettings(max_attempts=2)).complete(
-        lean(stub, "alice"), HI, timeout_s=5, on_delta=seen.append)  # fmt: skip
+    screen = Screen()
+    done = await gateway(DebateSettings(max_attempts=2)).complete(lean(stub, "alice"), HI, timeout_s=5, on_delta=screen)
     assert done.text == "whole answer" and done.attempts == 2 and stub.hits("alice") == 2
+    assert screen.text == "whole answer" and screen.restarts == 1  # not "a long answer th" + "whole answer"
     stub.script("bob", [{"fault": "cut", "text": "a long answer that breaks off"}])
     with pytest.raises(ProviderError) as info:
-        await gateway(DebateSettings(max_attempts=2)).complete(lean(stub, "bob"), HI, timeout_s=5, on_delta=seen.append)
+        await gateway(DebateSettings(max_attempts=2)).complete(lean(stub, "bob"), HI, timeout_s=5, on_delta=Screen())
     assert info.value.kind == "connection" and "before the answer finished" in info.value.message
     assert stub.hits("bob") == 2
 

@@ -57,3 +57,22 @@ async def test_a_tie_is_printed_as_no_majority():
     with cli.out.capture() as cap:
         cli.print_result(r)
     assert "no majority (a tie: 1-1-1)" in cap.get() and "majority '3'" not in cap.get()
+
+
+def test_the_live_view_starts_a_stream_over_when_told():
+    """A retried call (or a fallback synthesizer) starts over: its first delta carries data.restart."""
+    from consensus.types import DebateEvent
+
+    view = cli.LiveView(panel(("a", "b")))
+
+    def delta(type_, text, restart=False, who="a"):
+        return DebateEvent(type=type_, seq=1, debate_id="d", round=0, panelist=who, delta=text,
+                           data={"restart": True} if restart else None)  # fmt: skip
+
+    for e in (delta("answer.delta", "a long ans"), delta("answer.delta", "Four.", restart=True),
+              delta("answer.delta", " Sure.")):  # fmt: skip
+        view.update(e)
+    assert view.text["a"] == "Four. Sure."
+    for e in (delta("consensus.delta", "The judge beg"), delta("consensus.delta", "All say 4.", restart=True)):
+        view.update(e)
+    assert view.consensus == "All say 4."
