@@ -137,6 +137,19 @@ def _row_order(w: _Write) -> str:
     return w.debate_id
 
 
+def _groups(writes: list[_Write]) -> list[list[_Write]]:
+    """Runs of updates to one debate by one owner, cut after a release; an insert stands alone."""
+    out: list[list[_Write]] = []
+    for w in writes:
+        prev = out[-1][-1] if out else None
+        if (prev is not None and w.insert is None and prev.insert is None and not prev.release
+                and prev.debate_id == w.debate_id and prev.owner == w.owner):  # fmt: skip
+            out[-1].append(w)
+        else:
+            out.append([w])
+    return out
+
+
 def _settle(w: _Write, exc: BaseException | None) -> None:
     if w.done is not None and not w.done.done():
         if exc is None:
@@ -321,7 +334,11 @@ class Store:
                         _settle(w, alone)
 
     async def _commit(self, batch: list[_Write]) -> None:
-        """One transaction for the batch; each write's lease check decides for that write alone."""
+        """One transaction for the batch; each write's lease check decides for that write alone.
+
+        Consecutive writes of one debate by one owner (the answers of a round land together) share one UPDATE:
+        only the last may release the lease and only the last result is stored, as if they ran one by one.
+        """
         t = now()
         lost: list[_Write] = []
         async for attempt in overload_retrying(4):
@@ -329,27 +346,30 @@ class Store:
                 lost = []
                 rows: list[dict[str, Any]] = []  # every accepted write's events: one executemany at the end
                 async with self.engine.begin() as conn:
-                    for w in sorted(batch, key=_row_order):  # stable: one debate's writes keep their order
-                        if w.insert is not None:
-                            await conn.execute(insert(DEBATES).values(**w.insert))
+                    for group in _groups(sorted(batch, key=_row_order)):  # stable: a debate's writes keep their order
+                        first, last = group[0], group[-1]
+                        if first.insert is not None:
+                            await conn.execute(insert(DEBATES).values(**first.insert))
                             continue
                         values: dict[str, Any] = {"updated_at": t}
-                        if w.events:
-                            values["last_seq"] = max(e.seq for e in w.events)
-                        if w.result is not None:
-                            values["result"] = w.result.model_dump(mode="json")
-                            values["status"] = w.result.status.value
-                        if w.release:
+                        events = [e for w in group for e in w.events]
+                        if events:
+                            values["last_seq"] = max(e.seq for e in events)
+                        result = next((w.result for w in reversed(group) if w.result is not None), None)
+                        if result is not None:
+                            values["result"] = result.model_dump(mode="json")
+                            values["status"] = result.status.value
+                        if last.release:
                             values["lease_owner"] = values["lease_until"] = None
-                        mine = (DEBATES.c.id == w.debate_id) & (DEBATES.c.status == "running")
-                        if w.owner is not None:
-                            mine &= DEBATES.c.lease_owner == w.owner
+                        mine = (DEBATES.c.id == first.debate_id) & (DEBATES.c.status == "running")
+                        if first.owner is not None:
+                            mine &= DEBATES.c.lease_owner == first.owner
                         res = await conn.execute(update(DEBATES).where(mine).values(**values))
                         if not res.rowcount:
-                            lost.append(w)
+                            lost += group
                             continue
-                        rows += [{"debate_id": w.debate_id, "seq": e.seq, "type": e.type, "payload": event_payload(e),
-                                  "created_at": t} for e in w.events]  # fmt: skip
+                        rows += [{"debate_id": first.debate_id, "seq": e.seq, "type": e.type, "payload": event_payload(e),
+                                  "created_at": t} for e in events]  # fmt: skip
                     if rows:  # one statement for the batch, not one per write: each is a round trip to the driver thread
                         await conn.execute(insert(EVENTS), rows)
         for w in batch:

@@ -51,6 +51,43 @@ def test_a_batch_commits_the_good_writes_and_fails_only_the_bad_ones(tmp_path):
     asyncio.run(go())
 
 
+def test_one_debates_writes_in_a_batch_share_an_update_as_if_they_ran_one_by_one(tmp_path):
+    """A round's answers land together: one UPDATE stores them all, with the last result; a write after a finish
+    in the same batch is refused, as it would be alone (the finish ended the lease)."""
+    from sqlalchemy import event
+
+    async def go() -> None:
+        store = Store(f"sqlite+aiosqlite:///{tmp_path}/s.db")
+        await store.migrate()
+        result = new_result("q?", stub_panel(_Stub()), DebateOptions())
+        await store.create_debate(result, {}, None, None, owner="me", lease_s=30)
+        updates: list[str] = []
+        event.listen(store.engine.sync_engine, "before_cursor_execute",
+                     lambda _c, _cur, sql, *_a: updates.append(sql) if sql.startswith("UPDATE debates") else None)
+        snapshot = result.model_copy(update={"max_rounds": 7})
+        done = result.model_copy(update={"status": result.status.__class__("completed")})
+
+        def ev(seq: int) -> list[DebateEvent]:
+            return [DebateEvent(type="answer.completed", seq=seq, debate_id=result.id)]
+
+        outcomes = await asyncio.gather(
+            store.record(result.id, ev(1), None, "me"),
+            store.record(result.id, ev(2), snapshot, "me"),
+            store.record(result.id, ev(3), None, "me"),
+            store.finish(result.id, done, ev(4), "me"),
+            store.record(result.id, ev(5), None, "me"),  # after the finish: not leased any more
+            return_exceptions=True,
+        )
+        assert outcomes[:4] == [None] * 4 and isinstance(outcomes[4], LeaseLostError)
+        assert len(updates) == 2  # the four up to the finish together, the late one alone
+        row = await store.get(result.id)
+        assert [e.seq for e in await store.events_after(result.id, 0)] == [1, 2, 3, 4]
+        assert (row.status, row.last_seq, row.lease_owner) == ("completed", 4, None)
+        await store.close()
+
+    asyncio.run(go())
+
+
 def test_finish_stores_the_end_and_releases_the_lease_only_for_its_owner(tmp_path):
     async def go() -> None:
         store = Store(f"sqlite+aiosqlite:///{tmp_path}/s.db")
