@@ -166,11 +166,11 @@ class _Debate:
         # One stream per panelist's answer in a round, and one for the consensus whichever seat writes it: a
         # fallback synthesizer starts the consensus stream over.
         key = (type_, round_, None if type_ == "consensus.delta" else name)
-        first = [key in self.streamed]
+        shown_before = key in self.streamed
 
         def emit(text: str, restart: bool = False) -> None:
-            again = restart or first[0]
-            first[0] = False
+            nonlocal shown_before
+            again, shown_before = restart or shown_before, False
             self.streamed.add(key)
             self.emit(type_, round=round_, panelist=name, delta=text, data={"restart": True} if again else None)
 

@@ -79,10 +79,7 @@ class ProviderError(ConsensusError):
         secrets: Sequence[str] = (),
     ) -> None:
         self.kind = kind if kind in ERROR_KINDS else "unknown"
-        for secret in secrets:  # the exact values sent (a server may echo them), before redact() shortens the text
-            if len(secret) >= 4 and secret != "none":
-                message = message.replace(secret, "[REDACTED]")
-        self.message = redact(message)
+        self.message = redact(scrub(message, secrets))  # the exact values first: redact() shortens the text
         self.status_code = status_code
         self.retry_after_s = retry_after_s
         self.attempts = attempts
@@ -99,6 +96,14 @@ _KEY_PATTERNS = [
     re.compile(r"\bAIza[0-9A-Za-z_\-]{20,}"),
     re.compile(r"(?i)(\b[a-z][a-z0-9+.\-]*://)[^\s/:@'\"]+:[^\s/@'\"]+@"),  # user:password@ in a URL (a proxy's)
 ]
+
+
+def scrub(text: str, secrets: Sequence[str]) -> str:
+    """`text` without these exact values (the keys a call sent: a server may echo them under any name)."""
+    for secret in secrets:
+        if len(secret) >= 4 and secret != "none":  # "none": what keyless OpenAI-compatible servers are sent
+            text = text.replace(secret, "[REDACTED]")
+    return text
 
 
 def redact(text: str) -> str:

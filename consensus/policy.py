@@ -3,8 +3,32 @@
 from __future__ import annotations
 
 import random
+import re
 
 RETRYABLE_KINDS = frozenset({"timeout", "rate_limit", "server", "connection"})
+
+
+_CONTEXT = re.compile(r"context[ _-]?(length|size|window)|exceed_context|maximum context|too many tokens|prompt is too long")
+
+
+def overflows_context(words: str) -> bool:
+    """The server's words (lower-cased) say the prompt did not fit the model's context."""
+    return _CONTEXT.search(words) is not None
+
+
+def kind_for_status(status: int, words: str = "") -> str:
+    """The error kind an HTTP status means for the retry policy; `words` (lower-cased) tell a 4xx context overflow."""
+    if status == 429:
+        return "rate_limit"
+    if status in (408, 504):
+        return "timeout"
+    if status in (401, 403, 407):
+        return "auth"
+    if status == 404:
+        return "not_found"
+    if status >= 500:
+        return "server"
+    return "context_overflow" if overflows_context(words) else "bad_request"
 
 
 def is_retryable(kind: str) -> bool:

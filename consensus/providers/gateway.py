@@ -20,10 +20,10 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 from asyncio_throttle import Throttler  # type: ignore[attr-defined]  # noqa: E402
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_after_delay  # noqa: E402
 
-from consensus.errors import ProviderError  # noqa: E402
-from consensus.policy import backoff_s, is_retryable  # noqa: E402
+from consensus.errors import ProviderError, scrub  # noqa: E402
+from consensus.policy import backoff_s, is_retryable, kind_for_status  # noqa: E402
 from consensus.providers.base import Completion, DeltaSink, Message  # noqa: E402
-from consensus.providers.openai_compat import OpenAICompatClient  # noqa: E402
+from consensus.providers.openai_compat import OpenAICompatClient, estimated_usage, retry_after_s  # noqa: E402
 from consensus.rounds import ANSWER_SCHEMA  # noqa: E402
 from consensus.types import DebateSettings, Seat, Usage  # noqa: E402
 
@@ -42,12 +42,10 @@ def _litellm() -> Any:
     return litellm
 
 
-def _scrubbed(err: ProviderError, kwargs: dict[str, Any]) -> ProviderError:
+def _scrubbed(err: ProviderError, secrets: tuple[str, ...]) -> ProviderError:
     """The error without the seat's own key: redact() knows key-like names and shapes, the gateway knows
     the exact value it sent (a server may echo it back in its error, under any env var name)."""
-    key = kwargs.get("api_key")
-    if isinstance(key, str) and len(key) >= 4 and key != "none":
-        err.message = err.message.replace(key, "[REDACTED]")
+    err.message = scrub(err.message, secrets)
     err.args = (str(err),)  # Exception.args kept the text from before the scrub: repr() and pickling show args
     return err
 
@@ -62,65 +60,56 @@ def classify(exc: BaseException, secrets: tuple[str, ...] = ()) -> ProviderError
     """Map a LiteLLM (or asyncio) exception to our ProviderError with a kind; `secrets` never reach its text."""
     if isinstance(exc, ProviderError):
         return exc
-    if "litellm" not in sys.modules:  # not LiteLLM's, then: classified by its own type and status alone
-        return _classify_other(exc, _retry_after(exc), secrets)
-    from litellm import exceptions as llm_errors
-
+    # Not imported yet: the exception cannot be one of LiteLLM's (a lean-client seat's, or a bug's).
+    llm_errors: Any = sys.modules.get("litellm.exceptions")
     original = getattr(exc, "original_exception", None)
-    if isinstance(exc, llm_errors.MidStreamFallbackError) and isinstance(original, Exception):
+    if llm_errors and isinstance(exc, llm_errors.MidStreamFallbackError) and isinstance(original, Exception):
         return classify(original, secrets)  # LiteLLM wraps every error raised mid-stream in this 503 subclass
     status = getattr(exc, "status_code", None)
     msg = str(getattr(exc, "message", None) or exc) or type(exc).__name__
-    retry_after = _retry_after(exc)
-    kind = "unknown"
+    kind = (_litellm_kind(exc, msg, llm_errors) if llm_errors else None) or _plain_kind(exc, status)
+    if "local model unavailable" in msg.lower():
+        kind = "unavailable"
+    return ProviderError(kind, f"{type(exc).__name__}: {msg}", status_code=status, retry_after_s=_retry_after(exc),
+                         secrets=secrets)  # fmt: skip
+
+
+def _litellm_kind(exc: BaseException, msg: str, llm_errors: Any) -> str | None:
+    """The kind one of LiteLLM's exception classes means; None for an exception it does not name."""
     if _UNREADABLE.search(msg) and isinstance(exc, llm_errors.InternalServerError | llm_errors.APIConnectionError):
         # A body that is not JSON: LiteLLM reports the decoder's words as a 500 (a connection error when
         # streamed). The server answered, with something that is not a completion: not retried.
-        kind = "malformed"
-    elif isinstance(exc, asyncio.TimeoutError | llm_errors.Timeout):
-        kind = "timeout"
-    elif isinstance(exc, llm_errors.RateLimitError):
-        kind = "rate_limit"
-    elif isinstance(exc, llm_errors.ContextWindowExceededError):
-        kind = "context_overflow"
-    elif isinstance(exc, llm_errors.AuthenticationError | llm_errors.PermissionDeniedError):
-        kind = "auth"
-    elif isinstance(exc, llm_errors.NotFoundError):
-        kind = "not_found"
-    elif isinstance(exc, llm_errors.BadRequestError | llm_errors.UnprocessableEntityError):
-        kind = "context_overflow" if "context" in msg.lower() and "length" in msg.lower() else "bad_request"
-    elif isinstance(exc, llm_errors.MidStreamFallbackError):
-        kind = "connection"
-    elif isinstance(exc, llm_errors.APIConnectionError) or "connection error" in msg.lower():
-        kind = "connection"
-    elif isinstance(exc, llm_errors.InternalServerError | llm_errors.ServiceUnavailableError | llm_errors.BadGatewayError):
-        kind = "server"
-    else:
-        return _classify_other(exc, retry_after, secrets)
-    if "local model unavailable" in msg.lower():
-        kind = "unavailable"
-    return ProviderError(kind, f"{type(exc).__name__}: {msg}", status_code=status, retry_after_s=retry_after,
-                         secrets=secrets)  # fmt: skip
+        return "malformed"
+    if isinstance(exc, asyncio.TimeoutError | llm_errors.Timeout):
+        return "timeout"
+    if isinstance(exc, llm_errors.RateLimitError):
+        return "rate_limit"
+    if isinstance(exc, llm_errors.ContextWindowExceededError):
+        return "context_overflow"
+    if isinstance(exc, llm_errors.AuthenticationError | llm_errors.PermissionDeniedError):
+        return "auth"
+    if isinstance(exc, llm_errors.NotFoundError):
+        return "not_found"
+    if isinstance(exc, llm_errors.BadRequestError | llm_errors.UnprocessableEntityError):
+        return "context_overflow" if "context" in msg.lower() and "length" in msg.lower() else "bad_request"
+    if isinstance(exc, llm_errors.MidStreamFallbackError):
+        return "connection"
+    if isinstance(exc, llm_errors.APIConnectionError) or "connection error" in msg.lower():
+        return "connection"
+    if isinstance(exc, llm_errors.InternalServerError | llm_errors.ServiceUnavailableError | llm_errors.BadGatewayError):
+        return "server"
+    return None
 
 
-def _classify_other(exc: BaseException, retry_after: float | None, secrets: tuple[str, ...] = ()) -> ProviderError:
+def _plain_kind(exc: BaseException, status: Any) -> str:
     """An exception LiteLLM's classes do not name: by its HTTP status, or a broken reply, or unknown."""
-    status = getattr(exc, "status_code", None)
-    msg = str(getattr(exc, "message", None) or exc) or type(exc).__name__
-    kind = "unknown"
     if isinstance(exc, asyncio.TimeoutError):
-        kind = "timeout"
-    elif isinstance(status, int):
-        kind = (
-            "server" if status >= 500 else "timeout" if status in (408, 504) else "rate_limit" if status == 429
-            else "auth" if status in (401, 403) else "not_found" if status == 404 else "bad_request"
-        )  # fmt: skip
-    elif isinstance(exc, ValueError | KeyError | TypeError | AttributeError):
-        kind = "malformed"
-    if "local model unavailable" in msg.lower():
-        kind = "unavailable"
-    return ProviderError(kind, f"{type(exc).__name__}: {msg}", status_code=status, retry_after_s=retry_after,
-                         secrets=secrets)  # fmt: skip
+        return "timeout"
+    if isinstance(status, int):
+        return kind_for_status(status)
+    if isinstance(exc, ValueError | KeyError | TypeError | AttributeError):
+        return "malformed"
+    return "unknown"
 
 
 def _retry_after(exc: BaseException) -> float | None:
@@ -130,11 +119,7 @@ def _retry_after(exc: BaseException) -> float | None:
         headers = getattr(response, "headers", None)
     if not headers:
         return None
-    value = headers.get("retry-after") or headers.get("Retry-After")
-    try:
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
+    return retry_after_s(headers.get("retry-after") or headers.get("Retry-After"))
 
 
 class LiteLLMGateway:
@@ -204,6 +189,7 @@ class LiteLLMGateway:
     ) -> Completion:
         sem, throttler = self._limit(seat)
         kwargs = self._kwargs(seat, messages, timeout_s, json_output)
+        secrets = (kwargs["api_key"],) if isinstance(kwargs.get("api_key"), str) else ()
         async with sem:
             async with throttler:
                 pass
@@ -218,10 +204,9 @@ class LiteLLMGateway:
             except TimeoutError as exc:
                 raise ProviderError("timeout", f"no complete answer within {timeout_s:g} s") from exc
             except ProviderError as err:
-                raise _scrubbed(err, kwargs) from err.__cause__
+                raise _scrubbed(err, secrets) from err.__cause__
             except Exception as exc:  # noqa: BLE001 - every provider failure is classified, none dropped
-                key = kwargs.get("api_key")
-                raise _scrubbed(classify(exc, (key,) if isinstance(key, str) else ()), kwargs) from exc
+                raise _scrubbed(classify(exc, secrets), secrets) from exc
 
     def _kwargs(self, seat: Seat, messages: list[Message], timeout_s: float, json_output: bool) -> dict[str, Any]:
         kw: dict[str, Any] = {
@@ -277,8 +262,7 @@ class LiteLLMGateway:
             if u:
                 usage = _usage(u)
         text = "".join(parts)
-        if usage.total_tokens == 0:
-            usage = Usage(completion_tokens=max(1, len(text) // 4), total_tokens=max(1, len(text) // 4))
+        usage = estimated_usage(usage, text)
         return Completion(text=text, usage=usage, cost_usd=_cost(seat, usage, None))
 
 

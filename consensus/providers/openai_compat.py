@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import re
 import time
 import urllib.request
 from collections.abc import AsyncIterable, AsyncIterator
@@ -24,6 +23,7 @@ import aiohttp
 import aiohttp.http_exceptions
 
 from consensus.errors import ProviderError
+from consensus.policy import kind_for_status, overflows_context
 from consensus.providers.base import DeltaSink, Message
 from consensus.types import Seat, Usage
 
@@ -95,7 +95,7 @@ class OpenAICompatClient:
         except aiohttp.InvalidURL as exc:
             raise ProviderError("bad_request", f"invalid api_base URL: {exc}") from exc
         except aiohttp.ClientHttpProxyError as exc:  # the proxy refused: 407 is a credential problem, not a blip
-            kind = _kind(exc.status, "")
+            kind = kind_for_status(exc.status)
             raise ProviderError(kind, f"the proxy answered HTTP {exc.status}: {exc.message}", status_code=exc.status) from exc
         except aiohttp.ClientPayloadError as exc:  # the body broke off mid-way
             raise ProviderError("connection", f"connection broke mid-reply: {exc}") from exc
@@ -125,7 +125,7 @@ def _parse_reply(raw: bytes) -> tuple[str, Usage]:
     text = _text(content)
     if text is None:
         raise ProviderError("malformed", f"message content is not text: {_snippet(raw)}")
-    return text, _estimated(_usage(data.get("usage")), text)
+    return text, estimated_usage(_usage(data.get("usage")), text)
 
 
 def _text(content: Any) -> str | None:
@@ -139,8 +139,8 @@ def _text(content: Any) -> str | None:
     return None
 
 
-def _estimated(usage: Usage, text: str) -> Usage:
-    """A server that reports no usage: an estimate from the text (4 characters a token), never zero."""
+def estimated_usage(usage: Usage, text: str) -> Usage:
+    """`usage`, or, when a server reported none, an estimate from the text (4 characters a token), never zero."""
     if usage.total_tokens:
         return usage
     return Usage(completion_tokens=max(1, len(text) // 4), total_tokens=max(1, len(text) // 4))
@@ -188,7 +188,7 @@ async def read_stream(lines: AsyncIterable[bytes], on_delta: DeltaSink, secrets:
     text = "".join(parts)
     if not finished:
         raise ProviderError("connection", f"the stream ended before the answer finished ({len(text)} characters in)")
-    return text, _estimated(usage, text)
+    return text, estimated_usage(usage, text)
 
 
 def _stream_error(err: Any, secrets: tuple[str, ...]) -> ProviderError:
@@ -197,7 +197,8 @@ def _stream_error(err: Any, secrets: tuple[str, ...]) -> ProviderError:
     status = int(code) if isinstance(code, int) or (isinstance(code, str) and code.isdigit()) else None
     label = str(detail.get("type") or code or "")
     message = str(detail.get("message") or detail)
-    kind = _kind(status, f"{label} {message}".lower()) if status else _kind_without_status(f"{label} {message}".lower())
+    words = f"{label} {message}".lower()
+    kind = kind_for_status(status, words) if status else _kind_without_status(words)
     return ProviderError(kind, f"the server broke off the stream: {message}", status_code=status, secrets=secrets)
 
 
@@ -219,27 +220,9 @@ def _usage(u: Any) -> Usage:
     return Usage(prompt_tokens=p, completion_tokens=c, total_tokens=int(u.get("total_tokens") or p + c))
 
 
-_CONTEXT = re.compile(r"context[ _-]?(length|size|window)|exceed_context|maximum context|too many tokens|prompt is too long")
-
-
-def _kind(status: int, lowered: str) -> str:
-    """The error kind an HTTP status (and the server's words) means for the retry policy."""
-    if status == 429:
-        return "rate_limit"
-    if status in (408, 504):
-        return "timeout"
-    if status in (401, 403, 407):
-        return "auth"
-    if status == 404:
-        return "not_found"
-    if status >= 500:
-        return "server"
-    return "context_overflow" if _CONTEXT.search(lowered) else "bad_request"
-
-
 def _kind_without_status(lowered: str) -> str:
     """An error object without a numeric code (sent mid-stream): by its type and words; a blip unless they say not."""
-    if _CONTEXT.search(lowered):
+    if overflows_context(lowered):
         return "context_overflow"
     if "rate" in lowered and "limit" in lowered:
         return "rate_limit"
@@ -261,7 +244,7 @@ def _http_error(status: int, raw: bytes, headers: Any, secrets: tuple[str, ...] 
         message, code = str(detail.get("message") or ""), f"{detail.get('code') or ''} {detail.get('type') or ''}"
     else:
         message, code = str(detail or "") or raw.decode("utf-8", "replace"), ""
-    kind = _kind(status, f"{code} {message}".lower())
+    kind = kind_for_status(status, f"{code} {message}".lower())
     retry_after = retry_after_s(headers.get("retry-after")) if status in (429, 503) else None
     return ProviderError(kind, f"HTTP {status}: {message}", status_code=status, retry_after_s=retry_after,
                          secrets=secrets)  # fmt: skip

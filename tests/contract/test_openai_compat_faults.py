@@ -249,7 +249,7 @@ def test_an_echoed_key_cut_by_the_message_limit_is_still_scrubbed():
     exact key, so an echoed key straddling the cut leaves a prefix that no longer matches: partial key leak."""
     key = "zq7Hx93kLmNpQrStUvWx"  # no key shape, env var name without KEY/TOKEN/SECRET (as in the contract test)
     body = json.dumps({"error": {"message": "x" * 1958 + f" bad credentials {key}", "code": "invalid_api_key"}}).encode()
-    err = _scrubbed(_http_error(401, body, {}, (key,)), {"api_key": key})  # the client passes the key it sent
+    err = _scrubbed(_http_error(401, body, {}, (key,)), (key,))  # the client passes the key it sent
     assert key[:8] not in err.message, err.message[-60:]
 
 
