@@ -446,25 +446,17 @@ Row = tuple[str, str, str, bool | None]
 
 async def lean_rows(bench: Bench, args: argparse.Namespace) -> list[Row]:
     """The gateway on the lean client, and the bare aiohttp floor under it."""
-    t, ours = TARGETS, await bench.lean()
+    ours = await bench.lean()
     print(f"gateway, openai-compatible ({args.calls} calls each, median of {args.blocks} blocks): "
           f"{ours['call']:.2f} CPU ms per non-streamed call (bare aiohttp {ours['bare_call']:.2f}); streamed "
           f"{ours['stream_call']:.2f} ms per call of {args.chunks} chunks, {ours['chunk'] * 1000:.0f} us per extra chunk "
           f"(bare {ours['bare_chunk'] * 1000:.0f} us)", flush=True)  # fmt: skip
-    return [
-        ("CPU per non-streamed call (gateway)", f"{ours['call']:.2f} ms", f"<= {t['cpu_call_ms']} ms",
-         ours["call"] <= t["cpu_call_ms"]),
-        ("  bare aiohttp POST + json, same request", f"{ours['bare_call']:.2f} ms", "", None),
-        (f"CPU per streamed call, {args.chunks} chunks (gateway)", f"{ours['stream_call']:.2f} ms", "", None),
-        ("CPU per streamed chunk (gateway, marginal)", f"{ours['chunk']:.3f} ms", f"<= {t['cpu_chunk_ms']} ms",
-         ours["chunk"] <= t["cpu_chunk_ms"]),
-        ("  bare aiohttp + json per SSE line", f"{ours['bare_chunk']:.3f} ms", "", None),
-    ]  # fmt: skip
+    return gateway_rows(ours, args.chunks, [], [])
 
 
 async def litellm_rows(bench: Bench, args: argparse.Namespace) -> list[Row]:
     """The gateway on LiteLLM, plain LiteLLM beside it, its provider paths and switches."""
-    t, ours = TARGETS, await bench.gateway()
+    ours = await bench.gateway()
     print(f"gateway ({args.calls} plain / {args.calls // 4} streamed calls each, median of {args.blocks} blocks): "
           f"{ours['call']:.2f} CPU ms per non-streamed call (plain litellm {ours['plain']:.2f}); streamed "
           f"{ours['stream_call']:.2f} ms per call of {args.chunks} chunks (plain litellm {ours['plain_stream_call']:.2f}), "
@@ -484,17 +476,26 @@ async def litellm_rows(bench: Bench, args: argparse.Namespace) -> list[Row]:
     print(f"\nLiteLLM switches, openai/ streamed ({n10} calls each, CPU ms)")
     for label, call, chunk in switches:
         print(f"  {label:<48}{call:>8.2f} per call {chunk:>7.3f} per extra chunk")
+    return gateway_rows(ours, args.chunks,
+                        [("plain litellm.acompletion, same call", "plain"), ("gateway's own share (paired difference)", "own"),
+                         ("gateway alone (litellm replaced by replays)", "alone_call")],
+                        [("gateway alone (litellm replaced by replays)", "alone_chunk")])  # fmt: skip
+
+
+def gateway_rows(ours: dict[str, float], chunks: int, call_notes: list[tuple[str, str]],
+                 chunk_notes: list[tuple[str, str]]) -> list[Row]:  # fmt: skip
+    """The gateway's per-call and per-chunk rows against their targets, each followed by the figures beside it
+    (`*_notes`: label and key in `ours`), then the bare aiohttp floor."""
+    t = TARGETS
     return [
         ("CPU per non-streamed call (gateway)", f"{ours['call']:.2f} ms", f"<= {t['cpu_call_ms']} ms",
          ours["call"] <= t["cpu_call_ms"]),
-        ("  plain litellm.acompletion, same call", f"{ours['plain']:.2f} ms", "", None),
-        ("  gateway's own share (paired difference)", f"{ours['own']:.2f} ms", "", None),
-        ("  gateway alone (litellm replaced by replays)", f"{ours['alone_call']:.2f} ms", "", None),
+        *((f"  {label}", f"{ours[key]:.2f} ms", "", None) for label, key in call_notes),
         ("  bare aiohttp POST + json, same request", f"{ours['bare_call']:.2f} ms", "", None),
-        (f"CPU per streamed call, {args.chunks} chunks (gateway)", f"{ours['stream_call']:.2f} ms", "", None),
+        (f"CPU per streamed call, {chunks} chunks (gateway)", f"{ours['stream_call']:.2f} ms", "", None),
         ("CPU per streamed chunk (gateway, marginal)", f"{ours['chunk']:.3f} ms", f"<= {t['cpu_chunk_ms']} ms",
          ours["chunk"] <= t["cpu_chunk_ms"]),
-        ("  gateway alone (litellm replaced by replays)", f"{ours['alone_chunk']:.3f} ms", "", None),
+        *((f"  {label}", f"{ours[key]:.3f} ms", "", None) for label, key in chunk_notes),
         ("  bare aiohttp + json per SSE line", f"{ours['bare_chunk']:.3f} ms", "", None),
     ]  # fmt: skip
 

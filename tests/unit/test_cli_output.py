@@ -28,25 +28,26 @@ async def test_model_text_and_seat_names_print_literally():
     assert r.consensus is not None and repr(r.consensus.majority) in shown
 
 
-def test_panels_prints_names_and_personas_literally(tmp_path, monkeypatch):
-    f = tmp_path / "[weird].toml"
-    f.write_text('[[panelist]]\nname = "[/]"\nmodel = "openai/x"\npersona = "[bold]loud[/bold]"\n'
-                 '[[panelist]]\nname = "b"\nmodel = "openai/y"\n')  # fmt: skip
+def panels_shown(path, text, monkeypatch):
+    """What `consensus panels` prints for a panel file with this text (wide enough for every column)."""
+    path.write_text(text)
     monkeypatch.setattr(cli.out, "width", 200)
     with cli.out.capture() as cap:
-        cli.panels(panel_file=f, as_json=False)
-    shown = cap.get()
+        cli.panels(panel_file=path, as_json=False)
+    return cap.get()
+
+
+def test_panels_prints_names_and_personas_literally(tmp_path, monkeypatch):
+    shown = panels_shown(tmp_path / "[weird].toml", '[[panelist]]\nname = "[/]"\nmodel = "openai/x"\n'
+                         'persona = "[bold]loud[/bold]"\n[[panelist]]\nname = "b"\nmodel = "openai/y"\n', monkeypatch)
     assert "│ [/]  │" in shown and "[bold]loud[/bold]" in shown and "synthesizer: [/] (openai/x)" in shown
 
 
 def test_panels_shows_each_seats_transport(tmp_path, monkeypatch):
-    f = tmp_path / "panel.toml"
-    f.write_text('[[panelist]]\nname = "lean"\nmodel = "openai/x"\napi_base = "http://127.0.0.1:9/v1"\n'
-                 'transport = "openai-compatible"\n[[panelist]]\nname = "b"\nmodel = "openai/y"\n')  # fmt: skip
-    monkeypatch.setattr(cli.out, "width", 200)
-    with cli.out.capture() as cap:
-        cli.panels(panel_file=f, as_json=False)
-    rows = {line.split("│")[1].strip(): line for line in cap.get().splitlines() if line.count("│") > 3}
+    shown = panels_shown(tmp_path / "panel.toml", '[[panelist]]\nname = "lean"\nmodel = "openai/x"\n'
+                         'api_base = "http://127.0.0.1:9/v1"\ntransport = "openai-compatible"\n'
+                         '[[panelist]]\nname = "b"\nmodel = "openai/y"\n', monkeypatch)
+    rows = {line.split("│")[1].strip(): line for line in shown.splitlines() if line.count("│") > 3}
     assert "openai-compatible" in rows["lean"] and "litellm" in rows["b"] and "openai-compatible" not in rows["b"]
 
 
