@@ -66,6 +66,21 @@ async def test_unscripted_models_answer_defaults(stub: StubServer) -> None:
     assert stub.hits() == {"dave": 1, "latency-20": 1}
 
 
+async def test_latency_models_stream_and_log_like_the_app_and_a_script_still_wins(stub: StubServer) -> None:
+    """`latency-<ms>` is answered in front of FastAPI (bench CPU): the same chunks, usage, log and hits."""
+    pieces, chunks = await stream_text(stub, "latency-5")
+    assert "".join(pieces) == LATENCY_TEXT and len(pieces) == -(-len(LATENCY_TEXT) // 8)
+    usage = getattr(chunks[-1], "usage", None)
+    assert usage is not None and usage.completion_tokens == len(LATENCY_TEXT) // 4
+    assert usage.prompt_tokens == sum(len(m["content"]) for m in MESSAGES) // 4
+    [body] = stub.requests("latency-5")
+    assert body["stream"] is True and body["messages"] == MESSAGES
+    stub.script("latency-5", [{"fault": "401"}])  # a scripted latency model is the app's again
+    with pytest.raises(litellm.AuthenticationError):
+        await complete(stub, "latency-5")
+    assert stub.hits("latency-5") == 2
+
+
 async def test_rate_limit_is_one_hit_with_retries_off(stub: StubServer) -> None:
     stub.script("erin", [{"fault": "429", "retry_after": 7}])
     with pytest.raises(litellm.RateLimitError) as caught:
