@@ -96,7 +96,7 @@ def is_rtl(code: str) -> bool:
 def detect_language(text: str, default: str = "en") -> str:
     """Guess the language of `text` offline: by script first, then langdetect for Latin text.
 
-    Remembered for the last 512 texts: a guess is deterministic (seeded) and costs about 2 ms of CPU, and a
+    Remembered for the last 512 texts: a guess is deterministic (seeded) and costs about 0.5 ms of CPU, and a
     widget sends its pre-loaded question again for every visitor who clicks Submit.
     """
     counts: dict[str, int] = {}
@@ -152,6 +152,12 @@ def _factory() -> Any:
     return factory
 
 
+# langdetect averages 7 random-walk trials by default. On the 239 English, Spanish, French, Hindi, Marathi and
+# Nepali strings of service/locales, 3 trials got 214 right against 213 for 7 (7 of 239 guesses changed), at
+# 0.55 ms a guess instead of 1.28 ms (measured 2026-11-26). The guess runs before a debate's openings go out.
+LANGDETECT_TRIALS = 3
+
+
 def _langdetect(text: str, allowed: set[str] | None, default: str) -> str:
     words = text.split()
     if len(words) < 3 or (allowed is None and len(words) < 6 and text.isascii()):
@@ -165,6 +171,7 @@ def _langdetect(text: str, allowed: set[str] | None, default: str) -> str:
         factory = _factory()
     try:
         detector = factory.create()
+        detector.n_trial = LANGDETECT_TRIALS
         detector.append(text)
         guesses = detector.get_probabilities()
     except LangDetectException:
