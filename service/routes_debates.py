@@ -38,7 +38,25 @@ def links(debate_id: str) -> dict[str, str]:
 
 
 def wants_sse(accept: str | None) -> bool:
-    return bool(accept) and "text/event-stream" in (accept or "")
+    """Whether the client asks for the events as SSE: `text/event-stream` is acceptable (q > 0) and JSON (or a
+    wildcard that covers it) is not preferred over it. A tie is SSE: whoever names the stream wants it."""
+    sse = json_ = 0.0
+    for item in (accept or "").split(","):
+        media, *params = (p.strip() for p in item.split(";"))
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = min(max(float(value), 0.0), 1.0)
+                except ValueError:
+                    q = 0.0  # an unreadable weight accepts nothing
+        media = media.lower()
+        if media == "text/event-stream":
+            sse = max(sse, q)
+        elif media in ("application/json", "application/*", "*/*"):
+            json_ = max(json_, q)
+    return sse > 0 and sse >= json_
 
 
 async def start_debate(

@@ -6,8 +6,10 @@ import threading
 import time
 
 import httpx
+import pytest
 from httpx_sse import connect_sse
 
+from service.routes_debates import wants_sse
 from tests.api.conftest import ans, wait_status
 
 
@@ -55,6 +57,30 @@ def test_sse_stream_on_post_has_ids_and_ends_with_the_result(stub, service):
     seqs = [p["seq"] for _, _, p in events]
     assert seqs == sorted(set(seqs))
     assert events[-1][2]["result"]["status"] == "completed"
+
+
+@pytest.mark.parametrize(("accept", "sse"), [
+    ("text/event-stream", True),
+    ("application/json, text/event-stream", True),  # a tie: naming the stream asks for it
+    ("text/event-stream;q=0", False),  # named only to refuse it (a substring match streamed this)
+    ("application/json, text/event-stream; q=0.5", False),
+    ("text/event-stream;q=0.9, */*;q=0.1", True),
+    ("Text/Event-Stream ; Q=1", True),
+    ("text/event-stream;q=oops", False),
+    ("application/json", False),
+    ("*/*", False),
+    ("", False),
+])
+def test_accept_header_is_negotiated_by_weight(accept, sse):
+    assert wants_sse(accept) is sse
+
+
+def test_a_refused_event_stream_gets_json(stub, service):
+    script_agree(stub)
+    with service.client() as c:
+        r = c.post("/v1/debates", json={"question": "2+2?"}, headers={"Accept": "application/json, text/event-stream;q=0"})
+        assert r.status_code == 202 and r.headers["content-type"].startswith("application/json")
+        wait_status(c, r.json()["id"])
 
 
 def test_replay_with_last_event_id_gets_only_what_was_missed(stub, service):
