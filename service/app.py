@@ -124,6 +124,17 @@ def create_app(settings: Settings | None = None, panel: Panel | None = None, pro
             return JSONResponse({"status": "unavailable", "reason": "starting or shutting down"}, status_code=503)
         return JSONResponse({"status": "ready", "in_flight": services.runner.in_flight})
 
+    fastapi_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's schema with this panel's question limit on the question (it counts the stripped text)."""
+        if app.openapi_schema is None:
+            question = fastapi_openapi()["components"]["schemas"]["DebateRequest"]["properties"]["question"]
+            question.update(minLength=1, maxLength=panel.debate.max_question_chars)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
     @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> Response:
         return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
