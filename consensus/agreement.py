@@ -169,6 +169,7 @@ def score_agreement(final_answers: Sequence[tuple[str, str | None]]) -> Agreemen
         majority=best_rep.display,
         majority_panelists=best_members,
         clusters=[Cluster(answer=rep.display, panelists=m) for rep, m in clusters],
+        tie=sum(len(m) == len(best_members) for _, m in clusters) > 1,
     )
 
 

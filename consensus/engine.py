@@ -370,7 +370,7 @@ class _Debate:
             from consensus.synthesis import dissent_from
 
             majority_answer = next((latest[p].answer for p in agreement.majority_panelists if p in latest), "")
-            r.consensus = Consensus(answer=majority_answer, agreement=agreement.score, majority=agreement.majority,
+            r.consensus = Consensus(answer=majority_answer, agreement=agreement.score, majority=agreement.reported_majority,
                                     dissent=dissent_from(agreement, latest), synthesizer=None, fallback=True,
                                     fallback_reason=f"{limit} before synthesis; the majority answer is shown")  # fmt: skip
             self.emit("consensus.completed", consensus=r.consensus)

@@ -66,7 +66,7 @@ async def synthesize_consensus(
         consensus = Consensus(
             answer=done.text.strip(),
             agreement=agreement.score,
-            majority=agreement.majority,
+            majority=agreement.reported_majority,
             dissent=dissent,
             synthesizer=seat.name,
             fallback=bool(failures),
@@ -84,7 +84,7 @@ async def synthesize_consensus(
         Consensus(
             answer=majority_answer,
             agreement=agreement.score,
-            majority=agreement.majority,
+            majority=agreement.reported_majority,
             dissent=dissent,
             synthesizer=None,
             fallback=True,

@@ -154,9 +154,15 @@ class Agreement(BaseModel):
 
     score: float = Field(ge=0, le=1)
     kind: Literal["number", "choice", "text", "none"]
-    majority: str | None
+    majority: str | None  # the largest position; on a tie, the first seat's of the tied ones (for scoring)
     majority_panelists: list[str] = Field(default_factory=list)
     clusters: list[Cluster] = Field(default_factory=list)
+    tie: bool = False  # two or more positions share the largest size: there is no majority to report
+
+    @property
+    def reported_majority(self) -> str | None:
+        """The majority position a result reports: None on a tie (the tie-break is not a majority)."""
+        return None if self.tie else self.majority
 
 
 class Round(BaseModel):
@@ -180,7 +186,7 @@ class Consensus(BaseModel):
 
     answer: str
     agreement: float
-    majority: str | None
+    majority: str | None  # None when the final round's largest positions tie
     dissent: list[Dissent] = Field(default_factory=list)
     synthesizer: str | None
     fallback: bool = False

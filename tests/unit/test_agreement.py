@@ -69,9 +69,14 @@ def test_no_answers_scores_zero():
     assert score_agreement([("x", None)]).score == 0.0
 
 
-def test_ties_go_to_the_first_seat():
+def test_ties_go_to_the_first_seat_for_scoring_but_report_no_majority():
     a = score_agreement([("x", "A"), ("y", "B")])
     assert a.majority == "A" and a.score == 0.5
+    assert a.tie and a.reported_majority is None
+    b = score_agreement([("w", "7"), ("x", "5"), ("y", "7"), ("z", "9")])  # 2-1-1: a plurality, not a tie
+    assert not b.tie and b.reported_majority == "7"
+    c = score_agreement([("w", "7"), ("x", "5"), ("y", "7"), ("z", "5")])  # 2-2
+    assert c.tie and c.reported_majority is None and c.majority == "7"
 
 
 def test_matches_gold_by_kind():

@@ -50,6 +50,17 @@ async def test_rounds_zero_means_openings_and_synthesis_only():
     r = await debate("q?", make_panel(max_rounds=2), fake, DebateOptions(rounds=0, language="en"))
     assert len(r.rounds) == 1 and r.consensus is not None
     assert {d.final_answer for d in r.consensus.dissent} == {"2", "3"}
+    assert r.rounds[0].agreement.tie and r.consensus.majority is None  # 1-1-1: no majority to report
+
+
+async def test_a_tie_reports_no_majority_even_when_nobody_synthesizes():
+    fake = ScriptedProvider(script={"a": [Step(final="1"), Step(error="server")], "b": [Step(final="2"), Step(error="server")],
+                                    "c": [Step(final="3"), Step(error="server")]})  # fmt: skip
+    r = await debate("q?", make_panel(max_rounds=0), fake, DebateOptions(language="en"))
+    assert r.consensus.fallback and r.consensus.synthesizer is None and r.consensus.majority is None
+    fake = ScriptedProvider(script={"a": [Step(final="1")], "b": [Step(final="2")], "c": [Step(final="1")]})
+    r = await debate("q?", make_panel(max_rounds=0), fake, DebateOptions(language="en"))
+    assert r.consensus.majority == "1" and not r.rounds[0].agreement.tie
 
 
 async def test_one_of_three_down_is_degraded_and_kept_with_its_error():
