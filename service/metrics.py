@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from consensus.types import DebateResult
+from consensus.types import DebateEvent, DebateResult, Usage
 
 DEBATES = Counter("consensus_debates_total", "Debates finished, by status", ["status"])
 DEBATES_RESUMED = Counter("consensus_debates_resumed_total", "Debates resumed after a restart or crash")
@@ -23,28 +23,34 @@ TOKENS = Counter("consensus_tokens_total", "Tokens used, by model and kind", ["m
 COST = Counter("consensus_cost_usd_total", "Cost in USD of priced calls, by model", ["model"])
 
 
-def observe_result(r: DebateResult) -> None:
-    """Count a finished debate and every call in it."""
-    DEBATES.labels(status=r.status.value).inc()
-    if r.timing.wall_ms is not None:
-        DEBATE_LATENCY.observe(r.timing.wall_ms / 1000)
-    for rnd in r.rounds:
-        for a in rnd.answers:
-            LLM_CALLS.labels(model=a.model, outcome=a.error.kind if a.error else "ok").inc()
-            if a.attempts > 1:
-                LLM_RETRIES.labels(model=a.model).inc(a.attempts - 1)
-            if a.ok:
-                LLM_LATENCY.labels(model=a.model).observe(a.latency_ms / 1000)
-                TOKENS.labels(model=a.model, kind="prompt").inc(a.usage.prompt_tokens)
-                TOKENS.labels(model=a.model, kind="completion").inc(a.usage.completion_tokens)
-                if a.cost_usd:
-                    COST.labels(model=a.model).inc(a.cost_usd)
-    c = r.consensus
-    if c is not None and c.synthesizer:
-        model = next((p.model for p in r.panel if p.name == c.synthesizer), r.synthesizer.model if r.synthesizer else "?")
-        LLM_CALLS.labels(model=model, outcome="ok").inc()
-        LLM_LATENCY.labels(model=model).observe(c.latency_ms / 1000)
-        TOKENS.labels(model=model, kind="prompt").inc(c.usage.prompt_tokens)
-        TOKENS.labels(model=model, kind="completion").inc(c.usage.completion_tokens)
-        if c.cost_usd:
-            COST.labels(model=model).inc(c.cost_usd)
+def observe_event(event: DebateEvent, debate: DebateResult) -> None:
+    """Count what an event reports as it happens: an answer's call, a synthesis call, a debate's end.
+
+    Counted live, not when the debate ends: a scrape during a long debate sees its calls, and a debate that
+    a crash cut short still counts the calls it made (a resumed debate does not count them again). `debate` is
+    the debate so far: its panel names the synthesizer's model.
+    """
+    if event.type == "answer.completed" and event.answer is not None:
+        a = event.answer
+        observe_call(a.model, a.error.kind if a.error else "ok", a.attempts, a.latency_ms, a.usage, a.cost_usd)
+    elif event.type == "consensus.completed" and event.consensus is not None and event.consensus.synthesizer:
+        c = event.consensus
+        seats = [*debate.panel, *([debate.synthesizer] if debate.synthesizer else [])]
+        model = next((seat.model for seat in seats if seat.name == c.synthesizer), "?")
+        observe_call(model, "ok", 1, c.latency_ms, c.usage, c.cost_usd)
+    if event.result is not None:
+        DEBATES.labels(status=event.result.status.value).inc()
+        if event.result.timing.wall_ms is not None:
+            DEBATE_LATENCY.observe(event.result.timing.wall_ms / 1000)
+
+
+def observe_call(model: str, outcome: str, attempts: int, latency_ms: int, usage: Usage, cost_usd: float | None) -> None:
+    LLM_CALLS.labels(model=model, outcome=outcome).inc()
+    if attempts > 1:
+        LLM_RETRIES.labels(model=model).inc(attempts - 1)
+    if outcome == "ok":
+        LLM_LATENCY.labels(model=model).observe(latency_ms / 1000)
+        TOKENS.labels(model=model, kind="prompt").inc(usage.prompt_tokens)
+        TOKENS.labels(model=model, kind="completion").inc(usage.completion_tokens)
+        if cost_usd:
+            COST.labels(model=model).inc(cost_usd)

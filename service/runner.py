@@ -228,9 +228,9 @@ class Runner:
                 snapshot = event.result or (latest["r"] if event.type == "round.completed" else None)
                 if event.result is not None:
                     await self.store.finish(debate_id, event.result, [event], me)
-                    metrics.observe_result(event.result)
                 else:
                     await self.store.record(debate_id, [event], snapshot, me)
+                metrics.observe_event(event, latest["r"])
                 stored = event.seq
                 await self._notify(debate_id, event.seq)
                 self.hub.publish(event)

@@ -207,6 +207,26 @@ def test_health_ready_metrics(stub, service):
         assert retries(m) - before == 1  # the 500 that was retried is counted, not only the final answer
 
 
+def test_metrics_count_each_call_when_it_happens_not_when_the_debate_ends(stub, service):
+    for n, opening in (("alice", "1"), ("bob", "2"), ("carol", "3")):  # a disagreement: a slow debate round runs
+        stub.script(n, [{"text": ans(opening)}, {"text": ans("4"), "delay_s": 1.5}])
+
+    def calls(text: str) -> float:
+        line = next((x for x in text.splitlines() if x.startswith('consensus_llm_calls_total{model="openai/carol",outcome="ok"}')), None)
+        return float(line.split()[-1]) if line else 0.0
+
+    with service.client() as c:
+        before = calls(c.get("/metrics").text)
+        debate_id = c.post("/v1/debates", json={"question": "2+2?"}).json()["id"]
+        deadline = time.monotonic() + 10
+        while calls(c.get("/metrics").text) == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert calls(c.get("/metrics").text) == before + 1  # carol's opening, counted while round 1 still runs
+        assert c.get(f"/v1/debates/{debate_id}").json()["status"] == "running"
+        assert wait_status(c, debate_id)["status"] == "completed"
+        assert calls(c.get("/metrics").text) == before + 2  # and its debate answer (alice synthesizes), once each
+
+
 def test_concurrent_posts_all_complete(stub, service):
     script_agree(stub, delay=0.2)
     results = []
