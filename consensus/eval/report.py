@@ -99,7 +99,7 @@ def summarize(records: Sequence[EvalRecord], run: dict[str, Any] | None = None) 
                     errors[a.panelist][a.error] += 1
     ok = [r for r in recs if r.status != "failed"]
     return {
-        "run": {k: v for k, v in (run or {}).items() if k not in ("panel", "panel_fingerprint")},
+        "run": {k: v for k, v in (run or {}).items() if k not in ("panel", "panel_fingerprint", "item_ids")},
         "n": len(recs),
         "panelists": seats,
         "accuracy": {
@@ -225,7 +225,9 @@ def load_summary(run_dir: str | Path, problems: list[str] | None = None) -> dict
         records, unreadable = read_records(d / RECORDS)
         if problems is not None:
             problems.extend(p.replace("; it will be re-run", "; left out") for p in unreadable)
-        return summarize(list(records.values()), run)
+        ids = (run or {}).get("item_ids")  # the run's own items (a resume with a smaller --limit covers fewer)
+        kept = list(records.values()) if ids is None else [records[i] for i in ids if i in records]
+        return summarize(kept, run)
     if (d / SUMMARY).exists():
         data: dict[str, Any] = json.loads((d / SUMMARY).read_text(encoding="utf-8"))
         return data

@@ -113,8 +113,8 @@ def _prepare_run_info(out: Path, info: dict[str, Any]) -> None:
                 f"{out} holds a different run (its {', '.join(differ)} differ{'s' if len(differ) == 1 else ''}); "
                 "resume with the same settings or choose another --out"
             )
-        info = {**old, "limit": info.get("limit"), "n_items": info.get("n_items"), "resumed_at": info["started_at"],
-                "started_at": old.get("started_at")}  # fmt: skip
+        info = {**old, "limit": info.get("limit"), "n_items": info.get("n_items"), "item_ids": info.get("item_ids"),
+                "resumed_at": info["started_at"], "started_at": old.get("started_at")}  # fmt: skip
     _write_json(path, info)
 
 
@@ -125,15 +125,19 @@ def _append(fh: Any, record: EvalRecord) -> None:
 
 
 def prepare_out_dir(
-    out: Path, panel: Panel, n_items: int, rounds: int | None, language: str, run_info: dict[str, Any] | None
+    out: Path, panel: Panel, item_ids: list[str], rounds: int | None, language: str, run_info: dict[str, Any] | None
 ) -> tuple[Path, dict[str, EvalRecord], list[str]]:
-    """Create or check the output directory; return records.jsonl, the records done, and problems."""
+    """Create or check the output directory; return records.jsonl, the records done, and problems.
+
+    run.json keeps this run's item ids: a resume with a smaller --limit leaves more records in records.jsonl than
+    the run covers, and its summary (and `eval compare`) count only the run's own.
+    """
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: is a file, not a directory")
     out.mkdir(parents=True, exist_ok=True)
     info = {
         "dataset": None, "seed": None, "limit": None, **(run_info or {}),
-        "language": language, "rounds": rounds, "n_items": n_items,
+        "language": language, "rounds": rounds, "n_items": len(item_ids), "item_ids": item_ids,
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "panel_fingerprint": panel_fingerprint(panel),
         "panel": panel.model_dump(mode="json", exclude={"source"}), "panel_source": panel.source,
@@ -160,7 +164,7 @@ async def run_eval(
     """Debate every item not yet in out_dir/records.jsonl, at most `concurrency` at a time."""
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
-    path, done, problems = prepare_out_dir(Path(out_dir), panel, len(items), rounds, language, run_info)
+    path, done, problems = prepare_out_dir(Path(out_dir), panel, [i.id for i in items], rounds, language, run_info)
     todo: asyncio.Queue[EvalItem] = asyncio.Queue()
     for item in items:
         if item.id not in done:

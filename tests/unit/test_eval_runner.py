@@ -153,6 +153,16 @@ async def test_resuming_skips_finished_questions_and_gives_the_same_summary(tmp_
     assert stable(summarize(rest.records)) == stable(summarize(whole.records))
 
 
+async def test_a_resume_with_a_smaller_limit_is_summarised_and_compared_on_its_own_items(tmp_path):
+    """records.jsonl keeps all 10 answers; the run now covers 4, and `eval compare` counted all 10."""
+    await run_eval(items(), make_panel(), QuestionFake(), tmp_path / "r", concurrency=2)
+    four = await run_eval(items({"q01", "q02", "q03", "q04"}), make_panel(), QuestionFake(), tmp_path / "r")
+    assert (four.resumed, four.new, len(four.records)) == (4, 0, 4)
+    assert len(read_records(tmp_path / "r" / RECORDS)[0]) == 10
+    assert stable(load_summary(tmp_path / "r")) == stable(summarize(four.records, json.loads((tmp_path / "r" / "run.json").read_text())))
+    assert load_summary(tmp_path / "r")["n"] == 4 and "item_ids" not in load_summary(tmp_path / "r")["run"]
+
+
 async def test_an_interrupted_run_keeps_what_finished_and_resumes_to_the_same_summary(tmp_path):
     whole = await run_eval(items(), make_panel(), QuestionFake(), tmp_path / "whole", concurrency=2)
     task: asyncio.Task | None = None
