@@ -43,6 +43,17 @@ def test_wait_true_returns_the_debate_result(stub, service):
         assert "French" in stub.requests("bob")[0]["messages"][0]["content"]
 
 
+def test_an_empty_language_means_detect_it_as_documented(stub, service):
+    script_agree(stub, "Paris")
+    with service.client() as c:
+        described = c.get("/openapi.json").json()["components"]["schemas"]["DebateRequest"]["properties"]["language"]
+        assert '""' in described["description"] and "detected" in described["description"]
+        question = "Quelle est la capitale de la France et pourquoi ?"
+        for language in ("", None):
+            d = c.post("/v1/debates?wait=true", json={"question": question, "rounds": 0, "language": language}).json()
+            assert d["status"] == "completed" and d["language"] == "fr"
+
+
 def test_sse_stream_on_post_has_ids_and_ends_with_the_result(stub, service):
     script_agree(stub)
     with service.client() as c, connect_sse(c, "POST", "/v1/debates", json={"question": "2+2?"},
