@@ -163,12 +163,18 @@ class PgCluster:
 REPO = Path(__file__).resolve().parent.parent
 
 
-def write_stub_panel(path: Path, api_base: str, names: tuple[str, ...] = ("alice", "bob", "carol"), **debate: object) -> Path:
-    """A TOML panel file whose seats are `openai/<name>` on the loopback stub; the first synthesizes."""
+def write_stub_panel(path: Path, api_base: str, names: tuple[str, ...] = ("alice", "bob", "carol"),
+                     transport: str = "openai-compatible", **debate: object) -> Path:  # fmt: skip
+    """A TOML panel file whose seats are `openai/<name>` on the loopback stub; the first synthesizes.
+
+    The lean transport by default: a service process that never loads LiteLLM starts in ~1 s instead of ~9 s.
+    The contract tests run both transports through the gateway; `transport="litellm"` keeps a process on it.
+    """
     settings = {"max_rounds": 1, "call_timeout_s": 30, "retry_budget_s": 5, "max_retry_after_s": 1, **debate}
     lines = ["[debate]", *(f"{k} = {v!r}" for k, v in settings.items()), ""]
     for n in names:
-        lines += ["[[panelist]]", f'name = "{n}"', f'model = "openai/{n}"', f'api_base = "{api_base}"', ""]
+        lines += ["[[panelist]]", f'name = "{n}"', f'model = "openai/{n}"', f'api_base = "{api_base}"',
+                  f'transport = "{transport}"', ""]
     path.write_text("\n".join(lines))
     return path
 

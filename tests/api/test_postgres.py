@@ -174,7 +174,8 @@ def test_other_replica_relays_events_live(stub, pg_database, listen):
         with a.client() as ca, b.client() as cb:
             debate_id = ca.post("/v1/debates", json={"question": "2+2?", "rounds": 0}).json()["id"]
             events = follow_events(cb, debate_id)
-            assert cb.get(f"/v1/debates/{debate_id}").json()["status"] == "completed"
+            d = cb.get(f"/v1/debates/{debate_id}").json()
+            assert d["status"] == "completed", d.get("reason")
         relayed = b.services.runner.relayed
     finally:
         a.stop()
@@ -415,7 +416,8 @@ def test_two_workers_share_the_port_and_serve_each_others_debates(stub, pg_datab
     for debate_id in ids:  # a follower reaches its debate whichever worker accepts the stream
         with server.client() as c:
             events = follow_events(c, debate_id)
-            assert c.get(f"/v1/debates/{debate_id}").json()["status"] == "completed"
+            d = c.get(f"/v1/debates/{debate_id}").json()
+            assert d["status"] == "completed", d.get("reason")
         assert_clean_log(events)
     assert server.terminate() == 0
     assert "Traceback" not in server.log_tail(200)
