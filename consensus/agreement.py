@@ -22,6 +22,7 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from fractions import Fraction
 
 from consensus.types import Agreement, Cluster
@@ -120,7 +121,8 @@ def normalize_answer(text: str, kind: str | None = None) -> Normalized:
 def _fraction_key(n: Fraction) -> str:
     if n.denominator == 1:
         return str(n.numerator)
-    return f"{float(n):.9g}"
+    key = f"{float(n):.9g}"
+    return format(Decimal(key), "f") if "e" in key else key  # 0.00001, not 1e-05: keys are read back as numbers
 
 
 def same_position(a: Normalized, b: Normalized) -> bool:
@@ -177,4 +179,7 @@ def matches_gold(predicted: str | None, gold: str, kind: str) -> bool:
     """Whether a predicted short answer matches a gold answer of the given kind."""
     if predicted is None or not predicted.strip():
         return False
-    return same_position(normalize_answer(predicted, kind), normalize_answer(gold, kind))
+    said, right = normalize_answer(predicted, kind), normalize_answer(gold, kind)
+    if said.kind == right.kind == "text" and f" {said.key} " in f" {right.key} " and 2 * len(said.key) < len(right.key):
+        return False  # a fragment of the gold ("of", "New" for "New York City") is not the gold
+    return same_position(said, right)

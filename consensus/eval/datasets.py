@@ -11,9 +11,11 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import json
+import math
 import random
 import re
 import string
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -24,7 +26,7 @@ __all__ = ["EvalItem", "LoadedDataset", "builtin_names", "load_dataset", "load_j
 
 ItemType = Literal["number", "choice", "text"]
 _TYPES: tuple[str, ...] = ("number", "choice", "text")
-_LETTERS = string.ascii_uppercase
+_LETTERS = string.ascii_uppercase[:10]  # A-J: the letters agreement.parse_choice reads (K-Z would compare as text)
 _NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
 _ARC = {"arc-challenge": "ARC-Challenge", "arc-easy": "ARC-Easy"}
 
@@ -77,7 +79,10 @@ def _parse_number(value: object) -> str | None:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         return None
     text = str(value).strip().replace(",", "")
-    return text if _NUMBER.fullmatch(text) else None
+    if not _NUMBER.fullmatch(text):
+        return None
+    # 1e-05 (how Python writes the JSON number 0.00001) as 0.00001: answers are read without exponents
+    return format(Decimal(text), "f") if "e" in text.lower() else text
 
 
 def _gold_letter(answer: object, choices: list[str]) -> str:
@@ -106,6 +111,8 @@ def _item_from_record(record: object, default_id: str) -> EvalItem:
         if field not in record:
             raise _Problem(f"missing field {field!r}")
     question, answer, choices = record["question"], record["answer"], record.get("choices")
+    if isinstance(answer, float) and not math.isfinite(answer):
+        raise _Problem(f"field 'answer' must be a finite number, got {answer}")
     if not isinstance(question, str) or not question.strip():
         raise _Problem("field 'question' must be a non-empty string")
     if choices is not None and (

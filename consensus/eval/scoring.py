@@ -10,15 +10,16 @@ How an answer is read and scored (quoted in the README):
    else the LAST number in it ("16 - 3 - 4 = 9, so $18" -> 18). Equal to the gold when the
    values match (relative tolerance 1e-6, as in agreement.py).
 3. choice items, in this order: the text is an option letter ("B", "(b)", "Option B",
-   "The answer is B."); else the first "answer/option/choice (is) X" with an upper-case
-   letter X; else the text equals one choice's text, or contains exactly one choice's text
+   "The answer is B."); else the last "answer (is) X" with an upper-case letter X, or the one
+   letter named by "option/choice X" when only one is; else the text equals one choice's text, or contains exactly one choice's text
    as whole words (normalised as in agreement.normalize_text); else exactly one distinct
    stand-alone upper-case option letter appears ("A" followed by a lower-case word counts as
-   the article, not a letter). Anything else is unreadable. Equal to the gold when the letters match.
+   the article, not a letter, unless the word is a verb such as "is"). Anything else is unreadable. Equal to the gold when the letters match.
 4. text items: the text as it is, compared with agreement.matches_gold: equal after
    normalisation (case, accents, punctuation, articles), one contains the other as whole
    words, or a difflib ratio of at least 0.8 - not when only one side is negated or they
-   state different numbers.
+   state different numbers, and not when the answer is a fragment of the gold shorter than
+   half of it ("of" or "New" for "United States of America" or "New York City").
 An unreadable answer, a failed call and a failed debate count as wrong. The round-0 and the
 final vote are agreement.score_agreement's majority over the answers read this way (each
 panelist's latest successful answer for the final vote; unreadable ones left out; a tie goes to
@@ -41,9 +42,11 @@ __all__ = ["EvalRecord", "extract_answer", "is_correct", "record_from_error", "r
 _SECTION = re.compile(r"(?im)^[ \t]*[#>*_ \t]*(?:agreement|dissent)\b[*_ \t]*[:：]")
 _FINAL = re.compile(r"(?im)^[ \t]*[#>*_ \t]*final answer[*_ \t]*[:：][ \t]*(.+?)[ \t]*$")
 _NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?!\d)")
-_EXPLICIT = re.compile(r"(?i:\b(?:answer|option|choice)\s*(?:is)?\s*(?:option\s*)?[:\-]?\s*)\(?([A-Z])\)?(?![\w'])")
+_EXPLICIT = re.compile(r"(?i:\b(answer|option|choice)\s*(?:is)?\s*(?:option\s*)?[:\-]?\s*)\(?([A-Z])\)?(?![\w'])")
 _LETTER = re.compile(r"(?<![\w'])\(?([A-Z])\)?(?![\w'])")
-_ARTICLE = re.compile(r"\s+[a-z]")
+# "A" then a lower-case word is the article ("A cat"), unless the word is a verb that makes it the letter ("A is
+# correct", "A would be right").
+_ARTICLE = re.compile(r"\s+(?!(?:is|was|would|seems|should|must|appears|looks|fits|matches|remains)\b)[a-z]")
 
 
 def _reading(text: str) -> str:
@@ -67,9 +70,12 @@ def _choice(text: str, choices: Sequence[str] | None) -> str | None:
     letter = parse_choice(text)
     if letter and letter in letters:
         return letter
-    for m in _EXPLICIT.finditer(text):
-        if m.group(1) in letters:
-            return m.group(1)
+    named = [(m.group(1).lower(), m.group(2)) for m in _EXPLICIT.finditer(text) if m.group(2) in letters]
+    stated = [letter for word, letter in named if word == "answer"]
+    if stated:  # "Option A is wrong, so the answer is C": the answer named, not the option passed over
+        return stated[-1]
+    if len({letter for _, letter in named}) == 1:
+        return named[0][1]
     if choices:
         said = normalize_text(text)
         texts = [normalize_text(c) for c in choices]
@@ -80,6 +86,7 @@ def _choice(text: str, choices: Sequence[str] | None) -> str | None:
             return letters[inside[0]]
     seen = {m.group(1) for m in _LETTER.finditer(text)
             if m.group(1) in letters and not (m.group(0) == "A" and _ARTICLE.match(text, m.end()))}  # fmt: skip
+    seen |= {letter for _, letter in named}  # "option A or option B": A is named, whatever follows it
     return seen.pop() if len(seen) == 1 else None
 
 

@@ -79,6 +79,18 @@ def test_ties_go_to_the_first_seat_for_scoring_but_report_no_majority():
     assert c.tie and c.reported_majority is None and c.majority == "7"
 
 
+@pytest.mark.parametrize(("predicted", "gold", "right"), [
+    ("of", "United States of America", False),  # any word of the gold scored as right
+    ("New", "New York City", False),
+    ("da", "Leonardo da Vinci", False),
+    ("United States", "United States of America", True),  # most of it
+    ("York City", "New York City", True),
+    ("The capital is Paris.", "Paris", True),  # the gold inside a longer answer still counts
+])  # fmt: skip
+def test_a_fragment_of_the_gold_is_not_the_gold(predicted, gold, right):
+    assert matches_gold(predicted, gold, "text") is right
+
+
 def test_matches_gold_by_kind():
     assert matches_gold("The answer is 1,000", "1000", "number")
     assert matches_gold("(b)", "B", "choice")

@@ -185,3 +185,24 @@ def test_jsonl_items_round_trip_through_json(tmp_path: Path) -> None:
     path = tmp_path / "one.jsonl"
     path.write_text(json.dumps({"id": item.id, "question": "Q", "choices": item.choices, "answer": 3}) + "\n")
     assert load_jsonl(path).items[0].answer == item.answer
+
+
+def test_numeric_golds_are_plain_decimals_and_must_be_finite(tmp_path: Path) -> None:
+    """0.00001 loaded as the gold "1e-05", which no answer could match: answers are read without exponents."""
+    path = tmp_path / "nums.jsonl"
+    path.write_text("\n".join([
+        '{"id": "small", "question": "q?", "answer": 0.00001}',
+        '{"id": "big", "question": "q?", "answer": 1e20}',
+        '{"id": "nan", "question": "q?", "answer": NaN}',
+        '{"id": "eleven", "question": "q?", "choices": ["a","b","c","d","e","f","g","h","i","j","k"], "answer": "k"}',
+    ]) + "\n", encoding="utf-8")  # fmt: skip
+    loaded = load_jsonl(path)
+    golds = {item.id: item.answer for item in loaded.items}
+    assert golds == {"small": "0.00001", "big": "100000000000000000000"}
+    from consensus.agreement import matches_gold
+    from consensus.eval.scoring import extract_answer
+
+    assert matches_gold(extract_answer("It is 0.00001.", "number"), golds["small"], "number")
+    problems = " ".join(loaded.problems)
+    assert "line 3" in problems and "finite" in problems
+    assert "line 4" in problems and "2 to 10 entries" in problems  # K would be read as text, not a letter

@@ -237,6 +237,12 @@ async def test_table_and_compare_render_every_run(tmp_path):
         ("no idea", "number", None),
         ("(b)", "choice", "B"),
         ("The correct answer is C because A is wrong.", "choice", "C"),
+        ("A is correct.", "choice", "A"),  # the letter, not the article: read as unreadable, only for A
+        ("A is the answer", "choice", "A"),
+        ("A cat sat on the mat.", "choice", None),  # the article
+        ("Option A is wrong, so the answer is C.", "choice", "C"),  # was A: the first option named
+        ("The panel rejects option B; the answer is C.", "choice", "C"),
+        ("Option A or option B, hard to say.", "choice", None),
         ("Paris", "choice", "B"),
         ("It must be Nice, on the coast.", "choice", "C"),
         ("A city in France: B fits.", "choice", "B"),
