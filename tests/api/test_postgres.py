@@ -150,7 +150,9 @@ async def test_lease_renewals_and_event_writes_never_deadlock(pg_cluster, pg_dat
     finally:
         await store.close()
     assert renewal_errors == []
-    assert written > 500
+    # Enough writes to meet the renewals (a throughput floor would be a timed test: a busy machine made 365
+    # where a quiet one makes 700+; each debate writing twice still collides with 100+ renewals of its row).
+    assert written >= 2 * len(ids)
     # The writer redoes an aborted batch row by row, which hides its own aborts: read the server's log.
     assert b"deadlock detected" not in pg_cluster.log.read_bytes()[log_start:]
 
