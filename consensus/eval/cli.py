@@ -24,7 +24,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from consensus.errors import ConsensusError
+from consensus.engine import validate_question
+from consensus.errors import ConsensusError, QuestionError
 from consensus.eval.datasets import builtin_names, load_dataset
 from consensus.eval.report import SUMMARY, compare, render_table, summarize, write_html
 from consensus.eval.runner import RECORDS, RUN_INFO, EvalRun, read_records, run_eval
@@ -40,10 +41,10 @@ REPORT = "report.html"
 TABLE = "table.txt"
 
 
-def _fail(message: str) -> typer.Exit:
+def _fail(message: str, code: int = 2) -> typer.Exit:
     from consensus.cli import fail  # consensus.cli registers these commands: import it late
 
-    return fail(message)
+    return fail(message, code)
 
 
 def default_out(dataset: str, seed: int | None) -> Path:
@@ -87,13 +88,20 @@ def eval_command(
         err.print(f"[yellow]warning:[/] {escape(loaded.name)}: {escape(problem)}")
     if loaded.problems:
         err.print(f"[yellow]warning:[/] skipped {len(loaded.problems)} malformed record(s) of {escape(loaded.name)}")
-    if not loaded.items:
-        raise _fail(f"{loaded.name}: no usable questions")
     panel = configured_panel(panel_file)
+    items = []
+    for item in loaded.items:  # what the engine would refuse is a dataset problem, not a wrong answer
+        try:
+            validate_question(item.question, panel.debate.max_question_chars)
+        except QuestionError as exc:
+            err.print(f"[yellow]warning:[/] {escape(loaded.name)}: item {escape(item.id)}: {escape(str(exc))}; skipped")
+            continue
+        items.append(item)
+    if not items:
+        raise _fail("--limit 0 selects no questions" if limit == 0 else f"{loaded.name}: no usable questions")
     provider = make_provider(panel)
     target = out_dir or default_out(dataset, seed)
     info = {"dataset": loaded.name, "seed": seed, "limit": limit}
-    items = loaded.items
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("elapsed"),
                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())  # fmt: skip
     with Progress(*columns, console=err, transient=False) as bar:
@@ -103,7 +111,7 @@ def eval_command(
             if not task:
                 task.append(bar.add_task(escape(Path(loaded.name).name), total=total, completed=done))
                 if done:
-                    err.print(f"resuming {target}: {done} of {total} questions already done")
+                    err.print(f"resuming {escape(str(target))}: {done} of {total} questions already done")
             else:
                 bar.update(task[0], completed=done)
 
@@ -120,7 +128,7 @@ def eval_command(
             err.print(f"[yellow]Stopped (Ctrl-C):[/] {len(kept)} of {len(items)} questions are done and saved in "
                       f"{escape(str(target / RECORDS))}.\nResume with the same command: {escape(command)}")  # fmt: skip
             raise typer.Exit(130) from None
-        except ValueError as exc:
+        except (ValueError, OSError) as exc:  # a bad --out, records.jsonl that is a directory, a full disk
             raise _fail(str(exc)) from None
     for problem in result.problems:
         err.print(f"[yellow]warning:[/] {escape(problem)}")
@@ -129,9 +137,12 @@ def eval_command(
     failed = summary["status"].get("failed", 0)
     if failed:
         first = summary["failures"][0]
-        err.print(f"[yellow]{failed} debate(s) failed[/] (counted as wrong); e.g. {escape(first['id'])}: {escape(str(first['reason']))}")
+        err.print(f"[yellow]{failed} debate(s) failed[/] (counted as wrong; a re-run asks them again); e.g. "
+                  f"{escape(first['id'])}: {escape(str(first['reason']))}")  # fmt: skip
     for name in (RECORDS, SUMMARY, REPORT):
         out.print(f"{name}: {escape(str(target / name))}")
+    if failed and failed == summary["n"]:  # an outage or a bad key measured nothing: say so in the exit code
+        raise _fail(f"every debate failed ({failed} of {failed}); nothing was measured", code=1)
 
 
 def compare_command(

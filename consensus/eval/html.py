@@ -99,7 +99,7 @@ def _test_rows(summary: dict[str, Any]) -> list[list[str]]:
         name = f"{label} ({t['against']})" if key == "consensus_vs_best_panelist" else label
         rows.append([escape(name), str(t["b"]), str(t["c"]), f"{t['mcnemar_p']:.4g}",
                      f"{100 * boot['mean_difference']:+.1f} pts" if boot else "—", ci,
-                     f"{boot['p_value']:.4g}" if boot else "—"])  # fmt: skip
+                     f"{boot['p_value']:.4g}" if boot and boot["p_value"] is not None else "—"])  # fmt: skip
     return rows
 
 

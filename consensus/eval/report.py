@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from consensus.eval.html import write_html
@@ -29,6 +30,7 @@ __all__ = ["SUMMARY", "compare", "load_summary", "render_table", "summarize", "w
 SUMMARY = "summary.json"
 BUCKETS = ((0.0, 0.5), (0.5, 0.8), (0.8, 1.0))
 BOOTSTRAP_ITERATIONS = 10_000
+MIN_DISCORDANT_FOR_BOOTSTRAP_P = 10
 
 
 def _accuracy(flags: Sequence[bool]) -> dict[str, Any]:
@@ -60,7 +62,11 @@ def _states(r: EvalRecord, seats: Sequence[str], last: int) -> list[dict[str, bo
 def _paired(cons: list[bool], other: list[bool], against: str | None) -> dict[str, Any]:
     b = sum(1 for x, y in zip(cons, other, strict=True) if x and not y)
     c = sum(1 for x, y in zip(cons, other, strict=True) if y and not x)
-    boot = paired_bootstrap(cons, other, iterations=BOOTSTRAP_ITERATIONS) if cons else None
+    boot: dict[str, Any] | None = paired_bootstrap(cons, other, iterations=BOOTSTRAP_ITERATIONS) if cons else None
+    if boot is not None and b + c < MIN_DISCORDANT_FOR_BOOTSTRAP_P:
+        # With few discordant pairs the resampled differences barely vary and the shifted-null p collapses
+        # (3 questions, all discordant one way: p = 0.0001 where McNemar's exact p is 0.25). Its CI stays.
+        boot["p_value"] = None
     return {"against": against, "b": b, "c": c, "mcnemar_p": mcnemar_exact(b, c), "bootstrap": boot}
 
 
@@ -85,8 +91,9 @@ def summarize(records: Sequence[EvalRecord], run: dict[str, Any] | None = None) 
         rounds.append({"from": i - 1, "to": i, **{k: sum(f[k] for f in per.values()) for k in ("wrong_to_right", "right_to_wrong")},
                        "by_panelist": per})  # fmt: skip
     buckets = []
+    debated = [r for r in recs if r.status != "failed"]  # a failed debate's "agreement" is one answer agreeing with itself
     for lo, hi in BUCKETS:
-        inside = [r.consensus.correct for r in recs if lo <= r.final_agreement < hi or (hi == 1.0 and r.final_agreement >= 1.0)]
+        inside = [r.consensus.correct for r in debated if lo <= r.final_agreement < hi or (hi == 1.0 and r.final_agreement >= 1.0)]
         buckets.append({"range": [lo, hi], "label": f"[{lo:g}, {hi:g}{']' if hi == 1.0 else ')'}", **_accuracy(inside)})
     latency = [float(r.latency_ms) for r in recs]
     costs = [r.cost_usd for r in recs]
@@ -161,8 +168,9 @@ def _test_line(t: dict[str, Any]) -> str:
     head = f"McNemar b={t['b']} c={t['c']} p={t['mcnemar_p']:.3g}"
     if boot is None:
         return head
+    p = f"p={boot['p_value']:.3g}" if boot["p_value"] is not None else f"p: n/a (b+c < {MIN_DISCORDANT_FOR_BOOTSTRAP_P})"
     return (f"{head} · bootstrap Δ {100 * boot['mean_difference']:+.1f} pts "
-            f"[{100 * boot['ci_low']:+.1f}, {100 * boot['ci_high']:+.1f}] p={boot['p_value']:.3g}")  # fmt: skip
+            f"[{100 * boot['ci_low']:+.1f}, {100 * boot['ci_high']:+.1f}] {p}")  # fmt: skip
 
 
 def _latency(s: dict[str, Any]) -> str:
@@ -179,7 +187,7 @@ def _usage(s: dict[str, Any]) -> str:
 def render_table(summary: dict[str, Any]) -> Table:
     """The terminal table: accuracy with CIs, paired tests, flips, usage, latency, agreement buckets."""
     run = summary.get("run") or {}
-    title = f"{run.get('dataset') or 'eval'} — {summary['n']} questions"
+    title = f"{escape(str(run.get('dataset') or 'eval'))} — {summary['n']} questions"  # a path may hold [brackets]
     t = Table(title=title, title_justify="left")
     for col, justify in (("", "left"), ("accuracy", "right"), ("95% CI", "right"), ("detail", "left")):
         t.add_column(col, justify=justify)  # type: ignore[arg-type]
@@ -220,7 +228,7 @@ def load_summary(run_dir: str | Path, problems: list[str] | None = None) -> dict
     d = Path(run_dir)
     if not d.is_dir():
         raise FileNotFoundError(f"run directory not found: {d}")
-    run = json.loads((d / RUN_INFO).read_text(encoding="utf-8")) if (d / RUN_INFO).exists() else None
+    run = _json_file(d / RUN_INFO) if (d / RUN_INFO).exists() else None
     if (d / RECORDS).exists():
         records, unreadable = read_records(d / RECORDS)
         if problems is not None:
@@ -229,9 +237,23 @@ def load_summary(run_dir: str | Path, problems: list[str] | None = None) -> dict
         kept = list(records.values()) if ids is None else [records[i] for i in ids if i in records]
         return summarize(kept, run)
     if (d / SUMMARY).exists():
-        data: dict[str, Any] = json.loads((d / SUMMARY).read_text(encoding="utf-8"))
+        data = _json_file(d / SUMMARY)
+        missing = [k for k in ("n", "panelists", "accuracy", "tests", "usage", "status") if k not in data]
+        if missing:
+            raise ValueError(f"{d / SUMMARY}: not a summary written by `consensus eval` (no {', '.join(missing)})")
         return data
     raise FileNotFoundError(f"{d} has neither {RECORDS} nor {SUMMARY}")
+
+
+def _json_file(path: Path) -> dict[str, Any]:
+    """A JSON object from a run directory's file, or ValueError naming the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not readable JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a JSON object")
+    return data
 
 
 def compare(dirs: Sequence[str | Path], problems: list[str] | None = None) -> Table:
@@ -240,7 +262,7 @@ def compare(dirs: Sequence[str | Path], problems: list[str] | None = None) -> Ta
     t = Table(title="Runs compared", title_justify="left")
     t.add_column("")
     for d in dirs:
-        t.add_column(str(d), justify="right")
+        t.add_column(escape(str(d)), justify="right")
 
     def row(label: str, fn: Any) -> None:
         t.add_row(label, *(fn(s) for s in summaries))

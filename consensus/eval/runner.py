@@ -4,18 +4,23 @@ Layout of an output directory:
   run.json       what ran: dataset, seed, limit, language, rounds, the panel, when it started
   records.jsonl  one scoring.EvalRecord per finished question, appended (flushed and fsynced)
                  as each debate ends, so Ctrl-C or a kill keeps everything finished so far
-Re-running into the same directory skips the ids already in records.jsonl, and refuses to mix
-runs: the dataset, seed, language, rounds and every seat's answer-relevant settings must match.
+  .lock          held while a run writes: a second run into the same directory is refused
+Re-running into the same directory skips the questions already answered in records.jsonl (unless
+the dataset now states them differently, or their debate failed: those are asked again), and
+refuses to mix runs: the dataset, seed, language, rounds and every seat's answer-relevant settings
+must match.
 How answers are read and scored is documented in consensus.eval.scoring.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +38,7 @@ __all__ = ["RECORDS", "RUN_INFO", "EvalRun", "panel_fingerprint", "prepare_out_d
 
 RECORDS = "records.jsonl"
 RUN_INFO = "run.json"
+LOCK = ".lock"
 _SEAT_KEYS = ("name", "model", "temperature", "seed", "persona", "max_tokens")
 _MATCHED = ("dataset", "seed", "language", "rounds", "panel_fingerprint")
 
@@ -63,7 +69,8 @@ def panel_fingerprint(panel: Panel) -> dict[str, Any]:
 
 
 def read_records(path: Path) -> tuple[dict[str, EvalRecord], list[str]]:
-    """Records by id from a records.jsonl (first wins); unreadable lines are reported, not dropped silently."""
+    """Records by id from a records.jsonl (the last line of an id wins: a re-run's record supersedes the one it
+    re-ran); unreadable lines are reported, not dropped silently."""
     records: dict[str, EvalRecord] = {}
     problems: list[str] = []
     if not path.exists():
@@ -76,7 +83,7 @@ def read_records(path: Path) -> tuple[dict[str, EvalRecord], list[str]]:
         except ValidationError as exc:
             problems.append(f"{path}: line {number}: unreadable record ({exc.errors()[0]['msg']}); it will be re-run")
             continue
-        records.setdefault(record.id, record)
+        records[record.id] = record
     return records, problems
 
 
@@ -116,6 +123,11 @@ def _prepare_run_info(out: Path, info: dict[str, Any]) -> None:
         info = {**old, "limit": info.get("limit"), "n_items": info.get("n_items"), "item_ids": info.get("item_ids"),
                 "resumed_at": info["started_at"], "started_at": old.get("started_at")}  # fmt: skip
     _write_json(path, info)
+
+
+def _answers(record: EvalRecord, item: EvalItem) -> bool:
+    """Whether a stored record is the answer to this item as the dataset now states it."""
+    return (record.question, record.gold, record.type, record.choices) == (item.question, item.answer, item.type, item.choices)
 
 
 def _append(fh: Any, record: EvalRecord) -> None:
@@ -164,10 +176,47 @@ async def run_eval(
     """Debate every item not yet in out_dir/records.jsonl, at most `concurrency` at a time."""
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    with _exclusive(Path(out_dir)):
+        return await _run_eval(items, panel, provider, Path(out_dir), concurrency, rounds, progress, language, run_info)
+
+
+@contextlib.contextmanager
+def _exclusive(out: Path) -> Iterator[None]:
+    """Hold out/.lock for the run: two runs into one directory asked every question twice and paid twice."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: is a file, not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fh = (out / LOCK).open("a")
+    except OSError as exc:
+        raise ValueError(f"--out {out}: cannot be used ({exc.strerror or exc})") from None
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"--out {out} is in use by another `consensus eval` run; wait for it or choose another --out") from None
+        yield
+
+
+async def _run_eval(
+    items: Sequence[EvalItem], panel: Panel, provider: Provider, out_dir: Path, concurrency: int, rounds: int | None,
+    progress: Progress | None, language: str, run_info: dict[str, Any] | None,
+) -> EvalRun:  # fmt: skip
     path, done, problems = prepare_out_dir(Path(out_dir), panel, [i.id for i in items], rounds, language, run_info)
+    # A record is reused only for the question it answered: ids without an "id" field are line numbers, and a
+    # line inserted, or a gold corrected, would otherwise keep the old answer and score. A failed debate (an
+    # outage, a bad key) is asked again.
+    changed = [i.id for i in items if i.id in done and not _answers(done[i.id], i)]
+    failed = [i.id for i in items if i.id in done and i.id not in changed and done[i.id].status == "failed"]
+    if changed:
+        problems.append(f"{len(changed)} stored record(s) no longer match their question, answer or choices in the "
+                        f"dataset; asked again: {', '.join(changed[:5])}{' ...' if len(changed) > 5 else ''}")  # fmt: skip
+    if failed:
+        problems.append(f"{len(failed)} debate(s) that failed before are asked again")
     todo: asyncio.Queue[EvalItem] = asyncio.Queue()
     for item in items:
-        if item.id not in done:
+        if item.id not in done or item.id in changed or item.id in failed:
+            done.pop(item.id, None)
             todo.put_nowait(item)
     resumed, total, new = len(items) - todo.qsize(), len(items), 0
     names = [s.name for s in panel.panelists]

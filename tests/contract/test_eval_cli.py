@@ -82,3 +82,41 @@ def test_ctrl_c_keeps_finished_questions_and_says_how_to_resume(tmp_path, stub):
     kept = len(records.read_text().splitlines())
     assert kept == 1 and "1 of 8 questions are done" in stderr and "Resume with the same command" in stderr
     assert (out / "summary.json").exists()
+
+
+def test_eval_input_and_output_problems_are_one_line_each(tmp_path, stub):
+    panel, data = setup(tmp_path, stub)
+    long = tmp_path / "long.jsonl"
+    long.write_text('{"id": "big", "question": "%s", "answer": "4"}\n{"id": "ok", "question": "2+2?", "answer": "4"}\n'
+                    % ("x" * 9000), encoding="utf-8")  # fmt: skip
+    out = tmp_path / "d[/]out"  # Rich markup in a path: a MarkupError traceback when it was printed
+    p = cli_here("eval", str(long), "--panel-file", str(panel), "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    assert "item big:" in p.stderr and "9000 characters" in p.stderr and "skipped" in p.stderr
+    assert [json.loads(x)["id"] for x in (out / "records.jsonl").read_text().splitlines()] == ["ok"]
+    again = cli_here("eval", str(long), "--panel-file", str(panel), "--out", str(out))
+    assert again.returncode == 0 and f"resuming {out}" in again.stderr
+    assert cli_here("compare", str(out)).returncode == 0
+    p = cli_here("eval", str(data), "--panel-file", str(panel), "--out", str(data / "sub"))  # under a file
+    assert p.returncode == 2 and "error:" in p.stderr and "Traceback" not in p.stderr
+    p = cli_here("eval", str(data), "--panel-file", str(panel), "--limit", "0")
+    assert p.returncode == 2 and "--limit 0 selects no questions" in p.stderr
+    (out / "summary.json").write_text('{"n": 3}')
+    (out / "records.jsonl").unlink()
+    p = cli_here("compare", str(out))
+    assert p.returncode == 2 and "summary.json: not a summary" in p.stderr
+
+
+def test_an_eval_where_every_debate_failed_exits_1_and_a_re_run_asks_again(tmp_path, stub):
+    panel, data = setup(tmp_path, stub)
+    for name in ("alice", "bob", "carol"):
+        stub.script(name, [{"fault": "401"}])
+    out = tmp_path / "run"
+    p = cli_here("eval", str(data), "--panel-file", str(panel), "--out", str(out))
+    assert p.returncode == 1 and "every debate failed (2 of 2)" in p.stderr
+    for name in ("alice", "bob", "carol"):
+        stub.script(name, [{"text": ans("4")}])  # the key is fixed
+    again = cli_here("eval", str(data), "--panel-file", str(panel), "--out", str(out))
+    assert again.returncode == 0, again.stderr
+    assert "2 debate(s) that failed before are asked again" in again.stderr
+    assert json.loads((out / "summary.json").read_text())["status"] == {"completed": 2}

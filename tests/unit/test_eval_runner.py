@@ -109,11 +109,12 @@ async def test_scripted_panel_gives_the_hand_computed_figures(tmp_path):
     assert vs_best["mcnemar_p"] == pytest.approx(10 / 16) == mcnemar_exact(1, 3)
     cons = [True, True, False, True, True, True, False, False, False, False]
     best = [True, True, True, False, True, True, False, True, True, False]
-    assert vs_best["bootstrap"] == paired_bootstrap(cons, best, iterations=10_000)
+    # 4 discordant pairs: the bootstrap's p is withheld (it collapses on so few), its CI is kept
+    assert vs_best["bootstrap"] == {**paired_bootstrap(cons, best, iterations=10_000), "p_value": None}
     vs_vote = s["tests"]["consensus_vs_round0_vote"]
     assert (vs_vote["b"], vs_vote["c"], vs_vote["mcnemar_p"]) == (3, 3, 1.0)  # b: q02,04,05; c: q03,08,09
     buckets = {b["label"]: (b["correct"], b["n"]) for b in s["agreement_vs_accuracy"]}
-    assert buckets == {"[0, 0.5)": (0, 1), "[0.5, 0.8)": (2, 4), "[0.8, 1]": (3, 5)}
+    assert buckets == {"[0, 0.5)": (0, 0), "[0.5, 0.8)": (2, 4), "[0.8, 1]": (3, 5)}  # q10 failed: in none
     assert s["status"] == {"completed": 8, "degraded": 1, "failed": 1}
     assert s["panelist_errors"] == {"a": {"server": 2}, "b": {"server": 1}, "c": {"server": 1}}
     assert s["failures"][0]["id"] == "q10" and "fewer than 2 panelists" in s["failures"][0]["reason"]
@@ -266,3 +267,36 @@ async def test_an_out_that_is_a_file_or_a_broken_run_json_is_a_clear_error(tmp_p
     with pytest.raises(ValueError, match="run.json is not readable JSON"):
         await run_eval(items(), make_panel(), QuestionFake(), broken, concurrency=1)
     assert afile.read_text() == "x" and (broken / "run.json").read_text() == '{"dataset": "x"\n'  # nothing lost
+
+
+def test_bootstrap_p_is_withheld_below_ten_discordant_pairs_and_kept_above():
+    from consensus.eval.report import _paired
+
+    few = _paired([True] * 3, [False] * 3, "x")  # p was 0.0001 (McNemar's exact p: 0.25)
+    assert few["bootstrap"]["p_value"] is None and few["mcnemar_p"] == pytest.approx(0.25)
+    assert few["bootstrap"]["ci_low"] == few["bootstrap"]["ci_high"] == 1.0
+    many = _paired([True] * 8 + [False] * 4 + [True] * 10, [False] * 8 + [True] * 4 + [True] * 10, "x")
+    assert 0 < many["bootstrap"]["p_value"] < 1 and many["b"] + many["c"] == 12
+
+
+async def test_resume_asks_again_what_the_dataset_now_states_differently_and_what_failed(tmp_path):
+    """Records were reused by id alone: ids default to line numbers, and a corrected gold kept its old score."""
+    await run_eval(items(), make_panel(), QuestionFake(), tmp_path)  # q10's debate fails
+    corrected = [i.model_copy(update={"answer": "999"}) if i.id == "q02" else i for i in items()]
+    fake = QuestionFake()
+    again = await run_eval(corrected, make_panel(), fake, tmp_path)
+    assert (again.resumed, again.new) == (8, 2) and {qid for qid, _ in fake.calls} == {"q02", "q10"}
+    assert any("no longer match" in p and "q02" in p for p in again.problems)
+    assert any("1 debate(s) that failed before" in p for p in again.problems)
+    stored, _ = read_records(tmp_path / RECORDS)  # the re-run's line supersedes the old one
+    assert stored["q02"].gold == "999" and [r.gold for r in again.records if r.id == "q02"] == ["999"]
+
+
+async def test_a_second_run_into_the_same_directory_is_refused_while_the_first_writes(tmp_path):
+    """Two runs into one --out asked every question twice (and paid twice)."""
+    first = asyncio.create_task(run_eval(items(), make_panel(), QuestionFake(delay_s=0.05), tmp_path))
+    await asyncio.sleep(0.1)
+    with pytest.raises(ValueError, match="in use by another"):
+        await run_eval(items(), make_panel(), QuestionFake(), tmp_path)
+    assert (await first).new == 10
+    assert (await run_eval(items(), make_panel(), QuestionFake(), tmp_path)).resumed == 9  # free again; q10 re-asked
