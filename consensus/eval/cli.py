@@ -101,7 +101,9 @@ def eval_command(
         raise _fail("--limit 0 selects no questions" if limit == 0 else f"{loaded.name}: no usable questions")
     provider = make_provider(panel)
     target = out_dir or default_out(dataset, seed)
-    info = {"dataset": loaded.name, "seed": seed, "limit": limit}
+    # A file is named by its absolute path: resumed from another directory, or as ./x.jsonl, it is the same run.
+    named = str(Path(dataset).resolve()) if Path(dataset).suffix == ".jsonl" else loaded.name
+    info = {"dataset": named, "seed": seed, "limit": limit}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("elapsed"),
                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())  # fmt: skip
     with Progress(*columns, console=err, transient=False) as bar:

@@ -114,15 +114,24 @@ def _prepare_run_info(out: Path, info: dict[str, Any]) -> None:
             old = json.loads(path.read_text(encoding="utf-8"))
         except ValueError as exc:
             raise ValueError(f"{path} is not readable JSON ({exc}); fix or remove it, or choose another --out") from None
-        differ = [k.removesuffix("_fingerprint") for k in _MATCHED if old.get(k) != info.get(k)]
+        differ = [k for k in _MATCHED if _setting(old, k) != _setting(info, k)]
         if differ:
+            said = [f"its {k.removesuffix('_fingerprint')} differs" if k.endswith("_fingerprint")
+                    else f"{k} {_setting(old, k)!r} then, {_setting(info, k)!r} now" for k in differ]  # fmt: skip
             raise ValueError(
-                f"{out} holds a different run (its {', '.join(differ)} differ{'s' if len(differ) == 1 else ''}); "
-                "resume with the same settings or choose another --out"
+                f"{out} holds a different run ({'; '.join(said)}); resume with the same settings or choose another --out"
             )
         info = {**old, "limit": info.get("limit"), "n_items": info.get("n_items"), "item_ids": info.get("item_ids"),
                 "resumed_at": info["started_at"], "started_at": old.get("started_at")}  # fmt: skip
     _write_json(path, info)
+
+
+def _setting(info: dict[str, Any], key: str) -> Any:
+    """A run.json setting as it acts: `rounds` left to the panel is the panel's max_rounds."""
+    value = info.get(key)
+    if key == "rounds" and value is None:
+        return ((info.get("panel") or {}).get("debate") or {}).get("max_rounds")
+    return value
 
 
 def _answers(record: EvalRecord, item: EvalItem) -> bool:

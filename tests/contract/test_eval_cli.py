@@ -40,7 +40,7 @@ def test_eval_scores_a_jsonl_dataset_reports_bad_lines_and_resumes(tmp_path, stu
     assert (out / "report.html").read_text().startswith("<!doctype html>")
     hits = stub.hits()
     assert hits == {"alice": 2, "bob": 2, "carol": 2, "judge": 2}  # unanimous: openings + synthesis
-    again = cli_here("eval", str(data), "--panel-file", str(panel), "--out", str(out))
+    again = cli_here("eval", os.path.relpath(data), "--panel-file", str(panel), "--out", str(out))  # the same file
     assert again.returncode == 0, again.stderr
     assert "2 of 2 questions already done" in again.stderr and stub.hits() == hits
     both = cli_here("compare", str(out), str(out))

@@ -300,3 +300,15 @@ async def test_a_second_run_into_the_same_directory_is_refused_while_the_first_w
         await run_eval(items(), make_panel(), QuestionFake(), tmp_path)
     assert (await first).new == 10
     assert (await run_eval(items(), make_panel(), QuestionFake(), tmp_path)).resumed == 9  # free again; q10 re-asked
+
+
+async def test_resume_compares_settings_as_they_act_and_says_what_differs(tmp_path):
+    """--rounds 1 and the panel's max_rounds 1 are the same run; a refusal names the old and the new value."""
+    panel = make_panel()
+    await run_eval(items({"q01"}), panel, QuestionFake(), tmp_path, rounds=None)
+    same = await run_eval(items({"q01"}), panel, QuestionFake(), tmp_path, rounds=panel.debate.max_rounds)
+    assert same.resumed == 1
+    with pytest.raises(ValueError, match=r"rounds 1 then, 0 now"):
+        await run_eval(items({"q01"}), panel, QuestionFake(), tmp_path, rounds=0)
+    with pytest.raises(ValueError, match=r"language 'en' then, 'fr' now"):
+        await run_eval(items({"q01"}), panel, QuestionFake(), tmp_path, language="fr")
