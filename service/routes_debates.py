@@ -137,8 +137,13 @@ async def create_debate(
 
 @router.get("/debates", response_model=DebateList, responses=ERRORS)
 async def list_debates(svc: Services, who: Caller, limit: Annotated[int, Query(ge=1, le=200)] = 20) -> DebateList:
-    """Recent debates, newest first; with API keys, only those started with the caller's key."""
-    rows = await svc.store.recent(limit, who.key_id)  # a widget's key is public: it must not list others' questions
+    """Recent debates, newest first; with API keys, only those started with the caller's key. A publishable
+    (origin-bound) key may not list: every visitor of its site holds it, and would see every other's questions."""
+    if who.shared:
+        raise ApiError(403, "a publishable key (one with origins) cannot list debates: every visitor of its site holds "
+                       "it; list with a server-side key", type_="permission_error", param="authorization",
+                       code="listing_not_allowed")  # fmt: skip
+    rows = await svc.store.recent(limit, who.key_id)
     return DebateList(data=[
         DebateSummary(id=r.id, status=r.status, question=r.question, language=r.language,
                       created_at=r.created_at.isoformat(), links=links(r.id))

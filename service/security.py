@@ -11,8 +11,9 @@ import uuid
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.store import ApiKeyRow, Store, now
 
@@ -82,10 +83,10 @@ class KeyCache:
         self.loaded_at = 0.0
         self._loading: asyncio.Task[None] | None = None
 
-    async def refresh(self, force: bool = False) -> None:
+    async def refresh(self, force: bool = False, wait: bool = False) -> None:
         """Reload when stale. One load at a time: a burst of requests finding the keys stale would
         otherwise each read them, queueing hundreds of reads behind a busy database. Until the first
-        load, and when forced, the caller waits for it; otherwise it goes on with the keys it has."""
+        load, when forced, and with `wait`, the caller waits for it; otherwise it goes on with the keys it has."""
         if force:
             await self._load(strict=True)  # a fresh read: keys created just now must be in it
             return
@@ -93,7 +94,7 @@ class KeyCache:
             return
         if self._loading is None or self._loading.done():
             self._loading = asyncio.get_running_loop().create_task(self._load(strict=not self.loaded_at))
-        if not self.loaded_at:
+        if not self.loaded_at or wait:
             await asyncio.shield(self._loading)
 
     async def _load(self, strict: bool) -> None:
@@ -182,6 +183,16 @@ class KeyOriginCORS(CORSMiddleware):
         )
         self.cache = cache
         self.own_origins = own_origins
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            origin = Headers(scope=scope).get("origin")
+            if origin is not None and not self.is_allowed_origin(origin):
+                # An origin not seen yet may belong to a key made since the last load: a preflight never reaches
+                # a route that would reload, so a site used only through its widget never saw its new key.
+                # Stale keys are reloaded (once per ttl at most, one load at a time) before the answer.
+                await self.cache.refresh(wait=True)
+        await super().__call__(scope, receive, send)
 
     def is_allowed_origin(self, origin: str) -> bool:
         try:

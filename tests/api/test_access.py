@@ -41,16 +41,18 @@ def test_keys_are_required_once_any_exists_and_accepted_both_ways(keyed):
         assert c.get(f"/v1/debates/{ok.json()['id']}", headers={"X-API-Key": secret}).status_code == 200
 
 
-def test_a_key_lists_only_the_debates_started_with_it(keyed):
-    """A widget's key sits in its page's source: listing must not show anyone else's questions."""
+def test_a_key_lists_only_the_debates_started_with_it_and_a_widget_key_lists_none(keyed):
+    """A widget's key sits in its page's source: listing must not show anyone else's questions. Listing by the
+    widget's key showed every question its site's visitors had asked."""
     srv, secret, public = keyed
     widget = {"X-API-Key": public, "Origin": "https://site.example"}
     with srv.client() as c:
         mine = c.post("/v1/debates", json={"question": "secret plans?"}, headers={"X-API-Key": secret}).json()["id"]
-        theirs = c.post("/v1/debates", json={"question": "2+2?"}, headers=widget).json()["id"]
+        c.post("/v1/debates", json={"question": "a visitor's question?"}, headers=widget).raise_for_status()
         assert [d["id"] for d in c.get("/v1/debates", headers={"X-API-Key": secret}).json()["data"]] == [mine]
-        listed = c.get("/v1/debates", headers=widget).json()["data"]
-        assert [(d["id"], d["question"]) for d in listed] == [(theirs, "2+2?")]
+        refused = c.get("/v1/debates", headers=widget)
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "listing_not_allowed"
+        assert "a visitor's question" not in refused.text
         # Reading by id stays open (share links), cancelling is for the key that started it.
         assert c.get(f"/v1/debates/{mine}", headers=widget).status_code == 200
         r = c.post(f"/v1/debates/{mine}/cancel", headers=widget)
@@ -110,6 +112,28 @@ def test_browser_key_only_from_its_origin_with_cors_and_no_credentials(keyed):
         pre = c.options("/v1/chat/completions", headers={"Origin": "https://site.example", "Access-Control-Request-Method": "POST",
                                                          "Access-Control-Request-Headers": sdk})  # fmt: skip
         assert pre.status_code == 200 and "x-stainless-os" in pre.headers["access-control-allow-headers"].lower()
+
+
+def test_a_key_made_while_serving_works_from_a_widget_that_only_sends_preflights(make_service, stub):
+    """The CORS check read the cached origins and never reloaded them; a preflight reaches no route that does,
+    so a site used only through its widget was refused until a restart."""
+    srv = make_service()
+    make_key(srv, "backend")  # keys exist: origins are checked
+    srv.services.keys.ttl_s = 0.2
+
+    async def create() -> str:
+        plain, _row = await create_key(srv.services.store, "site", ["https://new-site.example"])  # no reload
+        return plain
+
+    asyncio.run_coroutine_threadsafe(create(), srv.server_loop).result(10)
+    time.sleep(0.3)  # the cache is stale now; nothing has reloaded it
+    preflight = {"Origin": "https://new-site.example", "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "authorization,content-type"}  # fmt: skip
+    with srv.client() as c:
+        pre = c.options("/v1/debates", headers=preflight)
+        assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == "https://new-site.example"
+        other = c.options("/v1/debates", headers={**preflight, "Origin": "https://other.example"})
+        assert other.headers.get("access-control-allow-origin") is None
 
 
 def test_rate_limit_per_key_gives_429_with_retry_after(make_service, stub):
