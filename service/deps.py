@@ -39,5 +39,6 @@ def admit(svc: Any, who: Principal) -> None:
         raise ApiError(429, f"rate limit: {svc.settings.rate_limit_per_minute} debates per minute; retry in {secs} s",
                        type_="rate_limit_error", code="rate_limited", headers={"Retry-After": str(secs)})  # fmt: skip
     if not svc.runner.reserve():  # the caller must unreserve() once the debate is launched or refused
+        svc.limiter.refund(who.bucket)  # nothing ran: a busy service must not use up the caller's allowance
         raise ApiError(503, "the service is at capacity; retry shortly", type_="overloaded_error",
                        code="at_capacity", headers={"Retry-After": "2"})  # fmt: skip

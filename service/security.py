@@ -165,6 +165,12 @@ class RateLimiter:
         self.buckets[bucket] = (tokens, t)
         return (1 - tokens) / self.rate
 
+    def refund(self, bucket: str) -> None:
+        """Give back the token check() took, for a request refused before anything ran."""
+        if bucket in self.buckets:
+            tokens, last = self.buckets[bucket]
+            self.buckets[bucket] = (min(self.capacity, tokens + 1), last)
+
 
 class KeyOriginCORS(CORSMiddleware):
     """CORS for browser keys: an origin is allowed when some active key lists it. No credentials."""

@@ -13,6 +13,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Iterable
 from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -26,6 +27,13 @@ from consensus.providers.base import Completion, DeltaSink, Message  # noqa: E40
 from consensus.providers.openai_compat import OpenAICompatClient, estimated_usage, retry_after_s  # noqa: E402
 from consensus.rounds import ANSWER_SCHEMA  # noqa: E402
 from consensus.types import DebateSettings, Seat, Usage  # noqa: E402
+
+
+def load_transports(seats: Iterable[Seat]) -> None:
+    """Import now what these seats' calls will need: a server calls this before it serves, or its first debate
+    imported LiteLLM (~8 s here) on the event loop, and every other request waited for it."""
+    if any(s.transport == "litellm" for s in seats):
+        _litellm()
 
 
 @functools.cache

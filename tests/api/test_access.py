@@ -173,6 +173,22 @@ def test_admission_control_gives_fast_503(make_service, stub, monkeypatch):
             wait_status(c, f.json()["id"])
 
 
+def test_a_503_at_capacity_does_not_use_up_the_callers_rate_limit(make_service, stub):
+    """Busy periods drained every visitor's allowance: 202, 503, 503, then 429 though one debate ran."""
+    for n in ("alice", "bob", "carol"):
+        stub.script(n, [{"text": ans("4"), "delay_s": 0.5}])
+    srv = make_service(max_in_flight=1, rate_limit_per_minute=2)
+    with srv.client() as c:
+        first = c.post("/v1/debates", json={"question": "1?"})
+        busy = [c.post("/v1/debates", json={"question": f"{i}?"}).status_code for i in range(3)]
+        assert first.status_code == 202 and busy == [503, 503, 503]
+        wait_status(c, first.json()["id"])
+        second = c.post("/v1/debates", json={"question": "2?"})
+        assert second.status_code == 202, second.text  # the second of 2 per minute
+        wait_status(c, second.json()["id"])
+        assert c.post("/v1/debates", json={"question": "3?"}).status_code == 429
+
+
 def test_an_exhausted_database_pool_is_a_503_and_a_running_debate_waits_it_out(make_service, stub):
     for n in ("alice", "bob", "carol"):
         stub.script(n, [{"text": ans("4"), "delay_s": 0.5}])
