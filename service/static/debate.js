@@ -36,7 +36,7 @@ var ConsensusCore = (function () {
 
   /** The "answer" field of a JSON reply that is still arriving (the raw text when it is not JSON). */
   function partialAnswer(raw) {
-    var s = raw.replace(/^\s*```(?:json)?\s*/, "");
+    var s = raw.replace(/^\s*(?:```(?:json)?\s*)?/, "");  // leading blank lines, and a code fence
     if (s.charAt(0) !== "{") return raw;
     var m = /"answer"\s*:\s*"/.exec(s);
     if (!m) return "";
@@ -111,6 +111,7 @@ var ConsensusCore = (function () {
   }
 
   function sleep(ms) { return new Promise(function (r) { setTimeout(r, ms); }); }
+  var RESUME_FOR_MS = 60000;
 
   /** A copy-link button: the clipboard API, or a hidden textarea where it is not available. */
   function enhanceCopy(button, getUrl, status, copiedText) {
@@ -241,14 +242,19 @@ var ConsensusCore = (function () {
         }
         if (!resp.ok) { showError(await refusal(resp)); return; }
         await follow(resp);
-        // A cut stream is resumed from the last event id; the debate itself went on on the server.
-        for (var attempt = 1; !st.done && st.id && attempt <= 3; attempt++) {
-          await sleep(1000 * attempt);
+        // A cut stream is resumed from the last event id; the debate itself went on on the server. A restart
+        // (its shutdown grace, 10 s by default, then the start) takes longer than a blip: keep trying for a
+        // minute after the last event that arrived.
+        var until = Date.now() + RESUME_FOR_MS;
+        for (var attempt = 1; !st.done && st.id && Date.now() < until; attempt++) {
+          await sleep(Math.min(1000 * attempt, 5000));
+          var seen = st.seq;
           try {
             var again = await fetch(api + "/v1/debates/" + encodeURIComponent(st.id) + "/events?after=" + st.seq,
               { credentials: "omit", cache: "no-store", headers: headers({ Accept: "text/event-stream" }) });
             if (again.ok) await follow(again);
           } catch (e) { /* try again */ }
+          if (st.seq > seen) { until = Date.now() + RESUME_FOR_MS; attempt = 0; }
         }
         if (!st.done) showError(t("The service could not be reached. Try again."), st.id);
       }
@@ -463,9 +469,12 @@ var ConsensusCore = (function () {
           nodes.push(ul);
         }
         if (r.status === "failed" || !r.consensus) {
-          el.error.replaceChildren.apply(el.error, [h("p", null, t("The debate failed."))].concat(nodes));
+          // Cancelled or interrupted is not failed: the note says it was stopped, as the permalink does.
+          var stopped = r.status === "cancelled" || r.status === "interrupted";
+          var head = stopped ? [] : [h("p", null, t("The debate failed."))];
+          el.error.replaceChildren.apply(el.error, head.concat(nodes));
           show(el.error);
-          announce(t("The debate failed."));
+          announce(stopped ? t("The debate was stopped before it finished.") : t("The debate failed."));
           return;
         }
         el.notes.replaceChildren.apply(el.notes, nodes);

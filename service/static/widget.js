@@ -25,7 +25,9 @@ function widgetLoad(shadow, api, lang, question) {
       var parsed = new DOMParser().parseFromString(box.html, "text/html");
       var root = document.adoptNode(parsed.body.querySelector("[data-consensus-box]"));
       shadow.replaceChildren.apply(shadow, styles.concat([root]));
-      root.querySelector('[data-role="question"]').value = question;
+      var field = root.querySelector('[data-role="question"]');
+      // A value set by script is not held to maxlength: cut it as the service's own /ask page does.
+      field.value = field.maxLength > 0 ? question.slice(0, field.maxLength) : question;
       ConsensusCore.mount(root, {
         api: api, base: api, key: script.dataset.key || null, crossOrigin: true,
         messages: box.config.messages, reasons: box.config.reasons, unknown_reason: box.config.unknown_reason,

@@ -125,6 +125,22 @@ def test_failed_panelist_is_shown_with_the_reason_in_plain_words(page, web, stub
     page.screenshot(path=str(artifacts / "debate-degraded.png"), full_page=True)
 
 
+def test_a_cancelled_debate_is_shown_as_stopped_not_failed(page, web, stub):
+    """The page said "The debate failed." where the permalink says it was stopped before it finished."""
+    for name in ("alice", "bob", "carol"):
+        stub.script(name, [{"text": '{"answer": "4", "final_answer": "4", "confidence": 0.9}', "delay_s": 5}])
+    ask(page, web)
+    page.get_by_role("button", name="Submit").click()
+    page.locator(".cx-col").first.wait_for(state="visible")  # started: its id is known to the page
+    with web.client() as c:
+        [running] = c.get("/v1/debates?limit=1").json()["data"]
+        assert c.post(f"/v1/debates/{running['id']}/cancel").status_code == 200
+    error = page.locator('[data-role="error"]')
+    error.wait_for(state="visible")
+    assert "The debate was stopped before it finished." in error.inner_text()
+    assert "The debate failed." not in error.inner_text()
+
+
 def test_hindi_page_sends_hindi_as_the_debate_language_and_enter_submits(page, web, stub, artifacts):
     script_debate(stub)
     ask(page, web, question="दो और दो कितने होते हैं?", lang="hi")
@@ -195,3 +211,15 @@ def test_the_page_and_the_server_shorten_and_share_identically(page, web):
     for s, (long, short, links) in zip(samples, got, strict=True):
         assert long == shorten(s, 200) and short == shorten(s, 7), s
         assert links == share_links(t, s, s, "http://x/d/1"), s
+
+
+def test_a_streaming_json_answer_shows_only_its_text_even_after_leading_blank_lines(page, web):
+    """A reply starting with a newline before its JSON streamed into the column as raw JSON."""
+    page.goto(f"{web.url}/ask")
+    shown = page.evaluate("""() => [
+        '\\n{"answer": "Yes, 91 = 7 x 13.", "final',
+        '  \\n```json\\n{"answer": "fenced',
+        '{"answer": "plain',
+        'free text, not JSON',
+    ].map(ConsensusCore.partialAnswer)""")
+    assert shown == ["Yes, 91 = 7 x 13.", "fenced", "plain", "free text, not JSON"]

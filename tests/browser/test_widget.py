@@ -47,6 +47,13 @@ def test_widget_with_the_sites_key_runs_a_debate_in_its_shadow_root(page, host_s
     page.screenshot(path=str(artifacts / "widget-on-host-page.png"), full_page=True)
 
 
+def test_a_pre_loaded_question_over_the_limit_is_cut_as_the_ask_page_cuts_it(page, host_site, keyed_web, keys):
+    """Set by script, the textarea held all 10,000 characters past its maxlength; Submit then failed vaguely."""
+    limit = keyed_web.services.panel.debate.max_question_chars
+    box = open_host(page, host_site, keyed_web, key=keys["host"], question="x" * (limit + 2000), lang="en")
+    assert box.locator("textarea").input_value() == "x" * limit
+
+
 def test_widget_with_a_key_for_another_origin_is_refused_with_a_message(page, host_site, keyed_web, keys, stub):
     script_debate(stub)
     box = open_host(page, host_site, keyed_web, key=keys["elsewhere"], question="What is 2+2?")
