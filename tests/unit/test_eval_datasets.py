@@ -206,3 +206,24 @@ def test_numeric_golds_are_plain_decimals_and_must_be_finite(tmp_path: Path) -> 
     problems = " ".join(loaded.problems)
     assert "line 3" in problems and "finite" in problems
     assert "line 4" in problems and "2 to 10 entries" in problems  # K would be read as text, not a letter
+
+
+def test_a_misspelt_field_is_named_and_other_fields_are_the_datasets_own(tmp_path: Path) -> None:
+    """"choises" was ignored: the item became a text item whose gold was the letter "B"."""
+    path = tmp_path / "typo.jsonl"
+    path.write_text("\n".join([
+        '{"question": "Pick", "choises": ["x", "y"], "answer": "B"}',
+        '{"question": "2+2?", "answer": "4", "ID": "a"}',
+        '{"question": "2+2?", "answer": "4", "subject": "arithmetic", "source": "me"}',
+    ]) + "\n", encoding="utf-8")  # fmt: skip
+    loaded = load_jsonl(path)
+    assert [i.id for i in loaded.items] == ["line-3"]
+    assert "line 1: unknown field 'choises'; did you mean 'choices'?" in loaded.problems[0]
+    assert "line 2: unknown field 'ID'; did you mean 'id'?" in loaded.problems[1]
+
+
+def test_a_utf16_file_is_named_as_such(tmp_path: Path) -> None:
+    path = tmp_path / "wide.jsonl"
+    path.write_text('{"question": "2+2?", "answer": "4"}\n', encoding="utf-16")
+    with pytest.raises(ValueError, match="UTF-16 text; save it as UTF-8"):
+        load_jsonl(path)
