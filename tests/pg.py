@@ -9,6 +9,7 @@ error, not a skip: the PostgreSQL path must be tested in CI. ServiceProcess runs
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import glob
 import os
 import pwd
@@ -231,10 +232,13 @@ class ServiceProcess:
         return None if self.proc is None else self.proc.poll()
 
     def kill(self) -> None:
-        """SIGKILL: no shutdown code runs, like a crashed machine."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+        """SIGKILL to the whole process group (its --workers too): no shutdown code runs, like a crashed machine.
+        Killing only the supervisor left its workers running, orphaned, after a failed --workers test."""
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)  # start_new_session: the group is the process's own
+            if self.proc.poll() is None:
+                self.proc.wait(10)
 
     def pause(self) -> None:
         """SIGSTOP: the process freezes (a long GC pause, an overloaded VM) with its sockets open."""
