@@ -187,16 +187,20 @@ def test_jsonl_items_round_trip_through_json(tmp_path: Path) -> None:
     assert load_jsonl(path).items[0].answer == item.answer
 
 
+def load_lines(tmp_path: Path, lines: list[str]):
+    path = tmp_path / "lines.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return load_jsonl(path)
+
+
 def test_numeric_golds_are_plain_decimals_and_must_be_finite(tmp_path: Path) -> None:
     """0.00001 loaded as the gold "1e-05", which no answer could match: answers are read without exponents."""
-    path = tmp_path / "nums.jsonl"
-    path.write_text("\n".join([
+    loaded = load_lines(tmp_path, [
         '{"id": "small", "question": "q?", "answer": 0.00001}',
         '{"id": "big", "question": "q?", "answer": 1e20}',
         '{"id": "nan", "question": "q?", "answer": NaN}',
         '{"id": "eleven", "question": "q?", "choices": ["a","b","c","d","e","f","g","h","i","j","k"], "answer": "k"}',
-    ]) + "\n", encoding="utf-8")  # fmt: skip
-    loaded = load_jsonl(path)
+    ])  # fmt: skip
     golds = {item.id: item.answer for item in loaded.items}
     assert golds == {"small": "0.00001", "big": "100000000000000000000"}
     from consensus.agreement import matches_gold
@@ -210,13 +214,11 @@ def test_numeric_golds_are_plain_decimals_and_must_be_finite(tmp_path: Path) -> 
 
 def test_a_misspelt_field_is_named_and_other_fields_are_the_datasets_own(tmp_path: Path) -> None:
     """"choises" was ignored: the item became a text item whose gold was the letter "B"."""
-    path = tmp_path / "typo.jsonl"
-    path.write_text("\n".join([
+    loaded = load_lines(tmp_path, [
         '{"question": "Pick", "choises": ["x", "y"], "answer": "B"}',
         '{"question": "2+2?", "answer": "4", "ID": "a"}',
         '{"question": "2+2?", "answer": "4", "subject": "arithmetic", "source": "me"}',
-    ]) + "\n", encoding="utf-8")  # fmt: skip
-    loaded = load_jsonl(path)
+    ])  # fmt: skip
     assert [i.id for i in loaded.items] == ["line-3"]
     assert "line 1: unknown field 'choises'; did you mean 'choices'?" in loaded.problems[0]
     assert "line 2: unknown field 'ID'; did you mean 'id'?" in loaded.problems[1]
