@@ -45,6 +45,7 @@ _NEGATIONS = frozenset(
     "नहीं नही मत ना".split()  # hi
 )
 _NUMBERS = re.compile(r"\d+")
+_DECIMAL_COMMA = re.compile(r"[-+]?(?:\d+|\d{1,3}(?:\.\d{3})+),\d{1,2}|[-+]?\d{1,3}(?:\.\d{3})+,\d+")
 
 
 def _negated(key: str) -> bool:
@@ -67,10 +68,14 @@ def parse_number(text: str) -> Fraction | None:
     t = re.sub(r"^(the\s+)?(final\s+)?(answer|result)\s*(is|:|=)?\s*", "", t)
     t = t.strip().rstrip(".").strip()
     t = re.sub(r"^[$€£₹¥]\s*", "", t)
-    t = re.sub(r"\s*(usd|dollars?|rupees?|euros?|units?|cm|m|km|kg|g|%)$", "", t).strip()
+    t = re.sub(r"\s*(usd|dollars?|rupees?|euros?|units?|cm|m|km|kg|g|%|[$€£₹¥])$", "", t).strip()
     t = t.replace("\u2212", "-").replace(" ", "")
     if not t:
         return None
+    # A decimal comma (French, Spanish, German, ...): "3,5" and "12,50" are 3.5 and 12.5, "1.234,5" is 1234.5;
+    # "1,234" keeps its English reading, one thousand two hundred and thirty-four.
+    if _DECIMAL_COMMA.fullmatch(t):
+        t = t.replace(".", "").replace(",", ".")
     frac = re.fullmatch(r"([-+]?\d+)/(\d+)", t)
     if frac:
         den = int(frac.group(2))

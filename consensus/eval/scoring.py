@@ -6,7 +6,8 @@ How an answer is read and scored (quoted in the README):
    format, else its whole reply. The consensus is the synthesizer's free text: everything from
    the first line that starts with "Agreement:" or "Dissent:" on is cut off (those paragraphs
    quote the minority's answers); if a line "Final answer: X" remains, only X is read.
-2. number items: the text itself when it is one number ("1,234", "$42", "3/4", "50%"),
+2. number items: the text itself when it is one number ("1,234", "$42", "3/4", "50%", and
+   decimal commas: "3,5" and "12,50 €" are 3.5 and 12.5, "1.234,5" is 1234.5),
    else the LAST number in it ("16 - 3 - 4 = 9, so $18" -> 18). Equal to the gold when the
    values match (relative tolerance 1e-6, as in agreement.py).
 3. choice items, in this order: the text is an option letter ("B", "(b)", "Option B",
@@ -41,7 +42,7 @@ __all__ = ["EvalRecord", "extract_answer", "is_correct", "record_from_error", "r
 
 _SECTION = re.compile(r"(?im)^[ \t]*[#>*_ \t]*(?:agreement|dissent)\b[*_ \t]*[:：]")
 _FINAL = re.compile(r"(?im)^[ \t]*[#>*_ \t]*final answer[*_ \t]*[:：][ \t]*(.+?)[ \t]*$")
-_NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?!\d)")
+_NUMBER = re.compile(r"(?<![\w.,])-?(?:\d+,\d{1,2}(?![\d,])|(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?!\d))")
 _EXPLICIT = re.compile(r"(?i:\b(answer|option|choice)\s*(?:is)?\s*(?:option\s*)?[:\-]?\s*)\(?([A-Z])\)?(?![\w'])")
 _LETTER = re.compile(r"(?<![\w'])\(?([A-Z])\)?(?![\w'])")
 # "A" then a lower-case word is the article ("A cat"), unless the word is a verb that makes it the letter ("A is

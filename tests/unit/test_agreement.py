@@ -91,6 +91,15 @@ def test_a_fragment_of_the_gold_is_not_the_gold(predicted, gold, right):
     assert matches_gold(predicted, gold, "text") is right
 
 
+@pytest.mark.parametrize(("text", "value"), [
+    ("3,5", 3.5), ("12,50 €", 12.5), ("1.234,5", 1234.5), ("-2,5", -2.5), ("0,25", 0.25),  # decimal commas
+    ("1,234", 1234), ("12,500", 12500), ("1,234.5", 1234.5),  # thousands, as before
+])  # fmt: skip
+def test_decimal_commas_are_read_and_thousands_separators_still_are(text, value):
+    """A French panel's "3,5" against an English "3.5" were two positions (and "3,5" was text)."""
+    assert parse_number(text) == pytest.approx(value)
+
+
 def test_matches_gold_by_kind():
     assert matches_gold("The answer is 1,000", "1000", "number")
     assert matches_gold("(b)", "B", "choice")

@@ -1,6 +1,5 @@
 """The debate protocol driven by scripted fakes: rounds, early stop, quorum, fallback, events."""
 
-import asyncio
 import json
 
 import pytest
@@ -19,12 +18,9 @@ def make_panel(names=("a", "b", "c"), synth=None, **debate):
 
 async def test_openings_run_in_parallel():
     fake = ScriptedProvider(script={n: [Step(final="4", delay_s=0.3)] for n in "abc"})
-    loop = asyncio.get_running_loop()
-    t0 = loop.time()
     r = await debate("2+2?", make_panel(max_rounds=0), fake, DebateOptions(language="en"))
-    wall = loop.time() - t0
+    # All three openings were in flight at once (a wall-time bound flaked on a busy machine: 1.1 s for 0.85).
     assert fake.max_in_flight == 3
-    assert wall < 0.3 * 2 + 0.25  # openings (parallel) + synthesis, not 4 sequential calls
     assert r.status == "completed" and len(r.rounds) == 1
 
 

@@ -236,6 +236,9 @@ async def test_table_and_compare_render_every_run(tmp_path):
         ("The answer is 9.\n\n**Agreement:** A and B.\n\n**Dissent:** Panelist C says 12.", "number", "9"),
         ("Working...\nFinal answer: 42\nConfidence 0.9", "number", "42"),
         ("no idea", "number", None),
+        ("La réponse est 3,5.", "number", "3.5"),  # read as 5: a decimal comma
+        ("Il coûte 12,50 €.", "number", "12.5"),
+        ("values 1,2,3", "number", "1"),  # a list, not 2,3 read as 2.3
         ("(b)", "choice", "B"),
         ("The correct answer is C because A is wrong.", "choice", "C"),
         ("A is correct.", "choice", "A"),  # the letter, not the article: read as unreadable, only for A
