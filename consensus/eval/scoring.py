@@ -4,7 +4,8 @@ How an answer is read and scored (quoted in the README):
 
 1. Which text is read. A panelist's ``final_answer`` when it replied in the requested JSON
    format, else its whole reply. The consensus is the synthesizer's free text: everything from
-   the first line that starts with "Agreement:" or "Dissent:" on is cut off (those paragraphs
+   the first line that starts with "Agreement:" or "Dissent:" (or their Spanish, French,
+   Portuguese, German, Italian, Hindi, Arabic or Urdu words) on is cut off (those paragraphs
    quote the minority's answers); if a line "Final answer: X" remains, only X is read.
 2. number items: the text itself when it is one number ("1,234", "$42", "3/4", "50%", and
    decimal commas: "3,5" and "12,50 €" are 3.5 and 12.5, "1.234,5" is 1234.5),
@@ -40,7 +41,11 @@ from consensus.types import DebateResult, DebateStatus, ModelAnswer
 
 __all__ = ["EvalRecord", "extract_answer", "is_correct", "record_from_error", "record_from_result"]
 
-_SECTION = re.compile(r"(?im)^[ \t]*[#>*_ \t]*(?:agreement|dissent)\b[*_ \t]*[:：]")
+# The moderator writes these labels in the debate's language: English and the common translations.
+_LABELS = ("agreement|dissent|acuerdo|desacuerdo|disidencia|discrepancias?|accord|d[ée]saccord|dissidence|divergences?"
+           "|concord[âa]ncia|discord[âa]ncia|dissid[êe]ncia|einigkeit|übereinstimmung|dissens|accordo|disaccordo"
+           "|सहमति|असहमति|मतभेद|اتفاق|الاتفاق|اختلاف|الخلاف|معارضة|اتفاق رائے|اختلاف رائے")
+_SECTION = re.compile(rf"(?im)^[ \t]*[#>*_ \t]*(?:{_LABELS})(?!\w)[*_ \t]*[:：]")
 _FINAL = re.compile(r"(?im)^[ \t]*[#>*_ \t]*final answer[*_ \t]*[:：][ \t]*(.+?)[ \t]*$")
 _NUMBER = re.compile(r"(?<![\w.,])-?(?:\d+,\d{1,2}(?![\d,])|(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?!\d))")
 _EXPLICIT = re.compile(r"(?i:\b(answer|option|choice)\s*(?:is)?\s*(?:option\s*)?[:\-]?\s*)\(?([A-Z])\)?(?![\w'])")

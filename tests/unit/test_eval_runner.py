@@ -237,6 +237,9 @@ async def test_table_and_compare_render_every_run(tmp_path):
         ("Working...\nFinal answer: 42\nConfidence 0.9", "number", "42"),
         ("no idea", "number", None),
         ("La réponse est 3,5.", "number", "3.5"),  # read as 5: a decimal comma
+        ("La respuesta es 42.\n\nAcuerdo: todos.\n\nDisidencia: el Panelista C dijo 41.", "number", "42"),  # was 41
+        ("La réponse est 42.\n\n**Désaccord :** le panéliste C dit 41.", "number", "42"),
+        ("उत्तर 42 है।\n\nअसहमति: C ने 41 कहा।", "number", "42"),
         ("Il coûte 12,50 €.", "number", "12.5"),
         ("values 1,2,3", "number", "1"),  # a list, not 2,3 read as 2.3
         ("(b)", "choice", "B"),
