@@ -334,3 +334,28 @@ def test_the_service_loads_what_its_calls_need_before_it_serves(monkeypatch, stu
     assert loaded == []
     build_provider(stub_panel(stub))
     assert loaded == ["litellm"]
+
+
+def test_no_route_depends_on_a_plain_function(service):
+    """FastAPI runs a `def` dependency in a worker thread: `services` was one, four thread hops per request,
+    and a burst of 300 requests queued for the pool (admission 503s took ~1 s; ~0.5 s without)."""
+    import inspect
+
+    from fastapi.routing import APIRoute
+
+    def calls(dependant):
+        for d in dependant.dependencies:
+            yield d.call
+            yield from calls(d)
+
+    def api_routes(routes):
+        for route in routes:
+            if isinstance(route, APIRoute):
+                yield route
+            elif hasattr(route, "original_router"):  # FastAPI >= 0.160 keeps an included router as one entry
+                yield from api_routes(route.original_router.routes)
+
+    checked = list(api_routes(service.app.routes))
+    sync = {f"{route.path}: {call.__name__}" for route in checked
+            for call in calls(route.dependant) if call is not None and not inspect.iscoroutinefunction(call)}  # fmt: skip
+    assert len(checked) > 10 and sync == set()
