@@ -133,8 +133,10 @@ def create_app(settings: Settings | None = None, panel: Panel | None = None, pro
     def openapi() -> dict[str, Any]:
         """FastAPI's schema with this panel's question limit on the question (it counts the stripped text)."""
         if app.openapi_schema is None:
-            question = fastapi_openapi()["components"]["schemas"]["DebateRequest"]["properties"]["question"]
+            schema = fastapi_openapi()  # built once and kept in app.openapi_schema
+            question = schema["components"]["schemas"]["DebateRequest"]["properties"]["question"]
             question.update(minLength=1, maxLength=panel.debate.max_question_chars)
+            return schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.sse import EventSourceResponse, format_sse_event
 
 from consensus.engine import DebateOptions, new_result, validate_request
@@ -130,7 +130,8 @@ async def create_debate(
         return EventSourceResponse(sse_stream(svc, row.id, 0), headers=given)
     if wait:
         result = await wait_or_503(svc, row.id)
-        return JSONResponse(result.model_dump(mode="json") if result else {}, status_code=200, headers=given)
+        finished = result.model_dump_json() if result else "{}"  # pydantic's encoder: no dict, no second json pass
+        return Response(finished, status_code=200, media_type="application/json", headers=given)
     return JSONResponse(DebateAccepted(id=row.id, status=row.status, links=links(row.id)).model_dump(), status_code=202,
                         headers={"Location": f"/v1/debates/{row.id}", **given})  # fmt: skip
 
