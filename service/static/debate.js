@@ -172,9 +172,17 @@ var ConsensusCore = (function () {
       e.preventDefault();
       if (current && current.active) return;
       var question = el.question.value.trim();
-      if (!question) { el.question.focus(); return; }
+      if (!question) {
+        // Only spaces passed `required` and nothing said why nothing happened: say it in the page's language.
+        el.question.value = "";
+        el.question.setCustomValidity(t("Type your question here"));
+        el.question.reportValidity();
+        el.question.focus();
+        return;
+      }
       current = start(question, el.lang.value);
     });
+    el.question.addEventListener("input", function () { el.question.setCustomValidity(""); });
 
     function headers(extra) {
       var out = Object.assign({}, extra);

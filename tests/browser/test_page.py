@@ -223,3 +223,17 @@ def test_a_streaming_json_answer_shows_only_its_text_even_after_leading_blank_li
         'free text, not JSON',
     ].map(ConsensusCore.partialAnswer)""")
     assert shown == ["Yes, 91 = 7 x 13.", "fenced", "plain", "free text, not JSON"]
+
+
+
+def test_a_question_of_only_spaces_is_refused_with_a_message_in_the_page_language(page, web):
+    """It passed `required`, and Submit then did nothing with no word of why."""
+    page.goto(f"{web.url}/ask?lang=hi")
+    box = page.locator("#cx-question")
+    box.fill("     ")
+    page.locator('[data-role="submit"]').click()
+    placeholder = box.get_attribute("placeholder")
+    assert placeholder and box.evaluate("e => e.validationMessage") == placeholder  # the Hindi "type your question"
+    assert page.locator(".cx-col").count() == 0
+    box.fill("What is 2+2?")
+    assert box.evaluate("e => e.validationMessage") == ""
