@@ -20,10 +20,11 @@ def agreement_summary(agreement: Agreement, labels: dict[str, str]) -> str:
 
 
 def dissent_from(agreement: Agreement, latest: dict[str, ModelAnswer]) -> list[Dissent]:
-    """Every cluster other than the majority, with an excerpt of its first member's answer."""
+    """Every cluster other than the majority, with an excerpt of its first member's answer; on a tie there is no
+    majority, and every position is listed (the tie-break's too, or it would be reported nowhere)."""
     out = []
     for c in agreement.clusters:
-        if c.panelists == agreement.majority_panelists:
+        if c.panelists == agreement.majority_panelists and not agreement.tie:
             continue
         first = latest.get(c.panelists[0])
         out.append(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import secrets
@@ -75,27 +76,35 @@ class Principal:
 class KeyCache:
     """Active keys, refreshed every few seconds so `consensus keys create` takes effect quickly."""
 
+    WAIT_S = 1.0  # the most a request waits for a reload it asked for (an origin not seen yet)
+
     def __init__(self, store: Store, ttl_s: float = 5.0) -> None:
         self.store = store
         self.ttl_s = ttl_s
         self.by_hash: dict[str, ApiKeyRow] = {}
         self.origins: set[str] = set()
         self.loaded_at = 0.0
+        self.tried_at = 0.0  # the last load started, whether it worked: a failing database is tried once per ttl
         self._loading: asyncio.Task[None] | None = None
 
     async def refresh(self, force: bool = False, wait: bool = False) -> None:
         """Reload when stale. One load at a time: a burst of requests finding the keys stale would
         otherwise each read them, queueing hundreds of reads behind a busy database. Until the first
-        load, when forced, and with `wait`, the caller waits for it; otherwise it goes on with the keys it has."""
+        load, and when forced, the caller waits for it; with `wait`, for up to WAIT_S; otherwise it goes on
+        with the keys it has."""
         if force:
             await self._load(strict=True)  # a fresh read: keys created just now must be in it
             return
-        if time.monotonic() - self.loaded_at < self.ttl_s:
+        if time.monotonic() - max(self.loaded_at, self.tried_at) < self.ttl_s:
             return
         if self._loading is None or self._loading.done():
+            self.tried_at = time.monotonic()
             self._loading = asyncio.get_running_loop().create_task(self._load(strict=not self.loaded_at))
-        if not self.loaded_at or wait:
+        if not self.loaded_at:
             await asyncio.shield(self._loading)
+        elif wait:
+            with contextlib.suppress(TimeoutError):  # a busy database: answer with the keys there are
+                await asyncio.wait_for(asyncio.shield(self._loading), self.WAIT_S)
 
     async def _load(self, strict: bool) -> None:
         try:

@@ -23,6 +23,8 @@ from typing import Any, Literal, cast
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from consensus.agreement import DECIMAL_COMMA
+
 __all__ = ["EvalItem", "LoadedDataset", "builtin_names", "load_dataset", "load_jsonl", "render_choices"]
 
 ItemType = Literal["number", "choice", "text"]
@@ -80,7 +82,8 @@ def _parse_number(value: object) -> str | None:
     """A number string with thousands separators removed, or None when value is not a number."""
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         return None
-    text = str(value).strip().replace(",", "")
+    text = str(value).strip()
+    text = text.replace(".", "").replace(",", ".") if DECIMAL_COMMA.fullmatch(text) else text.replace(",", "")
     if not _NUMBER.fullmatch(text):
         return None
     # 1e-05 (how Python writes the JSON number 0.00001) as 0.00001: answers are read without exponents
@@ -109,12 +112,15 @@ def _item_from_record(record: object, default_id: str) -> EvalItem:
     """Validate one JSONL record; raises _Problem with the reason."""
     if not isinstance(record, dict):
         raise _Problem(f"expected a JSON object, got {type(record).__name__}")
-    for key in record:  # other fields (a subject, a source) are the dataset's own; a misspelt one is a mistake
-        near = difflib.get_close_matches(str(key).lower(), _FIELDS, n=1, cutoff=0.75) if key not in _FIELDS else []
+    # Other fields (question_id, subject, answers...) are the dataset's own. A field of ours that is missing
+    # while a near spelling of it is there ("choises" and no "choices") is a typo, not data: say so.
+    for field in ("question", "answer", "choices", "type"):
+        if field in record:
+            continue
+        near = difflib.get_close_matches(field, [str(k) for k in record if k not in _FIELDS], n=1, cutoff=0.8)
         if near:
-            raise _Problem(f"unknown field {key!r}; did you mean {near[0]!r}?")
-    for field in ("question", "answer"):
-        if field not in record:
+            raise _Problem(f"unknown field {near[0]!r}; did you mean {field!r}?")
+        if field in ("question", "answer"):
             raise _Problem(f"missing field {field!r}")
     question, answer, choices = record["question"], record["answer"], record.get("choices")
     if isinstance(answer, float) and not math.isfinite(answer):

@@ -47,12 +47,14 @@ _LABELS = ("agreement|dissent|acuerdo|desacuerdo|disidencia|discrepancias?|accor
            "|सहमति|असहमति|मतभेद|اتفاق|الاتفاق|اختلاف|الخلاف|معارضة|اتفاق رائے|اختلاف رائے")
 _SECTION = re.compile(rf"(?im)^[ \t]*[#>*_ \t]*(?:{_LABELS})(?!\w)[*_ \t]*[:：]")
 _FINAL = re.compile(r"(?im)^[ \t]*[#>*_ \t]*final answer[*_ \t]*[:：][ \t]*(.+?)[ \t]*$")
-_NUMBER = re.compile(r"(?<![\w.,])-?(?:\d+,\d{1,2}(?![\d,])|(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?!\d))")
+_NUMBER = re.compile(r"(?<![\w.,])-?(?:\d{1,3}(?:\.\d{3})+,\d+(?!\d)|\d+,\d{1,2}(?![\d,])|(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?!\d))")
 _EXPLICIT = re.compile(r"(?i:\b(answer|option|choice)\s*(?:is)?\s*(?:option\s*)?[:\-]?\s*)\(?([A-Z])\)?(?![\w'])")
 _LETTER = re.compile(r"(?<![\w'])\(?([A-Z])\)?(?![\w'])")
 # "A" then a lower-case word is the article ("A cat"), unless the word is a verb that makes it the letter ("A is
 # correct", "A would be right").
 _ARTICLE = re.compile(r"\s+(?!(?:is|was|would|seems|should|must|appears|looks|fits|matches|remains)\b)[a-z]")
+# ... and "A is wrong" names A only to reject it: not a letter the answer gives.
+_REJECTED = re.compile(r"\s+(?:is|was|seems|looks|appears)\s+(?:not\b|wrong|incorrect|false|implausible)")
 
 
 def _reading(text: str) -> str:
@@ -91,7 +93,8 @@ def _choice(text: str, choices: Sequence[str] | None) -> str | None:
         if len(inside) == 1:
             return letters[inside[0]]
     seen = {m.group(1) for m in _LETTER.finditer(text)
-            if m.group(1) in letters and not (m.group(0) == "A" and _ARTICLE.match(text, m.end()))}  # fmt: skip
+            if m.group(1) in letters and not (m.group(0) == "A" and _ARTICLE.match(text, m.end()))
+            and not _REJECTED.match(text, m.end())}  # fmt: skip
     seen |= {letter for _, letter in named}  # "option A or option B": A is named, whatever follows it
     return seen.pop() if len(seen) == 1 else None
 

@@ -86,6 +86,8 @@ def test_ties_go_to_the_first_seat_for_scoring_but_report_no_majority():
     ("United States", "United States of America", True),  # most of it
     ("York City", "New York City", True),
     ("The capital is Paris.", "Paris", True),  # the gold inside a longer answer still counts
+    ("Paris", "Paris, France", True),  # a name within the gold is not a fragment
+    ("Obama", "Barack Obama", True),
 ])  # fmt: skip
 def test_a_fragment_of_the_gold_is_not_the_gold(predicted, gold, right):
     assert matches_gold(predicted, gold, "text") is right

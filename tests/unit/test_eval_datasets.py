@@ -193,6 +193,18 @@ def load_lines(tmp_path: Path, lines: list[str]):
     return load_jsonl(path)
 
 
+def test_a_gold_with_a_decimal_comma_is_that_number(tmp_path: Path) -> None:
+    """"3,5" loaded as 35 while the answer "3,5" was read as 3.5: right answers scored wrong."""
+    loaded = load_lines(tmp_path, ['{"id": "a", "question": "q?", "answer": "3,5", "type": "number"}',
+                                   '{"id": "b", "question": "q?", "answer": "1,234", "type": "number"}'])  # fmt: skip
+    golds = {item.id: item.answer for item in loaded.items}
+    assert golds == {"a": "3.5", "b": "1234"}
+    from consensus.agreement import matches_gold
+    from consensus.eval.scoring import extract_answer
+
+    assert matches_gold(extract_answer("La réponse est 3,5.", "number"), golds["a"], "number")
+
+
 def test_numeric_golds_are_plain_decimals_and_must_be_finite(tmp_path: Path) -> None:
     """0.00001 loaded as the gold "1e-05", which no answer could match: answers are read without exponents."""
     loaded = load_lines(tmp_path, [
@@ -216,12 +228,12 @@ def test_a_misspelt_field_is_named_and_other_fields_are_the_datasets_own(tmp_pat
     """"choises" was ignored: the item became a text item whose gold was the letter "B"."""
     loaded = load_lines(tmp_path, [
         '{"question": "Pick", "choises": ["x", "y"], "answer": "B"}',
-        '{"question": "2+2?", "answer": "4", "ID": "a"}',
-        '{"question": "2+2?", "answer": "4", "subject": "arithmetic", "source": "me"}',
+        '{"question": "2+2?", "answr": "4"}',
+        '{"question": "2+2?", "answer": "4", "subject": "arithmetic", "question_id": 17, "idx": 3, "answers": ["4"]}',
     ])  # fmt: skip
-    assert [i.id for i in loaded.items] == ["line-3"]
+    assert [i.id for i in loaded.items] == ["line-3"]  # near names of fields that are there are the dataset's own
     assert "line 1: unknown field 'choises'; did you mean 'choices'?" in loaded.problems[0]
-    assert "line 2: unknown field 'ID'; did you mean 'id'?" in loaded.problems[1]
+    assert "line 2: unknown field 'answr'; did you mean 'answer'?" in loaded.problems[1]
 
 
 def test_a_utf16_file_is_named_as_such(tmp_path: Path) -> None:

@@ -241,6 +241,8 @@ async def test_table_and_compare_render_every_run(tmp_path):
         ("La réponse est 42.\n\n**Désaccord :** le panéliste C dit 41.", "number", "42"),
         ("उत्तर 42 है।\n\nअसहमति: C ने 41 कहा।", "number", "42"),
         ("Il coûte 12,50 €.", "number", "12.5"),
+        ("Il coûte 1.234,50 €.", "number", "1234.5"),  # read as 1.234
+        ("A is wrong; the capital is B.", "choice", "B"),  # A is named only to be rejected
         ("values 1,2,3", "number", "1"),  # a list, not 2,3 read as 2.3
         ("(b)", "choice", "B"),
         ("The correct answer is C because A is wrong.", "choice", "C"),
