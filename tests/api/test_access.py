@@ -386,3 +386,39 @@ async def test_stale_keys_are_reloaded_once_for_a_burst_and_forced_reloads_read_
     store.rows.append(SimpleNamespace(key_hash="h3", origins=[], revoked_at=None))
     await cache.refresh(force=True)  # `consensus keys create` then a forced refresh: the new key is there
     assert store.reads == 3 and "h3" in cache.by_hash
+
+
+async def test_an_unknown_origin_waits_a_bounded_time_and_a_failing_database_is_tried_once_per_ttl():
+    """Any client can send a new Origin: each made a waiting reload, and a failing load was retried by every one."""
+    import asyncio as aio
+    import time as clock
+    from types import SimpleNamespace
+
+    from service.security import KeyCache
+
+    class FailingStore:
+        def __init__(self):
+            self.reads, self.fail, self.hang = 0, False, False
+
+        async def keys(self):
+            self.reads += 1
+            if self.hang:
+                await aio.sleep(30)
+            if self.fail:
+                raise RuntimeError("database unavailable")
+            return [SimpleNamespace(key_hash="h1", origins=["https://a.example"], revoked_at=None)]
+
+    store = FailingStore()
+    cache = KeyCache(store, ttl_s=0.2)  # type: ignore[arg-type]
+    await cache.refresh()
+    store.fail = True
+    await aio.sleep(0.25)
+    for _ in range(5):
+        await cache.refresh(wait=True)
+    assert store.reads == 2 and cache.origins == {"https://a.example"}  # one failed reload, the old keys kept
+    store.fail, store.hang = False, True
+    await aio.sleep(0.25)
+    t0 = clock.monotonic()
+    await cache.refresh(wait=True)
+    assert clock.monotonic() - t0 < KeyCache.WAIT_S + 0.5 and store.reads == 3  # the wait is bounded
+    cache._loading.cancel()
