@@ -127,10 +127,13 @@ def _prepare_run_info(out: Path, info: dict[str, Any]) -> None:
 
 
 def _setting(info: dict[str, Any], key: str) -> Any:
-    """A run.json setting as it acts: `rounds` left to the panel is the panel's max_rounds."""
+    """A run.json setting as it acts: `rounds` left to the panel is the panel's max_rounds, and a dataset file is
+    its absolute path (run.json files written before paths were stored resolved hold them as typed)."""
     value = info.get(key)
     if key == "rounds" and value is None:
         return ((info.get("panel") or {}).get("debate") or {}).get("max_rounds")
+    if key == "dataset" and isinstance(value, str) and value.endswith(".jsonl"):
+        return str(Path(value).resolve())
     return value
 
 

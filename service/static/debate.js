@@ -261,6 +261,7 @@ var ConsensusCore = (function () {
             var again = await fetch(api + "/v1/debates/" + encodeURIComponent(st.id) + "/events?after=" + st.seq,
               { credentials: "omit", cache: "no-store", headers: headers({ Accept: "text/event-stream" }) });
             if (again.ok) await follow(again);
+            else if (again.status >= 400 && again.status < 500) break;  // refused or gone: retrying won't help
           } catch (e) { /* try again */ }
           if (st.seq > seen) { until = Date.now() + RESUME_FOR_MS; attempt = 0; }
         }

@@ -26,8 +26,9 @@ function widgetLoad(shadow, api, lang, question) {
       var root = document.adoptNode(parsed.body.querySelector("[data-consensus-box]"));
       shadow.replaceChildren.apply(shadow, styles.concat([root]));
       var field = root.querySelector('[data-role="question"]');
-      // A value set by script is not held to maxlength: cut it as the service's own /ask page does.
-      field.value = field.maxLength > 0 ? question.slice(0, field.maxLength) : question;
+      // A value set by script is not held to maxlength: cut it as the service's own /ask page does, by
+      // characters (code points: a UTF-16 slice could leave half an emoji, which the service refuses).
+      field.value = field.maxLength > 0 ? Array.from(question).slice(0, field.maxLength).join("") : question;
       ConsensusCore.mount(root, {
         api: api, base: api, key: script.dataset.key || null, crossOrigin: true,
         messages: box.config.messages, reasons: box.config.reasons, unknown_reason: box.config.unknown_reason,

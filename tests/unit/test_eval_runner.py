@@ -320,3 +320,13 @@ async def test_resume_compares_settings_as_they_act_and_says_what_differs(tmp_pa
         await run_eval(items({"q01"}), panel, QuestionFake(), tmp_path, rounds=0)
     with pytest.raises(ValueError, match=r"language 'en' then, 'fr' now"):
         await run_eval(items({"q01"}), panel, QuestionFake(), tmp_path, language="fr")
+
+
+async def test_a_run_json_with_a_relative_dataset_path_resumes(tmp_path, monkeypatch):
+    """run.json files written before paths were stored resolved hold the path as typed: their resume was refused."""
+    monkeypatch.chdir(tmp_path)
+    info = {"dataset": "data/x.jsonl", "seed": None, "limit": None}
+    await run_eval(items({"q01"}), make_panel(), QuestionFake(), tmp_path / "r", run_info=info)
+    again = await run_eval(items({"q01"}), make_panel(), QuestionFake(), tmp_path / "r",
+                           run_info={**info, "dataset": str(tmp_path / "data" / "x.jsonl")})  # fmt: skip
+    assert again.resumed == 1
