@@ -45,7 +45,18 @@ _NEGATIONS = frozenset(
     "नहीं नही मत ना".split()  # hi
 )
 _NUMBERS = re.compile(r"\d+")
-DECIMAL_COMMA = re.compile(r"[-+]?(?:\d+|\d{1,3}(?:\.\d{3})+),\d{1,2}|[-+]?\d{1,3}(?:\.\d{3})+,\d+")
+_DECIMAL_COMMA = re.compile(r"[-+]?(?:\d+|\d{1,3}(?:\.\d{3})+),\d{1,2}|[-+]?\d{1,3}(?:\.\d{3})+,\d+")
+
+
+def decimal_point(number: str) -> str:
+    """A number written with a decimal comma (French, Spanish, German, ...) with a decimal point: "3,5" and "12,50"
+    are 3.5 and 12.5, "1.234,5" is 1234.5; anything else as it is ("1,234" keeps its English reading)."""
+    return number.replace(".", "").replace(",", ".") if _DECIMAL_COMMA.fullmatch(number) else number
+
+
+def without_exponent(number: str) -> str:
+    """A decimal number string without an exponent ("1e-05" -> "0.00001"): answers are read without exponents."""
+    return format(Decimal(number), "f") if "e" in number.lower() else number
 
 
 def _negated(key: str) -> bool:
@@ -72,10 +83,7 @@ def parse_number(text: str) -> Fraction | None:
     t = t.replace("\u2212", "-").replace(" ", "")
     if not t:
         return None
-    # A decimal comma (French, Spanish, German, ...): "3,5" and "12,50" are 3.5 and 12.5, "1.234,5" is 1234.5;
-    # "1,234" keeps its English reading, one thousand two hundred and thirty-four.
-    if DECIMAL_COMMA.fullmatch(t):
-        t = t.replace(".", "").replace(",", ".")
+    t = decimal_point(t)
     frac = re.fullmatch(r"([-+]?\d+)/(\d+)", t)
     if frac:
         den = int(frac.group(2))
@@ -126,8 +134,7 @@ def normalize_answer(text: str, kind: str | None = None) -> Normalized:
 def _fraction_key(n: Fraction) -> str:
     if n.denominator == 1:
         return str(n.numerator)
-    key = f"{float(n):.9g}"
-    return format(Decimal(key), "f") if "e" in key else key  # 0.00001, not 1e-05: keys are read back as numbers
+    return without_exponent(f"{float(n):.9g}")  # keys are read back as numbers
 
 
 def same_position(a: Normalized, b: Normalized) -> bool:

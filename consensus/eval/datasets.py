@@ -16,14 +16,13 @@ import math
 import random
 import re
 import string
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, cast
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from consensus.agreement import DECIMAL_COMMA
+from consensus.agreement import decimal_point, without_exponent
 
 __all__ = ["EvalItem", "LoadedDataset", "builtin_names", "load_dataset", "load_jsonl", "render_choices"]
 
@@ -83,11 +82,9 @@ def _parse_number(value: object) -> str | None:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         return None
     text = str(value).strip()
-    text = text.replace(".", "").replace(",", ".") if DECIMAL_COMMA.fullmatch(text) else text.replace(",", "")
-    if not _NUMBER.fullmatch(text):
-        return None
-    # 1e-05 (how Python writes the JSON number 0.00001) as 0.00001: answers are read without exponents
-    return format(Decimal(text), "f") if "e" in text.lower() else text
+    text = decimal_point(text).replace(",", "")
+    # 1e-05 (how Python writes the JSON number 0.00001) as 0.00001
+    return without_exponent(text) if _NUMBER.fullmatch(text) else None
 
 
 def _gold_letter(answer: object, choices: list[str]) -> str:
