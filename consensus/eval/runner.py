@@ -151,14 +151,12 @@ def _append(fh: Any, record: EvalRecord) -> None:
 def prepare_out_dir(
     out: Path, panel: Panel, item_ids: list[str], rounds: int | None, language: str, run_info: dict[str, Any] | None
 ) -> tuple[Path, dict[str, EvalRecord], list[str]]:
-    """Create or check the output directory; return records.jsonl, the records done, and problems.
+    """Check the output directory (made and locked by the caller: _exclusive); return records.jsonl, the records
+    done, and problems.
 
     run.json keeps this run's item ids: a resume with a smaller --limit leaves more records in records.jsonl than
     the run covers, and its summary (and `eval compare`) count only the run's own.
     """
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out}: is a file, not a directory")
-    out.mkdir(parents=True, exist_ok=True)
     info = {
         "dataset": None, "seed": None, "limit": None, **(run_info or {}),
         "language": language, "rounds": rounds, "n_items": len(item_ids), "item_ids": item_ids,
@@ -214,20 +212,21 @@ async def _run_eval(
     items: Sequence[EvalItem], panel: Panel, provider: Provider, out_dir: Path, concurrency: int, rounds: int | None,
     progress: Progress | None, language: str, run_info: dict[str, Any] | None,
 ) -> EvalRun:  # fmt: skip
-    path, done, problems = prepare_out_dir(Path(out_dir), panel, [i.id for i in items], rounds, language, run_info)
+    path, done, problems = prepare_out_dir(out_dir, panel, [i.id for i in items], rounds, language, run_info)
     # A record is reused only for the question it answered: ids without an "id" field are line numbers, and a
     # line inserted, or a gold corrected, would otherwise keep the old answer and score. A failed debate (an
     # outage, a bad key) is asked again.
     changed = [i.id for i in items if i.id in done and not _answers(done[i.id], i)]
-    failed = [i.id for i in items if i.id in done and i.id not in changed and done[i.id].status == "failed"]
+    failed = [i.id for i in items if i.id in done and _answers(done[i.id], i) and done[i.id].status == "failed"]
     if changed:
         problems.append(f"{len(changed)} stored record(s) no longer match their question, answer or choices in the "
                         f"dataset; asked again: {', '.join(changed[:5])}{' ...' if len(changed) > 5 else ''}")  # fmt: skip
     if failed:
         problems.append(f"{len(failed)} debate(s) that failed before are asked again")
+    again = {*changed, *failed}
     todo: asyncio.Queue[EvalItem] = asyncio.Queue()
     for item in items:
-        if item.id not in done or item.id in changed or item.id in failed:
+        if item.id not in done or item.id in again:
             done.pop(item.id, None)
             todo.put_nowait(item)
     resumed, total, new = len(items) - todo.qsize(), len(items), 0
