@@ -16,12 +16,15 @@ How an answer is read and scored (quoted in the README):
    letter named by "option/choice X" when only one is; else the text equals one choice's text, or contains exactly one choice's text
    as whole words (normalised as in agreement.normalize_text); else exactly one distinct
    stand-alone upper-case option letter appears ("A" followed by a lower-case word counts as
-   the article, not a letter, unless the word is a verb such as "is"). Anything else is unreadable. Equal to the gold when the letters match.
+   the article, not a letter, unless the word is a verb such as "is"; a letter followed by "is
+   wrong", "is not"... is rejected, not given). Anything else is unreadable. Equal to the gold
+   when the letters match.
 4. text items: the text as it is, compared with agreement.matches_gold: equal after
    normalisation (case, accents, punctuation, articles), one contains the other as whole
    words, or a difflib ratio of at least 0.8 - not when only one side is negated or they
    state different numbers, and not when the answer is a fragment of the gold shorter than
-   half of it ("of" or "New" for "United States of America" or "New York City").
+   half of it with no word of 4 letters or more ("of" or "New" for "United States of America"
+   or "New York City"; "Paris" for "Paris, France" still counts).
 An unreadable answer, a failed call and a failed debate count as wrong. The round-0 and the
 final vote are agreement.score_agreement's majority over the answers read this way (each
 panelist's latest successful answer for the final vote; unreadable ones left out; a tie goes to

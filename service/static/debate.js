@@ -470,7 +470,9 @@ var ConsensusCore = (function () {
         var notes = [];
         if (r.status === "degraded" && failures.length) notes.push(t("Some panelists failed; the result is based on the others."));
         if (r.consensus && r.consensus.fallback) notes.push(t("The moderator model failed; the majority answer is shown instead."));
-        if (r.status === "cancelled" || r.status === "interrupted") notes.push(t("The debate was stopped before it finished."));
+        // Cancelled or interrupted is not failed: the note says it was stopped, as the permalink does.
+        var stopped = r.status === "cancelled" || r.status === "interrupted";
+        if (stopped) notes.push(t("The debate was stopped before it finished."));
         var nodes = notes.map(function (n) { return h("p", "cx-note", n); });
         if (failures.length) {
           var ul = h("ul", "cx-failures");
@@ -478,8 +480,6 @@ var ConsensusCore = (function () {
           nodes.push(ul);
         }
         if (r.status === "failed" || !r.consensus) {
-          // Cancelled or interrupted is not failed: the note says it was stopped, as the permalink does.
-          var stopped = r.status === "cancelled" || r.status === "interrupted";
           var head = stopped ? [] : [h("p", null, t("The debate failed."))];
           el.error.replaceChildren.apply(el.error, head.concat(nodes));
           show(el.error);
