@@ -76,6 +76,12 @@ class Panel(_Strict):
 
     panelists: list[Seat] = Field(min_length=2, max_length=7)
     synthesizer: Seat
+    analyst: Seat | None = None  # the [analyst] section; None: the synthesizer analyses
+
+    @property
+    def analyst_seat(self) -> Seat:
+        """The seat that maps the panel's claims on open answers: [analyst], else the synthesizer."""
+        return self.analyst or self.synthesizer
     debate: DebateSettings = Field(default_factory=DebateSettings)
     source: str = "default"
 
@@ -149,11 +155,16 @@ class Cluster(BaseModel):
     panelists: list[str]
 
 
+AgreementMethod = Literal["exact", "claims", "exact_fallback"]
+
+
 class Agreement(BaseModel):
-    """Deterministic agreement over the panelists' final answers of a round."""
+    """Agreement over the panelists' final answers of a round: deterministic (`exact`), or from a verified
+    claim map (`claims`), or deterministic because the claim map failed or did not verify (`exact_fallback`)."""
 
     score: float = Field(ge=0, le=1)
     kind: Literal["number", "choice", "text", "none"]
+    method: AgreementMethod = "exact"
     majority: str | None  # the largest position; on a tie, the first seat's of the tied ones (for scoring)
     majority_panelists: list[str] = Field(default_factory=list)
     clusters: list[Cluster] = Field(default_factory=list)
@@ -165,12 +176,52 @@ class Agreement(BaseModel):
         return None if self.tie else self.majority
 
 
+ClaimKind = Literal["agreed", "contested", "unique"]
+
+
+class Claim(BaseModel):
+    """One claim of the panel, with who asserts it and who contradicts it (panelist names), each backed by a
+    verbatim quote from that panelist's answer that our code found there."""
+
+    text: str
+    kind: ClaimKind
+    supporters: list[str] = Field(default_factory=list)
+    opponents: list[str] = Field(default_factory=list)
+    quotes: dict[str, str] = Field(default_factory=dict)
+
+
+class DroppedAttribution(BaseModel):
+    """An attribution of the analyst's that our code refused, and why."""
+
+    claim: str
+    panelist: str  # the label or name the analyst gave
+    stance: Literal["asserts", "contradicts"]
+    quote: str = ""
+    reason: str
+
+
+class Analysis(BaseModel):
+    """The analyst's claim map for one round, after our code verified it."""
+
+    analyst: str | None = None
+    verified: bool = False  # the map parsed and verified well enough to score agreement from it
+    reason: str | None = None  # why it did not verify (then the round's agreement is exact_fallback)
+    claims: list[Claim] = Field(default_factory=list)
+    positions: list[list[str]] = Field(default_factory=list)  # groups of panelist names with the same answer
+    dropped: list[DroppedAttribution] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+    cost_usd: float | None = 0.0
+    latency_ms: int = 0
+    attempts: int = 0
+
+
 class Round(BaseModel):
     """A round: 0 holds the openings, then one per debate round."""
 
     index: int
     answers: list[ModelAnswer]
     agreement: Agreement | None = None
+    analysis: Analysis | None = None
 
 
 class Dissent(BaseModel):
@@ -179,6 +230,17 @@ class Dissent(BaseModel):
     panelists: list[str]
     final_answer: str
     excerpt: str = ""
+
+
+class Check(BaseModel):
+    """One faithfulness check run on a consensus before anyone sees it."""
+
+    name: str
+    passed: bool
+    detail: str = ""
+
+
+ConsensusSource = Literal["synthesis", "synthesis_retry", "fallback_seat", "majority_answer"]
 
 
 class Consensus(BaseModel):
@@ -195,6 +257,9 @@ class Consensus(BaseModel):
     cost_usd: float | None = 0.0
     latency_ms: int = 0
     attempts: int = Field(default=0, description="LLM calls made for the synthesis: every attempt of every seat tried")
+    claims: list[Claim] = Field(default_factory=list)
+    checks: list[Check] = Field(default_factory=list)
+    source: ConsensusSource = "synthesis"
 
 
 class PanelistInfo(BaseModel):
