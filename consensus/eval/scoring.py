@@ -25,7 +25,8 @@ How an answer is read and scored (quoted in the README):
    state different numbers, and not when the answer is a fragment of the gold shorter than
    half of it with no word of 4 letters or more ("of" or "New" for "United States of America"
    or "New York City"; "Paris" for "Paris, France" still counts).
-An unreadable answer, a failed call and a failed debate count as wrong. The round-0 and the
+The reading (1-3) is consensus.agreement.extract_answer, which the consensus's faithfulness guard
+uses too. An unreadable answer, a failed call and a failed debate count as wrong. The round-0 and the
 final vote are agreement.score_agreement's majority over the answers read this way (each
 panelist's latest successful answer for the final vote; unreadable ones left out; a tie goes to
 the earlier seat).
@@ -33,88 +34,15 @@ the earlier seat).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 from pydantic import BaseModel
 
-from consensus.agreement import matches_gold, normalize_answer, normalize_text, parse_choice, score_agreement
+from consensus.agreement import extract_answer, matches_gold, score_agreement
 from consensus.eval.datasets import EvalItem, ItemType
 from consensus.types import DebateResult, DebateStatus, ModelAnswer
 
 __all__ = ["EvalRecord", "extract_answer", "is_correct", "record_from_error", "record_from_result"]
-
-# The moderator writes these labels in the debate's language: English and the common translations.
-_LABELS = ("agreement|dissent|acuerdo|desacuerdo|disidencia|discrepancias?|accord|d[ée]saccord|dissidence|divergences?"
-           "|concord[âa]ncia|discord[âa]ncia|dissid[êe]ncia|einigkeit|übereinstimmung|dissens|accordo|disaccordo"
-           "|सहमति|असहमति|मतभेद|اتفاق|الاتفاق|اختلاف|الخلاف|معارضة|اتفاق رائے|اختلاف رائے")
-_SECTION = re.compile(rf"(?im)^[ \t]*[#>*_ \t]*(?:{_LABELS})(?!\w)[*_ \t]*[:：]")
-_FINAL = re.compile(r"(?im)^[ \t]*[#>*_ \t]*final answer[*_ \t]*[:：][ \t]*(.+?)[ \t]*$")
-_NUMBER = re.compile(r"(?<![\w.,])-?(?:\d{1,3}(?:\.\d{3})+,\d+(?!\d)|\d+,\d{1,2}(?![\d,])|(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?!\d))")
-_EXPLICIT = re.compile(r"(?i:\b(answer|option|choice)\s*(?:is)?\s*(?:option\s*)?[:\-]?\s*)\(?([A-Z])\)?(?![\w'])")
-_LETTER = re.compile(r"(?<![\w'])\(?([A-Z])\)?(?![\w'])")
-# "A" then a lower-case word is the article ("A cat"), unless the word is a verb that makes it the letter ("A is
-# correct", "A would be right").
-_ARTICLE = re.compile(r"\s+(?!(?:is|was|would|seems|should|must|appears|looks|fits|matches|remains)\b)[a-z]")
-# ... and "A is wrong" names A only to reject it: not a letter the answer gives.
-_REJECTED = re.compile(r"\s+(?:is|was|seems|looks|appears)\s+(?:not\b|wrong|incorrect|false|implausible)")
-
-
-def _reading(text: str) -> str:
-    """The part of a reply that states the answer: before Agreement/Dissent, or the Final answer line."""
-    section = _SECTION.search(text)
-    head = text[: section.start()] if section and text[: section.start()].strip() else text
-    finals = _FINAL.findall(head)
-    return str(finals[-1]).strip().strip("*_").strip() if finals else head.strip()
-
-
-def _number(text: str) -> str | None:
-    norm = normalize_answer(text, "number")
-    if norm.kind == "number":
-        return norm.key
-    found = _NUMBER.findall(text.replace("\u2212", "-"))
-    return normalize_answer(found[-1], "number").key if found else None
-
-
-def _choice(text: str, choices: Sequence[str] | None) -> str | None:
-    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[: len(choices)] if choices else "ABCDEFGHIJ"
-    letter = parse_choice(text)
-    if letter and letter in letters:
-        return letter
-    named = [(m.group(1).lower(), m.group(2)) for m in _EXPLICIT.finditer(text) if m.group(2) in letters]
-    stated = [letter for word, letter in named if word == "answer"]
-    if stated:  # "Option A is wrong, so the answer is C": the answer named, not the option passed over
-        return stated[-1]
-    if len({letter for _, letter in named}) == 1:
-        return named[0][1]
-    if choices:
-        said = normalize_text(text)
-        texts = [normalize_text(c) for c in choices]
-        if said in texts:
-            return letters[texts.index(said)]
-        inside = [i for i, t in enumerate(texts) if t and f" {t} " in f" {said} "]
-        if len(inside) == 1:
-            return letters[inside[0]]
-    seen = {m.group(1) for m in _LETTER.finditer(text)
-            if m.group(1) in letters and not (m.group(0) == "A" and _ARTICLE.match(text, m.end()))
-            and not _REJECTED.match(text, m.end())}  # fmt: skip
-    seen |= {letter for _, letter in named}  # "option A or option B": A is named, whatever follows it
-    return seen.pop() if len(seen) == 1 else None
-
-
-def extract_answer(text: str | None, kind: ItemType, choices: Sequence[str] | None = None) -> str | None:
-    """The short answer a reply gives for an item of this kind (see the module docstring), or None."""
-    if text is None or not text.strip():
-        return None
-    reading = _reading(text)
-    if not reading:
-        return None
-    if kind == "number":
-        return _number(reading)
-    if kind == "choice":
-        return _choice(reading, choices)
-    return reading
-
 
 def is_correct(answer: str | None, item: EvalItem) -> bool:
     """Whether an extracted answer matches the item's gold."""

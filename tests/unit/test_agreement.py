@@ -2,7 +2,18 @@
 
 import pytest
 
-from consensus.agreement import matches_gold, normalize_answer, parse_choice, parse_number, score_agreement
+from consensus.agreement import (
+    answers_are_open,
+    extract_answer,
+    is_open_answer,
+    matches_gold,
+    normalize_answer,
+    normalize_text,
+    parse_choice,
+    parse_number,
+    polarity,
+    score_agreement,
+)
 
 
 @pytest.mark.parametrize(
@@ -108,3 +119,118 @@ def test_matches_gold_by_kind():
     assert not matches_gold("C", "B", "choice")
     assert matches_gold("paris", "Paris", "text")
     assert not matches_gold(None, "1", "number")
+
+
+def pairs(*answers):
+    return list(zip("abcdefg", answers, strict=False))
+
+
+@pytest.mark.parametrize("answers", [
+    ("Paris is the capital of France.", "The capital of France is Paris,"),
+    ("The capital of France is Paris", "Paris is France's capital"),
+    ("La capitale de la France est Paris.", "Paris est la capitale de la France"),
+    ("Die Hauptstadt von Frankreich ist Paris", "Paris ist die Hauptstadt von Frankreich"),
+])  # fmt: skip
+def test_word_order_and_function_words_do_not_split_a_short_answer(answers):
+    """The README's first command split these two (67 %) and ran a needless debate round: 7 calls instead of 4."""
+    a = score_agreement(pairs(*answers))
+    assert a.score == 1.0 and len(a.clusters) == 1
+
+
+@pytest.mark.parametrize("answers", [
+    ("Paris is the capital of France", "Paris is not the capital of France"),  # the negation rule still holds
+    ("The capital of France is Paris", "The capital of France is Lyon"),
+    ("3 apples and 2 pears", "2 apples and 3 pears 4"),  # the number rule still holds
+])  # fmt: skip
+def test_a_bag_of_content_words_still_respects_negations_and_numbers(answers):
+    assert score_agreement(pairs(*answers)).score == 0.5
+
+
+def test_yes_no_answers_compare_by_polarity():
+    a = score_agreement(pairs("No, 91 is not prime", "Not prime", "No", "Yes, 91 is prime"))
+    assert [c.panelists for c in a.clusters] == [["a", "b", "c"], ["d"]]
+    assert a.score == 0.75 and a.majority == "No, 91 is not prime"
+
+
+@pytest.mark.parametrize(("answers", "groups"), [
+    (("Yes", "Yes, because 91 = 7 x 13 is not... wait, yes", "No"), [["a", "b"], ["c"]]),  # the first word decides
+    (("Oui, il est premier", "Non", "Non, il ne l'est pas"), [["a"], ["b", "c"]]),
+    (("Nein", "Ja, natürlich", "ja"), [["a"], ["b", "c"]]),
+    (("Sim", "Não", "não, não é primo"), [["a"], ["b", "c"]]),
+    (("हाँ", "नहीं", "जी नहीं"), [["a"], ["b", "c"]]),
+    (("No, 91 = 7 × 13", "No"), [["a", "b"]]),  # numbers do not split two "no"s
+])  # fmt: skip
+def test_polarity_in_the_main_languages(answers, groups):
+    assert [c.panelists for c in score_agreement(pairs(*answers)).clusters] == groups
+
+
+def test_a_negation_counts_as_no_only_in_a_yes_no_round():
+    """Without a yes/no answer in the round, "not prime" is text as before (and differs from "prime")."""
+    assert [c.panelists for c in score_agreement(pairs("prime", "not prime", "Not prime")).clusters] == [["a"], ["b", "c"]]
+    assert polarity("Not prime") is None and polarity("No.") is False and polarity("Yes, it is") is True
+
+
+def test_hindi_words_keep_their_vowel_signs():
+    """normalize_text dropped Devanagari vowel signs: "हाँ" (yes) and "है" (is) were both "ह", "नहीं" never a negation."""
+    assert normalize_text("हाँ") != normalize_text("है")
+    assert score_agreement(pairs("यह अभाज्य है", "यह अभाज्य नहीं है")).score == 0.5
+
+
+ESSAYS = (
+    "MLOps and model deployment, LLM evaluation, cost-aware inference",
+    "Model deployment and monitoring (MLOps), evaluation frameworks, latency and cost optimization",
+    "Production deployment with observability, RAG and vector databases, cost-efficient inference",
+)
+
+
+@pytest.mark.parametrize("text", [
+    *ESSAYS,
+    "Red, green and blue",  # a list of three
+    "91 = 7 × 13, so it is composite",  # reasoning
+    "It is prime because nothing divides it",
+    "It is prime. Nothing but 1 and 91 divides it.",  # two sentences
+    "- deployment\n- evaluation",  # lines and bullets
+    "Photosynthesis converts light energy into chemical energy stored in glucose",  # more than 6 content words
+    "Es primo porque nada lo divide",
+])  # fmt: skip
+def test_explanations_lists_and_essays_are_open(text):
+    assert is_open_answer(text)
+
+
+@pytest.mark.parametrize("text", [
+    "Paris", "B", "(c)", "42", "$1,234.50", "3/4", "No, 91 is not prime", "Yes, because it has no divisors",
+    "Not prime", "Paris is the capital of France.", "The capital of France is Paris,", "Leonardo da Vinci",
+    "Paris, France", "Dr. Smith", "I think so", "Albert Einstein developed general relativity", "",
+])  # fmt: skip
+def test_numbers_letters_yes_no_and_short_phrases_are_closed(text):
+    assert not is_open_answer(text)
+
+
+def test_a_round_is_open_when_any_answer_is():
+    assert answers_are_open(pairs(*ESSAYS))
+    assert answers_are_open(pairs("Paris", "Paris", ESSAYS[0]))
+    assert not answers_are_open(pairs("Paris", "B", "42", "No, 91 is not prime"))
+    assert not answers_are_open([("a", None), ("b", "Paris")])
+    assert not answers_are_open([])
+
+
+def test_the_issue_essays_are_still_split_by_the_deterministic_rule():
+    """What the analyst is for: three paraphrased lists score 1/3 by the text rules (the fallback's reading)."""
+    assert score_agreement(pairs(*ESSAYS)).score == pytest.approx(1 / 3)
+
+
+def test_extract_answer_lives_in_agreement_and_eval_uses_the_same_function():
+    from consensus.eval import scoring
+
+    assert scoring.extract_answer is extract_answer
+    assert extract_answer("The answer is 9.\n\nDissent: Panelist C says 12.", "number") == "9"
+
+
+@pytest.mark.parametrize(("a", "b", "same"), [
+    ("Leonardo da Vinci", "Leonardo DaVinci", True),  # spelling still forgiven
+    ("the colour red", "the color red", True),
+    ("The capital of France is Paris", "The capital of France is Lyon", False),  # a whole-text ratio merged these
+    ("Isaac Newton", "Isaac Asimov", False),
+])  # fmt: skip
+def test_similarity_applies_to_the_words_that_differ(a, b, same):
+    assert (score_agreement(pairs(a, b)).score == 1.0) is same
