@@ -46,10 +46,10 @@ async def debates(n: int) -> None:
     """Wall time of full debates on the default local panel (openings, 1 debate round, synthesis)."""
     from consensus.config import default_local_panel
     from consensus.engine import DebateOptions, debate
-    from consensus.providers.gateway import LiteLLMGateway
+    from consensus.providers.gateway import Gateway
 
     panel = default_local_panel()
-    gateway = LiteLLMGateway(panel.debate)
+    gateway = Gateway(panel.debate)
     questions = [
         "What is the capital of France?",
         "What is 12 times 7?",

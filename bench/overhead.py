@@ -41,8 +41,8 @@ from procs import cpu_s_of, mark, stub_process  # noqa: E402
 
 from consensus.engine import DebateOptions, debate  # noqa: E402
 from consensus.providers.fake import ScriptedProvider, Step  # noqa: E402
-from consensus.providers.gateway import LiteLLMGateway  # noqa: E402
-from consensus.rounds import new_marker, opening_messages  # noqa: E402
+from consensus.providers.gateway import Gateway  # noqa: E402
+from consensus.rounds import ANSWER_SCHEMA, new_marker, opening_messages  # noqa: E402
 from consensus.types import DebateResult, DebateSettings, Panel, Seat  # noqa: E402
 
 QUESTION = "What is six times seven? Check the arithmetic before you answer."
@@ -105,7 +105,7 @@ async def run_debates(url: str, latency_ms: int, rounds: int, n: int, transport:
                       ) -> dict[str, float]:  # fmt: skip
     """n concurrent debates on one shared gateway: wall / critical path and CPU per LLM call."""
     panel = debate_panel(url, latency_ms, rounds, transport)
-    gw = LiteLLMGateway(panel.debate)
+    gw = Gateway(panel.debate)
     gc.collect()
     cpu0, t0, stub0 = time.process_time(), time.perf_counter(), cpu_s_of(stub_pid)
     # A question of its own per debate: the language guess is remembered per text (widgets repeat theirs), and
@@ -248,10 +248,10 @@ class Bench:
                 return await plain_call(kw, stream, self.long_text if stream else self.latency_text)
         return call
 
-    async def gateway_calls(self, transport: str) -> tuple[LiteLLMGateway, Callable[[str, bool], Fn]]:
+    async def gateway_calls(self, transport: str) -> tuple[Gateway, Callable[[str, bool], Fn]]:
         """A gateway and `ours(model, stream)`: one JSON-answer call through it on a seat of this transport,
         checked once to deliver every streamed chunk to on_delta."""
-        gw = LiteLLMGateway(settings(0, 0))
+        gw = Gateway(settings(0, 0))
         seat = Seat(name="p0", model="openai/latency-0", api_base=f"{self.url}/v1", transport=transport)  # type: ignore[arg-type]
         messages = opening_messages(seat, QUESTION, "en", new_marker())
         deltas: list[str] = []
@@ -261,7 +261,7 @@ class Bench:
 
             async def call() -> Any:
                 deltas.clear()
-                return await gw.complete(s, messages, timeout_s=30, json_output=True,
+                return await gw.complete(s, messages, timeout_s=30, schema=ANSWER_SCHEMA,
                                          on_delta=deltas.append if stream else None)  # fmt: skip
             return call
 

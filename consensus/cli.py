@@ -60,14 +60,10 @@ def check_panel(panel: Panel) -> None:
 
 
 def make_provider(panel: Panel) -> Any:
-    """The LiteLLM gateway for this panel's settings (with the local provider registered)."""
-    from consensus.providers.gateway import LiteLLMGateway
+    """The gateway for this panel's settings."""
+    from consensus.providers import for_panel
 
-    if any(s.provider == "local" for s in [*panel.panelists, panel.synthesizer]):
-        from consensus.providers.local import register_local_provider
-
-        register_local_provider()
-    return LiteLLMGateway(panel.debate)
+    return for_panel(panel)
 
 
 @app.command()

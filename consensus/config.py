@@ -158,7 +158,7 @@ def check_keys(panel: Panel, env: Mapping[str, str] | None = None) -> None:
     seats = [s for s in [*panel.panelists, panel.synthesizer] if s.provider != "local" and s.transport == "litellm"]
     if not seats:
         return
-    from consensus.providers.gateway import missing_key_env, provider_unknown
+    from consensus.providers.litellm import missing_key_env, provider_unknown
 
     for seat in seats:
         if provider_unknown(seat.model, seat.api_base):

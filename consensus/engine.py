@@ -13,8 +13,8 @@ from typing import Any
 from consensus.agreement import score_agreement
 from consensus.errors import ProviderError, QuestionError
 from consensus.language import detect_language, normalize_code
-from consensus.providers.base import DeltaSink, Message, Provider
-from consensus.rounds import debate_messages, new_marker, opening_messages, parse_reply
+from consensus.providers.base import DeltaSink, Provider
+from consensus.rounds import ANSWER_SCHEMA, debate_messages, new_marker, opening_messages, parse_reply
 from consensus.synthesis import synthesize_consensus
 from consensus.types import (
     AnswerError,
@@ -26,6 +26,7 @@ from consensus.types import (
     Panel,
     PanelistInfo,
     Round,
+    Message,
     Seat,
     Timing,
     UsageTotals,
@@ -269,7 +270,7 @@ class _Debate:
         base = ModelAnswer(panelist=seat.name, model=seat.model, round=index)
         try:
             done = await self.provider.complete(
-                seat, messages, timeout_s=self.timeout(seat), json_output=True,
+                seat, messages, timeout_s=self.timeout(seat), schema=ANSWER_SCHEMA,
                 on_delta=self.sink("answer.delta", index, seat.name),
             )  # fmt: skip
         except ProviderError as err:

@@ -7,7 +7,8 @@
     ├── LocalModelUnavailable  the embedded model (or llama-cpp-python) is missing or broken
     └── ProviderError          one LLM call failed after retries (carries `kind`)
 
-`ProviderError.kind` is one of ERROR_KINDS; policy.is_retryable() decides on it alone.
+`ProviderError.kind` is an ErrorKind, checked by mypy and at run time; providers.retry.is_retryable() decides on
+it alone.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
+from typing import Literal, get_args
 
-ERROR_KINDS = (
+ErrorKind = Literal[
     "timeout",  # per-call timeout, 408, 504
     "rate_limit",  # 429
     "server",  # 5xx
@@ -29,8 +31,9 @@ ERROR_KINDS = (
     "unavailable",  # local model missing / failed to load
     "deadline",  # the whole-debate deadline ran out
     "cancelled",
-    "unknown",
-)
+    "unknown",  # an exception no rule classifies (a bug, or a provider's novelty): never retried
+]
+ERROR_KINDS: tuple[ErrorKind, ...] = get_args(ErrorKind)
 
 
 class ConsensusError(Exception):
@@ -70,7 +73,7 @@ class ProviderError(ConsensusError):
 
     def __init__(
         self,
-        kind: str,
+        kind: ErrorKind,
         message: str,
         *,
         status_code: int | None = None,
@@ -78,7 +81,9 @@ class ProviderError(ConsensusError):
         attempts: int = 1,
         secrets: Sequence[str] = (),
     ) -> None:
-        self.kind = kind if kind in ERROR_KINDS else "unknown"
+        if kind not in ERROR_KINDS:
+            raise ValueError(f"unknown error kind {kind!r}; one of {', '.join(ERROR_KINDS)}")
+        self.kind: ErrorKind = kind
         self.message = redact(scrub(message, secrets))  # the exact values first: redact() shortens the text
         self.status_code = status_code
         self.retry_after_s = retry_after_s

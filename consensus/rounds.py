@@ -10,8 +10,7 @@ from dataclasses import dataclass
 
 from consensus.language import language_name
 from consensus.prompts import render
-from consensus.providers.base import Message
-from consensus.types import ModelAnswer, Seat
+from consensus.types import Message, ModelAnswer, Seat
 
 LABELS = "ABCDEFG"
 # Characters per token, conservatively, for budgeting prompts without a tokenizer.

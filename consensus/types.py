@@ -13,6 +13,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class Message(BaseModel):
+    """A chat message sent to a model."""
+
+    role: str
+    content: str
+
+
 class Seat(_Strict):
     """One model seat: a panelist, or a synthesizer with its own model."""
 
@@ -53,6 +60,11 @@ class Seat(_Strict):
     def provider(self) -> str:
         """The LiteLLM provider prefix (openai, anthropic, local, ...)."""
         return self.model.split("/", 1)[0] if "/" in self.model else "openai"
+
+    @property
+    def route(self) -> Literal["local", "litellm", "openai-compatible"]:
+        """Which transport carries this seat's calls: the embedded model runs in-process, never through LiteLLM."""
+        return "local" if self.provider == "local" else self.transport
 
 
 class DebateSettings(_Strict):

@@ -47,18 +47,13 @@ class Services:
 
 
 def build_provider(panel: Panel) -> Any:
-    """The LiteLLM gateway, with the embedded local model registered when the panel uses it, and what its calls
-    import loaded now, before the service serves (not on the event loop during its first debate)."""
+    """The panel's gateway, with what its calls import loaded now, before the service serves (not on the event
+    loop during its first debate)."""
     from consensus.language import detect_language
-    from consensus.providers.gateway import LiteLLMGateway, load_transports
+    from consensus.providers import for_panel
 
-    load_transports([*panel.panelists, panel.synthesizer])
-    detect_language("Warm up the language profiles before the first question.")  # ~0.5 s the first time
-    if any(s.provider == "local" for s in [*panel.panelists, panel.synthesizer]):
-        from consensus.providers.local import register_local_provider
-
-        register_local_provider()
-    return LiteLLMGateway(panel.debate)
+    detect_language("Warm up the language profiles before the first question.")  # slow the first time
+    return for_panel(panel, preload=True)
 
 
 def create_app(settings: Settings | None = None, panel: Panel | None = None, provider: Any = None) -> FastAPI:

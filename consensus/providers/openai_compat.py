@@ -1,10 +1,10 @@
-"""The gateway's lean client for OpenAI-compatible servers (seats with transport = "openai-compatible").
+"""The lean transport for OpenAI-compatible servers (seats with transport = "openai-compatible").
 
 One aiohttp POST to `<api_base>/chat/completions` per call, the reply read with `json`, a stream read line
-by line. Through LiteLLM the same call costs about 11 ms of CPU and each streamed chunk 0.6-1 ms here; through
-this client about 0.4 ms and 0.03 ms (bench/README.md). httpx with httpx-sse, the other candidate, cost
-3-4 times as much per call. The gateway keeps the one retry loop, the throttle, the timeouts and the cost;
-this module only speaks HTTP and turns every failure into a ProviderError of the kind the policy retries on.
+by line: a small fraction of LiteLLM's CPU per call and per chunk (figures in bench/README.md), and no LiteLLM
+import. httpx with httpx-sse, the other candidate, cost several times as much per call. The gateway keeps the
+one retry loop, the throttle, the timeouts and the panel's prices; this module only speaks HTTP and turns every
+failure into a ProviderError of the kind the retry policy decides on.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from urllib.parse import urlsplit
 import aiohttp
 import aiohttp.http_exceptions
 
-from consensus.errors import ProviderError
-from consensus.policy import kind_for_status, overflows_context
-from consensus.providers.base import DeltaSink, Message
-from consensus.types import Seat, Usage
+from consensus.errors import ErrorKind, ProviderError
+from consensus.providers.base import Completion, DeltaSink, JsonSchema
+from consensus.providers.retry import kind_for_status, overflows_context
+from consensus.types import Message, Seat, Usage
 
 
 def request_body(seat: Seat, messages: list[Message], json_output: bool, stream: bool) -> dict[str, Any]:
@@ -44,7 +44,7 @@ def request_body(seat: Seat, messages: list[Message], json_output: bool, stream:
 
 
 class OpenAICompatClient:
-    """Chat completions over one aiohttp session per event loop; raises ProviderError(kind)."""
+    """The lean Transport: chat completions over one aiohttp session per event loop; raises ProviderError(kind)."""
 
     def __init__(self) -> None:
         self._http: aiohttp.ClientSession | None = None
@@ -72,6 +72,20 @@ class OpenAICompatClient:
         if self._http is not None and not self._http.closed:
             await self._http.close()
         self._http = None
+
+    async def call(
+        self,
+        seat: Seat,
+        messages: list[Message],
+        *,
+        timeout_s: float,
+        api_key: str | None,
+        schema: JsonSchema | None,
+        on_delta: DeltaSink | None,
+    ) -> Completion:
+        """One attempt; the cost is unknown here (no price map without LiteLLM): the panel's prices decide it."""
+        text, usage = await self.complete(seat, messages, api_key, schema is not None, on_delta)
+        return Completion(text=text, usage=usage, cost_usd=None)
 
     async def complete(
         self, seat: Seat, messages: list[Message], api_key: str | None, json_output: bool, on_delta: DeltaSink | None
@@ -220,7 +234,7 @@ def _usage(u: Any) -> Usage:
     return Usage(prompt_tokens=p, completion_tokens=c, total_tokens=int(u.get("total_tokens") or p + c))
 
 
-def _kind_without_status(lowered: str) -> str:
+def _kind_without_status(lowered: str) -> ErrorKind:
     """An error object without a numeric code (sent mid-stream): by its type and words; a blip unless they say not."""
     if overflows_context(lowered):
         return "context_overflow"

@@ -322,12 +322,12 @@ def test_shutting_down_ends_streams_and_waits_without_waiting_for_the_debate(stu
 def test_the_service_loads_what_its_calls_need_before_it_serves(monkeypatch, stub):
     """LiteLLM was imported lazily by the first debate, on the event loop: every request waited ~8 s for it
     (a 503 took 9 s). The service loads it while starting, and only when a seat uses it."""
-    from consensus.providers import gateway
+    from consensus.providers import litellm as litellm_transport
     from service.app import build_provider
     from tests.api.conftest import stub_panel
 
     loaded: list[str] = []
-    monkeypatch.setattr(gateway, "_litellm", lambda: loaded.append("litellm"))
+    monkeypatch.setattr(litellm_transport, "load", lambda: loaded.append("litellm"))
     panel = stub_panel(stub)
     seats = [s.model_copy(update={"transport": "openai-compatible"}) for s in panel.panelists]
     build_provider(panel.model_copy(update={"panelists": seats, "synthesizer": seats[0]}))

@@ -4,17 +4,17 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from consensus.providers.gateway import LiteLLMGateway
+from consensus.providers.gateway import Gateway
 from consensus.types import DebateSettings
 
 
 @pytest.fixture
-async def gateway() -> AsyncIterator[Callable[..., LiteLLMGateway]]:
-    """LiteLLMGateway(settings), closed when the test ends."""
-    made: list[LiteLLMGateway] = []
+async def gateway() -> AsyncIterator[Callable[..., Gateway]]:
+    """Gateway(settings), closed when the test ends."""
+    made: list[Gateway] = []
 
-    def make(settings: DebateSettings | None = None) -> LiteLLMGateway:
-        made.append(LiteLLMGateway(settings))
+    def make(settings: DebateSettings | None = None) -> Gateway:
+        made.append(Gateway(settings))
         return made[-1]
 
     yield make

@@ -9,8 +9,7 @@ import pytest
 
 from consensus.engine import DebateOptions, debate, run_debate
 from consensus.errors import ProviderError
-from consensus.providers.base import Message
-from consensus.types import DebateSettings, Panel, Seat
+from consensus.types import DebateSettings, Message, Panel, Seat
 
 pytestmark = pytest.mark.parametrize("transport", ["litellm", "openai-compatible"])
 

@@ -14,9 +14,8 @@ from email.utils import format_datetime
 import pytest
 
 from consensus.errors import ProviderError
-from consensus.providers.base import Message
 from consensus.providers.openai_compat import read_stream, retry_after_s
-from consensus.types import DebateSettings, Seat
+from consensus.types import DebateSettings, Message, Seat
 
 HI = [Message(role="user", content="hi")]
 
@@ -29,7 +28,7 @@ async def test_the_request_on_the_wire(stub, gateway):
     stub.script("alice", [{"text": '{"answer": "4", "final_answer": "4", "confidence": 0.9}'}])
     gw = gateway()
     seat = lean(stub, "alice", temperature=0.3, max_tokens=50, seed=7)
-    await gw.complete(seat, HI, timeout_s=5, json_output=True)
+    await gw.complete(seat, HI, timeout_s=5, schema={"type": "object"})
     await gw.complete(seat, HI, timeout_s=5, on_delta=lambda _t: None)
     plain, streamed = stub.requests("alice")
     assert plain["model"] == "alice"  # the "openai/" prefix is LiteLLM's notation, not the server's name

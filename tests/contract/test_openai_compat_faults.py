@@ -10,9 +10,7 @@ import warnings
 import pytest
 
 from consensus.errors import ProviderError
-from consensus.policy import is_retryable
-from consensus.providers.base import Message
-from consensus.providers.gateway import LiteLLMGateway, _scrubbed
+from consensus.providers.gateway import Gateway, _scrubbed
 from consensus.providers.openai_compat import (
     OpenAICompatClient,
     _http_error,
@@ -20,7 +18,8 @@ from consensus.providers.openai_compat import (
     proxy_for,
     read_stream,
 )
-from consensus.types import DebateSettings, Seat
+from consensus.providers.retry import is_retryable
+from consensus.types import DebateSettings, Message, Seat
 
 HI = [Message(role="user", content="hi")]
 FAST = DebateSettings(max_attempts=3, max_retry_after_s=0, retry_budget_s=5)
@@ -104,7 +103,7 @@ async def test_midstream_error_with_a_400_code_is_not_retried():
     err = {"error": {"object": "error", "type": "BadRequestError", "code": 400,
                      "message": "This model's maximum context length is 4096 tokens. However, you requested 5000 tokens."}}
     async with RawServer(lambda n: sse_response(event(ok_chunk("")) + event(err) + b"data: [DONE]\n\n")) as srv:
-        gw = LiteLLMGateway(FAST)
+        gw = Gateway(FAST)
         try:
             with pytest.raises(ProviderError) as info:
                 await gw.complete(lean_seat(srv.api_base), HI, timeout_s=5, on_delta=lambda _t: None)
@@ -154,7 +153,7 @@ async def test_a_stream_request_answered_with_a_plain_json_completion_is_not_ret
     body = json.dumps({"choices": [{"message": {"role": "assistant", "content": "forty-two"}, "finish_reason": "stop"}],
                        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}).encode()
     async with RawServer(lambda n: http(200, body)) as srv:
-        gw = LiteLLMGateway(FAST)
+        gw = Gateway(FAST)
         try:
             try:
                 done = await gw.complete(lean_seat(srv.api_base), HI, timeout_s=5, on_delta=lambda _t: None)
@@ -231,7 +230,7 @@ async def test_proxy_credentials_do_not_leak_into_the_error_and_a_407_is_not_ret
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTPS_PROXY", f"http://svc:Pr0xyPassw0rd@127.0.0.1:{port}")
     proxy_for.cache_clear()
-    gw = LiteLLMGateway(FAST)
+    gw = Gateway(FAST)
     try:
         with pytest.raises(ProviderError) as info:
             await gw.complete(lean_seat("https://api.example.test/v1"), HI, timeout_s=5)
@@ -257,7 +256,7 @@ async def test_an_echoed_key_is_not_left_in_the_exception_args(monkeypatch, stub
     """The gateway scrubs err.message after ProviderError.__init__ has put the unscrubbed text in err.args:
     repr(err) / err.args (logged with %r, shown by pytest/Sentry-style reporters, pickled) still hold the key."""
     monkeypatch.setenv("MY_PROVIDER_CRED", "zq7Hx93kLmNpQrSt")
-    gw = LiteLLMGateway(DebateSettings())
+    gw = Gateway(DebateSettings())
     try:
         stub.script("alice", [{"fault": "401", "echo_auth": True}])
         seat = Seat(name="alice", model="openai/alice", api_base=stub.api_base, transport="openai-compatible",

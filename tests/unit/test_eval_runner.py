@@ -51,19 +51,19 @@ def make_panel(temperature=None):
 
 
 class QuestionFake:
-    """Answers by the question id found in the prompt and by round; json_output=False is the synthesis."""
+    """Answers by the question id found in the prompt and by round; schema=None is the synthesis."""
 
     def __init__(self, delay_s=0.0):
         self.delay_s = delay_s
         self.calls: Counter[tuple[str, str]] = Counter()
 
-    async def complete(self, seat, messages, *, timeout_s, json_output=False, on_delta=None):
+    async def complete(self, seat, messages, *, timeout_s, schema=None, on_delta=None):
         qid = next(k for k in SCRIPT if k in messages[-1].content)
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         usage = Usage(prompt_tokens=10, completion_tokens=5, total_tokens=15)
         _, _, r0, r1, synth = SCRIPT[qid]
-        if not json_output:
+        if schema is None:
             self.calls[(qid, "synth")] += 1
             return Completion(text=synth, usage=usage, cost_usd=0.001)
         n = self.calls[(qid, seat.name)]

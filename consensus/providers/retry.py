@@ -5,7 +5,9 @@ from __future__ import annotations
 import random
 import re
 
-RETRYABLE_KINDS = frozenset({"timeout", "rate_limit", "server", "connection"})
+from consensus.errors import ErrorKind
+
+RETRYABLE_KINDS: frozenset[ErrorKind] = frozenset({"timeout", "rate_limit", "server", "connection"})
 
 
 _CONTEXT = re.compile(r"context[ _-]?(length|size|window)|exceed_context|maximum context|too many tokens|prompt is too long")
@@ -16,7 +18,7 @@ def overflows_context(words: str) -> bool:
     return _CONTEXT.search(words) is not None
 
 
-def kind_for_status(status: int, words: str = "") -> str:
+def kind_for_status(status: int, words: str = "") -> ErrorKind:
     """The error kind an HTTP status means for the retry policy; `words` (lower-cased) tell a 4xx context overflow."""
     if status == 429:
         return "rate_limit"
@@ -31,7 +33,7 @@ def kind_for_status(status: int, words: str = "") -> str:
     return "context_overflow" if overflows_context(words) else "bad_request"
 
 
-def is_retryable(kind: str) -> bool:
+def is_retryable(kind: ErrorKind) -> bool:
     """Retry timeouts, 429, 5xx and connection errors; never 4xx, auth or context overflow."""
     return kind in RETRYABLE_KINDS
 
