@@ -12,6 +12,8 @@ TEMPLATES = (
     "debate.user.md",
     "synthesis.system.md",
     "synthesis.user.md",
+    "analysis.system.md",
+    "analysis.user.md",
 )
 
 
