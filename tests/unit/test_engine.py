@@ -1,24 +1,19 @@
 """The debate protocol driven by scripted fakes: rounds, early stop, quorum, fallback, events."""
 
 import json
+from collections import defaultdict
 
 import pytest
 
 from consensus.engine import DebateOptions, debate, run_debate
 from consensus.errors import QuestionError
-from consensus.providers.fake import ScriptedProvider, Step
-from consensus.types import DebateSettings, Panel, Seat
-
-
-def make_panel(names=("a", "b", "c"), synth=None, **debate):
-    seats = [Seat(name=n, model=f"openai/{n}") for n in names]
-    s = seats[0] if synth is None else Seat(name=synth, model=f"openai/{synth}")
-    return Panel(panelists=seats, synthesizer=s, debate=DebateSettings(**debate))
+from consensus.providers.fake import FunctionProvider, ScriptedProvider, Step
+from tests.helpers import ans, make_panel
 
 
 async def test_openings_run_in_parallel():
     fake = ScriptedProvider(script={n: [Step(final="4", delay_s=0.3)] for n in "abc"})
-    r = await debate("2+2?", make_panel(max_rounds=0), fake, DebateOptions(language="en"))
+    r = await debate("2+2?", make_panel("abc", max_rounds=0), fake, DebateOptions(language="en"))
     # All three openings were in flight at once (a wall-time bound flaked on a busy machine: 1.1 s for 0.85).
     assert fake.max_in_flight == 3
     assert r.status == "completed" and len(r.rounds) == 1
@@ -26,50 +21,55 @@ async def test_openings_run_in_parallel():
 
 async def test_early_stop_when_everyone_agrees():
     fake = ScriptedProvider(script={n: [Step(final="4")] for n in "abc"})
-    r = await debate("2+2?", make_panel(max_rounds=3), fake, DebateOptions(language="en"))
+    r = await debate("2+2?", make_panel("abc", max_rounds=3), fake, DebateOptions(language="en"))
     assert [rd.index for rd in r.rounds] == [0]
     assert r.consensus.agreement == 1.0 and len(fake.calls) == 4  # 3 openings + synthesis
 
 
 async def test_a_panelist_changes_its_answer_after_seeing_the_others():
-    fake = ScriptedProvider(script={"a": [Step(final="5"), Step(final="4")], "b": [Step(final="4")], "c": [Step(final="4")]})
-    r = await debate("2+2?", make_panel(max_rounds=2), fake, DebateOptions(language="en"))
+    prompts = defaultdict(list)  # the user message of each call, per seat
+
+    def reply(seat, messages):
+        prompts[seat.name].append(messages[1].content)
+        return ans("5") if seat.name == "a" and len(prompts["a"]) == 1 else ans("4")  # a says 5 until it sees 4s
+
+    r = await debate("2+2?", make_panel("abc", max_rounds=2), FunctionProvider(reply), DebateOptions(language="en"))
     assert [rd.agreement.score for rd in r.rounds] == [pytest.approx(2 / 3), 1.0]
     assert r.rounds[0].answers[0].final_answer == "5" and r.answers["a"].final_answer == "4"
-    debate_prompt = fake.calls_for("a")[1][1].content
+    debate_prompt = prompts["a"][1]
     assert "Panelist B" in debate_prompt.replace("PANELIST B", "Panelist B")
     assert r.consensus.dissent == [] and r.status == "completed"
 
 
 async def test_rounds_zero_means_openings_and_synthesis_only():
     fake = ScriptedProvider(script={"a": [Step(final="1")], "b": [Step(final="2")], "c": [Step(final="3")]})
-    r = await debate("q?", make_panel(max_rounds=2), fake, DebateOptions(rounds=0, language="en"))
+    r = await debate("q?", make_panel("abc", max_rounds=2), fake, DebateOptions(rounds=0, language="en"))
     assert len(r.rounds) == 1 and r.consensus is not None
     assert r.rounds[0].agreement.tie and r.consensus.majority is None  # 1-1-1: no majority to report
     assert {d.final_answer for d in r.consensus.dissent} == {"1", "2", "3"}  # "1" (the tie-break's) was reported nowhere
 
 
 async def test_a_tie_reports_no_majority_even_when_nobody_synthesizes():
-    fake = ScriptedProvider(script={"a": [Step(final="1"), Step(error="server")], "b": [Step(final="2"), Step(error="server")],
-                                    "c": [Step(final="3"), Step(error="server")]})  # fmt: skip
-    r = await debate("q?", make_panel(max_rounds=0), fake, DebateOptions(language="en"))
+    fake = ScriptedProvider(script={n: [Step(final=f), Step(fault="500")] for n, f in zip("abc", "123", strict=True)})
+    r = await debate("q?", make_panel("abc", max_rounds=0), fake, DebateOptions(language="en"))
     assert r.consensus.fallback and r.consensus.synthesizer is None and r.consensus.majority is None
     fake = ScriptedProvider(script={"a": [Step(final="1")], "b": [Step(final="2")], "c": [Step(final="1")]})
-    r = await debate("q?", make_panel(max_rounds=0), fake, DebateOptions(language="en"))
+    r = await debate("q?", make_panel("abc", max_rounds=0), fake, DebateOptions(language="en"))
     assert r.consensus.majority == "1" and not r.rounds[0].agreement.tie
 
 
 async def test_one_of_three_down_is_degraded_and_kept_with_its_error():
-    fake = ScriptedProvider(script={"a": [Step(final="4")], "b": [Step(final="4")], "c": [Step(error="server")]})
-    r = await debate("2+2?", make_panel(), fake, DebateOptions(language="en"))
+    fake = ScriptedProvider(script={"a": [Step(final="4")], "b": [Step(final="4")], "c": [Step(fault="500")]})
+    r = await debate("2+2?", make_panel("abc"), fake, DebateOptions(language="en"))
     assert r.status == "degraded"
     assert r.answers["c"].error.kind == "server" and "c (server)" in r.reason
     assert r.consensus is not None
 
 
 async def test_two_of_three_down_fails_with_a_reason_and_no_consensus():
-    fake = ScriptedProvider(script={"a": [Step(final="4")], "b": [Step(error="auth")], "c": [Step(error="timeout")]})
-    events = [e async for e in run_debate("2+2?", make_panel(), fake, DebateOptions(language="en"))]
+    fake = ScriptedProvider(script={"a": [Step(final="4")], "b": [Step(fault="401")], "c": [Step(fault="hang")]})
+    panel = make_panel("abc", call_timeout_s=0.2)  # c's call times out
+    events = [e async for e in run_debate("2+2?", panel, fake, DebateOptions(language="en"))]
     r = events[-1].result
     assert events[-1].type == "debate.failed"
     assert r.status == "failed" and r.consensus is None
@@ -77,8 +77,8 @@ async def test_two_of_three_down_fails_with_a_reason_and_no_consensus():
 
 
 async def test_synthesizer_down_falls_back_to_another_panelist():
-    fake = ScriptedProvider(script={"a": [Step(final="4"), Step(error="rate_limit")], "b": [Step(final="4")], "c": [Step(final="4")]})
-    r = await debate("2+2?", make_panel(), fake, DebateOptions(language="en"))
+    fake = ScriptedProvider(script={"a": [Step(final="4"), Step(fault="429")], "b": [Step(final="4")], "c": [Step(final="4")]})
+    r = await debate("2+2?", make_panel("abc"), fake, DebateOptions(language="en"))
     c = r.consensus
     assert c.fallback and c.synthesizer == "b" and "a failed (rate_limit" in c.fallback_reason
     assert r.status == "degraded"
@@ -86,14 +86,14 @@ async def test_synthesizer_down_falls_back_to_another_panelist():
 
 async def test_malformed_reply_is_kept_as_text():
     fake = ScriptedProvider(script={"a": [Step(text="Just four, no JSON.")], "b": [Step(final="4")], "c": [Step(final="4")]})
-    r = await debate("2+2?", make_panel(max_rounds=0), fake, DebateOptions(language="en"))
+    r = await debate("2+2?", make_panel("abc", max_rounds=0), fake, DebateOptions(language="en"))
     a = r.answers["a"]
     assert a.ok and a.answer == "Just four, no JSON." and a.structured is False
 
 
 async def test_deadline_ends_the_debate_with_what_finished():
     fake = ScriptedProvider(script={"a": [Step(final="4")], "b": [Step(final="4")], "c": [Step(final="4", delay_s=5)]})
-    r = await debate("2+2?", make_panel(deadline_s=0.3), fake, DebateOptions(language="en"))
+    r = await debate("2+2?", make_panel("abc", deadline_s=0.3), fake, DebateOptions(language="en"))
     assert r.status == "degraded" and "deadline" in r.reason
     assert r.rounds[0].answers[2].error.kind == "deadline"
     assert r.consensus.fallback and r.consensus.majority == "4"
@@ -101,30 +101,36 @@ async def test_deadline_ends_the_debate_with_what_finished():
 
 async def test_events_come_in_order_with_deltas_only_when_watched():
     fake = ScriptedProvider(script={n: [Step(final="4")] for n in "abc"})
-    events = [e async for e in run_debate("2+2?", make_panel(), fake, DebateOptions(language="en", stream=True))]
+    events = [e async for e in run_debate("2+2?", make_panel("abc"), fake, DebateOptions(language="en", stream=True))]
     types = [e.type for e in events]
     assert types[0] == "debate.started" and types[-1] == "debate.completed"
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert {"answer.delta", "answer.completed", "round.completed", "consensus.delta", "consensus.completed"} <= set(types)
     streamed = "".join(e.delta for e in events if e.type == "answer.delta" and e.panelist == "b")
     assert json.loads(streamed)["final_answer"] == "4"
-    quiet = [e async for e in run_debate("2+2?", make_panel(), fake, DebateOptions(language="en"))]
+    quiet = [e async for e in run_debate("2+2?", make_panel("abc"), fake, DebateOptions(language="en"))]
     assert not any(e.type.endswith(".delta") for e in quiet)
 
 
 async def test_result_is_json_serialisable_with_usage_totals():
     fake = ScriptedProvider(script={n: [Step(final="4")] for n in "abc"})
-    r = await debate("2+2?", make_panel(), fake, DebateOptions(language="en"))
+    r = await debate("2+2?", make_panel("abc"), fake, DebateOptions(language="en"))
     data = json.loads(r.model_dump_json())
     assert data["usage"]["llm_calls"] == 4 and data["usage"]["total_tokens"] > 0
     assert set(data) >= {"id", "question", "language", "status", "panel", "rounds", "answers", "consensus", "usage", "timing"}
 
 
 async def test_language_is_detected_or_overridden():
-    fake = ScriptedProvider(script={n: [Step(final="4")] for n in "abc"})
-    r = await debate("फ्रांस की राजधानी क्या है?", make_panel(), fake)
-    assert r.language == "hi" and "Hindi" in fake.calls[0][1][0].content
-    r2 = await debate("What is the capital of France?", make_panel(), fake, DebateOptions(language="es"))
+    system_prompts = []
+
+    def reply(seat, messages):
+        system_prompts.append(messages[0].content)
+        return ans("4")
+
+    fake = FunctionProvider(reply)
+    r = await debate("फ्रांस की राजधानी क्या है?", make_panel("abc"), fake)
+    assert r.language == "hi" and "Hindi" in system_prompts[0]
+    r2 = await debate("What is the capital of France?", make_panel("abc"), fake, DebateOptions(language="es"))
     assert r2.language == "es"
 
 
@@ -140,7 +146,7 @@ async def test_language_is_detected_or_overridden():
 async def test_bad_input_is_refused_naming_the_field(question, lang, field, says):
     fake = ScriptedProvider()
     with pytest.raises(QuestionError) as info:
-        await debate(question, make_panel(), fake, DebateOptions(language=lang))
+        await debate(question, make_panel("abc"), fake, DebateOptions(language=lang))
     assert info.value.field == field and says in info.value.message and fake.calls == []
 
 
@@ -148,9 +154,9 @@ async def test_the_debate_stops_when_fewer_than_two_answer_a_round():
     """Alice alone kept debating rounds 2 and 3 against bob's and carol's stale openings."""
     fake = ScriptedProvider(script={
         "a": [Step(final="3"), Step(final="3"), Step(text="Synthesis: 3.")],
-        "b": [Step(final="4"), Step(error="auth")],
-        "c": [Step(final="5"), Step(error="auth")],
+        "b": [Step(final="4"), Step(fault="401")],
+        "c": [Step(final="5"), Step(fault="401")],
     })  # fmt: skip
-    r = await debate("2+2?", make_panel(max_rounds=3), fake, DebateOptions(language="en"))
+    r = await debate("2+2?", make_panel("abc", max_rounds=3), fake, DebateOptions(language="en"))
     assert len(r.rounds) == 2 and r.status == "degraded" and "b (auth)" in (r.reason or "")
     assert [name for name, _msgs in fake.calls].count("a") == 3  # opening, round 1, synthesis: no round 2 or 3
