@@ -20,7 +20,18 @@ from consensus.config import check_keys, load_panel
 from consensus.engine import DebateOptions, run_debate, validate_request
 from consensus.errors import ConsensusError
 from consensus.providers.base import close_provider
-from consensus.types import DebateEvent, DebateResult, Panel
+from consensus.types import (
+    AnalysisCompleted,
+    AnswerCompleted,
+    AnswerDelta,
+    ConsensusDelta,
+    DebateCompleted,
+    DebateEvent,
+    DebateFailed,
+    DebateResult,
+    Panel,
+    RoundCompleted,
+)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Multi-LLM consensus debates.")
 out = Console()
@@ -107,7 +118,7 @@ async def _run(question: str, panel: Panel, provider: Any, options: DebateOption
             if view and live:
                 view.update(event)
                 live.update(view.render())
-            if event.result is not None:
+            if isinstance(event, DebateCompleted | DebateFailed):
                 final = event.result
     finally:
         if live:
@@ -126,32 +137,37 @@ class LiveView:
         self.state: dict[str, str] = {s.name: "waiting" for s in panel.panelists}
         self.round = 0
         self.agreement: float | None = None
+        self.analysis = ""
         self.consensus = ""
 
     def update(self, e: DebateEvent) -> None:
-        if e.type == "answer.delta" and e.panelist in self.text:
+        if isinstance(e, AnswerDelta) and e.panelist in self.text:
             if e.round != self.round:
-                self.round = e.round or 0
+                self.round = e.round
                 self.text = {k: "" for k in self.text}
             restart = bool(e.data and e.data.get("restart"))  # a retry (or another seat) starts over
-            self.text[e.panelist] = (e.delta or "") if restart else self.text[e.panelist] + (e.delta or "")
+            self.text[e.panelist] = e.delta if restart else self.text[e.panelist] + e.delta
             self.state[e.panelist] = f"round {e.round}: answering"
-        elif e.type == "answer.completed" and e.answer and e.panelist:
+        elif isinstance(e, AnswerCompleted):
             a = e.answer
             self.text[e.panelist] = a.answer if a.ok else ""
             self.state[e.panelist] = (
                 f"round {a.round}: final answer {a.final_answer!r}" if a.ok else f"round {a.round}: failed ({a.error.kind if a.error else ''})"
             )
-        elif e.type == "round.completed" and e.round_result and e.round_result.agreement:
+        elif isinstance(e, AnalysisCompleted):
+            self.analysis = "claim map verified" if e.analysis.verified else "claim map fell back"
+        elif isinstance(e, RoundCompleted) and e.round_result.agreement:
             self.agreement = e.round_result.agreement.score
-        elif e.type == "consensus.delta":
+        elif isinstance(e, ConsensusDelta):
             restart = bool(e.data and e.data.get("restart"))
-            self.consensus = (e.delta or "") if restart else self.consensus + (e.delta or "")
+            self.consensus = e.delta if restart else self.consensus + e.delta
 
     def render(self) -> Group:
         head = Text(f"Round {self.round}", style="bold")
         if self.agreement is not None:
             head.append(f"   agreement {self.agreement:.0%}")
+        if self.analysis:
+            head.append(f"   {self.analysis}")
         panels: list[Any] = [head]
         for s in self.panel.panelists:
             body = "\n".join(self.text[s.name].splitlines()[-8:])[-800:]

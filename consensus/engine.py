@@ -8,28 +8,41 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
-from consensus.agreement import score_agreement
+from consensus.agreement import answers_are_open, score_agreement
+from consensus.claims import CLAIM_MAP_SCHEMA, agreement_from_analysis, analysis_messages, verify_claim_map
 from consensus.errors import ProviderError, QuestionError
 from consensus.language import detect_language, normalize_code
 from consensus.providers.base import DeltaSink, Provider
-from consensus.rounds import ANSWER_SCHEMA, debate_messages, new_marker, opening_messages, parse_reply
+from consensus.rounds import (
+    ANSWER_SCHEMA,
+    debate_messages,
+    label_for,
+    new_marker,
+    opening_messages,
+    parse_reply,
+)
 from consensus.synthesis import synthesize_consensus
 from consensus.types import (
+    Analysis,
     AnswerError,
     Consensus,
+    DebateCompleted,
     DebateEvent,
+    DebateFailed,
     DebateResult,
     DebateStatus,
+    EventType,
+    Message,
     ModelAnswer,
     Panel,
     PanelistInfo,
     Round,
-    Message,
     Seat,
     Timing,
     UsageTotals,
+    new_event,
 )
 
 
@@ -44,6 +57,7 @@ class DebateOptions:
     start_seq: int = 0
     on_checkpoint: Callable[[DebateResult], None] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    deadline_at: datetime | None = None  # the debate's absolute end (kept across resumes); None: deadline_s from now
 
 
 def validate_question(question: str, max_chars: int) -> str:
@@ -132,7 +146,7 @@ async def debate(
     """Run a debate to the end and return its result."""
     final: DebateResult | None = None
     async for event in run_debate(question, panel, provider, options):
-        if event.result is not None:
+        if isinstance(event, DebateCompleted | DebateFailed):
             final = event.result
     assert final is not None
     return final
@@ -153,15 +167,15 @@ class _Debate:
         self.ended = False
         self.streamed: set[tuple[str, int | None, str | None]] = set()  # streams that showed text
 
-    def emit(self, type_: str, **fields: Any) -> None:
+    def emit(self, type_: EventType, **fields: Any) -> None:
         self.seq += 1
-        self.queue.put_nowait(DebateEvent(type=type_, seq=self.seq, debate_id=self.result.id, **fields))  # type: ignore[arg-type]
+        self.queue.put_nowait(new_event(type_, seq=self.seq, debate_id=self.result.id, **fields))
 
     def watching(self) -> bool:
         s = self.opts.stream
         return s() if callable(s) else s
 
-    def sink(self, type_: str, round_: int | None, name: str) -> DeltaSink | None:
+    def sink(self, type_: Literal["answer.delta", "consensus.delta"], round_: int | None, name: str) -> DeltaSink | None:
         if not self.watching():
             return None
         # One stream per panelist's answer in a round, and one for the consensus whichever seat writes it: a
@@ -186,9 +200,14 @@ class _Debate:
         else:
             self.emit("debate.started", data={"question": r.question, "language": r.language,
                       "panel": [p.model_dump() for p in r.panel], "max_rounds": r.max_rounds})  # fmt: skip
+        end = self.opts.deadline_at
+        left = self.settings.deadline_s if end is None else (end - datetime.now(UTC)).total_seconds()
         try:
-            async with asyncio.timeout(self.settings.deadline_s):
-                await self.protocol()
+            if left <= 0:  # resumed after its end: no call starts; it ends with what it has, as at any deadline
+                self.on_deadline()
+            else:
+                async with asyncio.timeout(left):
+                    await self.protocol()
         except TimeoutError:
             self.on_deadline()
         finally:
@@ -243,16 +262,43 @@ class _Debate:
 
         answers = list(await asyncio.gather(*(one(s) for s in seats)))
         self.pending = {}
-        self.close_round(index, answers)
+        latest = {**latest, **{a.panelist: a for a in answers if a.ok}}
+        analysis = await self.analysis(index, latest) if self.is_open(latest) else None
+        self.close_round(index, answers, analysis)
 
-    def close_round(self, index: int, answers: list[ModelAnswer]) -> None:
-        rnd = Round(index=index, answers=answers)
+    def is_open(self, latest: dict[str, ModelAnswer]) -> bool:
+        """Whether the round's answers need the analyst (explanations, lists, essays) to tell who agrees."""
+        return len(latest) >= 2 and answers_are_open([(n, a.final_answer) for n, a in latest.items()])
+
+    async def analysis(self, index: int, latest: dict[str, ModelAnswer]) -> Analysis:
+        """The analyst's claim map of the round's latest answers, as far as our code could verify it."""
+        seat = self.panel.analyst_seat
+        finals = sorted(((self.index[n], a) for n, a in latest.items()), key=lambda t: t[0])
+        labels = {label_for(i): a.panelist for i, a in finals}
+        answers = {a.panelist: a.answer for _, a in finals}
+        messages = analysis_messages(self.result.question, finals, self.result.language, self.marker, self.budget(seat))
+        try:
+            done = await self.provider.complete(seat, messages, timeout_s=self.timeout(seat), schema=CLAIM_MAP_SCHEMA)
+        except ProviderError as err:
+            return Analysis(analyst=seat.name, reason=f"the analyst failed ({err.kind}: {err.message})",
+                            attempts=err.attempts)  # fmt: skip
+        analysis = verify_claim_map(done.text, labels, answers)
+        return analysis.model_copy(update={
+            "analyst": seat.name, "usage": done.usage, "cost_usd": done.cost_usd, "latency_ms": done.latency_ms,
+            "attempts": done.attempts,
+        })  # fmt: skip
+
+    def close_round(self, index: int, answers: list[ModelAnswer], analysis: Analysis | None = None) -> None:
+        rnd = Round(index=index, answers=answers, analysis=analysis)
         self.result.rounds.append(rnd)
         latest = self.latest()
-        rnd.agreement = score_agreement([(n, a.final_answer) for n, a in latest.items()])
+        exact = score_agreement([(n, a.final_answer) for n, a in latest.items()])
+        rnd.agreement = exact if analysis is None else agreement_from_analysis(analysis, list(latest), exact)
         self.result.answers = {**self.result.answers, **{a.panelist: a for a in answers}, **latest}
         self.tally()
         self.checkpoint()
+        if analysis is not None:
+            self.emit("analysis.completed", round=index, panelist=analysis.analyst, analysis=analysis)
         self.emit("round.completed", round=index, round_result=rnd)
 
     def checkpoint(self) -> None:
@@ -325,6 +371,13 @@ class _Debate:
                 totals.total_tokens += a.usage.total_tokens
                 totals.llm_calls += a.attempts
                 costs.append(a.cost_usd if a.ok else 0.0)
+            if rnd.analysis is not None:
+                an = rnd.analysis
+                totals.prompt_tokens += an.usage.prompt_tokens
+                totals.completion_tokens += an.usage.completion_tokens
+                totals.total_tokens += an.usage.total_tokens
+                totals.llm_calls += an.attempts
+                costs.append(an.cost_usd)
         if r.consensus:
             c = r.consensus
             totals.prompt_tokens += c.usage.prompt_tokens
@@ -342,7 +395,7 @@ class _Debate:
         now = datetime.now(UTC)
         r.timing.finished_at = now
         r.timing.wall_ms = int((now - r.timing.started_at).total_seconds() * 1000)
-        kind = "debate.failed" if status == DebateStatus.failed else "debate.completed"
+        kind: EventType = "debate.failed" if status == DebateStatus.failed else "debate.completed"
         self.ended = True  # nothing changes the result after this: the last event carries it, uncopied
         self.emit(kind, result=r)
 

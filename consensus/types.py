@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    TypeAdapter,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+)
 
 
 class _Strict(BaseModel):
@@ -314,30 +324,157 @@ class DebateResult(BaseModel):
     timing: Timing
 
 
+# Every event's JSON on the wire (SSE) has these keys, in this order, null where the event has no such field:
+# the shape clients have always read. Stored events leave their unset fields out (service/store.py).
+WIRE_FIELDS = (
+    "type", "seq", "debate_id", "round", "panelist", "delta", "answer", "round_result", "consensus", "result", "data",
+)  # fmt: skip
+
+
+class _Event(BaseModel):
+    """What every event has: its type tag, its place in the debate (`seq` counts from 1) and the debate."""
+
+    type: str
+    seq: int
+    debate_id: str
+
+    @model_serializer(mode="wrap")
+    def _wire(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+        data = handler(self)
+        if isinstance(info.context, dict) and info.context.get("wire") and isinstance(data, dict):
+            out = {k: data.get(k) for k in WIRE_FIELDS}
+            out.update((k, v) for k, v in data.items() if k not in out)
+            return out
+        return data
+
+    def wire_json(self) -> str:
+        """The event as SSE sends it: every wire field present, null when unset."""
+        return self.model_dump_json(context={"wire": True})
+
+
+class DebateStarted(_Event):
+    """The debate began: `data` has its question, language, panel and max_rounds."""
+
+    type: Literal["debate.started"] = "debate.started"
+    data: dict[str, Any]
+
+
+class DebateResumed(_Event):
+    """A debate cut short (a restart) continues: `data.after_round` is the last round kept."""
+
+    type: Literal["debate.resumed"] = "debate.resumed"
+    data: dict[str, Any]
+
+
+class AnswerDelta(_Event):
+    """A piece of a panelist's answer as it streams; `data.restart`: what this stream showed so far is void."""
+
+    type: Literal["answer.delta"] = "answer.delta"
+    round: int
+    panelist: str
+    delta: str
+    data: dict[str, Any] | None = None
+
+
+class AnswerCompleted(_Event):
+    """A panelist's answer (or its error) for a round."""
+
+    type: Literal["answer.completed"] = "answer.completed"
+    round: int
+    panelist: str
+    answer: ModelAnswer
+
+
+class AnalysisCompleted(_Event):
+    """The analyst's claim map of a round, as our code verified it (`panelist` is the analyst's seat)."""
+
+    type: Literal["analysis.completed"] = "analysis.completed"
+    round: int
+    panelist: str | None = None
+    analysis: Analysis
+
+
+class RoundCompleted(_Event):
+    """A round ended: its answers and agreement."""
+
+    type: Literal["round.completed"] = "round.completed"
+    round: int
+    round_result: Round
+
+
+class ConsensusDelta(_Event):
+    """A piece of the consensus as the synthesizer writes it; `data.restart`: the consensus stream starts over."""
+
+    type: Literal["consensus.delta"] = "consensus.delta"
+    round: None = None
+    panelist: str
+    delta: str
+    data: dict[str, Any] | None = None
+
+
+class ConsensusCompleted(_Event):
+    """The checked consensus (or the fallback it is)."""
+
+    type: Literal["consensus.completed"] = "consensus.completed"
+    consensus: Consensus
+
+
+class DebateCompleted(_Event):
+    """The debate ended completed or degraded: the whole result."""
+
+    type: Literal["debate.completed"] = "debate.completed"
+    result: DebateResult
+
+
+class DebateFailed(_Event):
+    """The debate failed (or was cancelled): the whole result, with its reason."""
+
+    type: Literal["debate.failed"] = "debate.failed"
+    result: DebateResult
+
+
+DebateEvent = Annotated[
+    DebateStarted
+    | DebateResumed
+    | AnswerDelta
+    | AnswerCompleted
+    | AnalysisCompleted
+    | RoundCompleted
+    | ConsensusDelta
+    | ConsensusCompleted
+    | DebateCompleted
+    | DebateFailed,
+    Field(discriminator="type"),
+]
+DeltaEvent = AnswerDelta | ConsensusDelta  # token deltas: streamed, never stored
+EndEvent = DebateCompleted | DebateFailed  # the last event of a debate; it carries the result
+EVENT_TYPES: dict[str, type[_Event]] = {
+    cls.model_fields["type"].default: cls
+    for cls in (DebateStarted, DebateResumed, AnswerDelta, AnswerCompleted, AnalysisCompleted, RoundCompleted,
+                ConsensusDelta, ConsensusCompleted, DebateCompleted, DebateFailed)
+}  # fmt: skip
 EventType = Literal[
     "debate.started",
     "debate.resumed",
     "answer.delta",
     "answer.completed",
+    "analysis.completed",
     "round.completed",
     "consensus.delta",
     "consensus.completed",
     "debate.completed",
     "debate.failed",
 ]
+_EVENTS: TypeAdapter[DebateEvent] = TypeAdapter(DebateEvent)
 
 
-class DebateEvent(BaseModel):
-    """One thing that happened in a debate, in order (`seq` counts from 1)."""
+def parse_event(data: Any) -> DebateEvent:
+    """An event from its stored or wire JSON (a dict, or the JSON text)."""
+    if isinstance(data, str | bytes):
+        return _EVENTS.validate_json(data)
+    return _EVENTS.validate_python(data)
 
-    type: EventType
-    seq: int
-    debate_id: str
-    round: int | None = None
-    panelist: str | None = None
-    delta: str | None = None
-    answer: ModelAnswer | None = None
-    round_result: Round | None = None
-    consensus: Consensus | None = None
-    result: DebateResult | None = None
-    data: dict[str, Any] | None = None
+
+def new_event(type_: str, **fields: Any) -> DebateEvent:
+    """The event of this type with these fields (a ValidationError names a field the type does not allow)."""
+    return EVENT_TYPES[type_](**fields)  # type: ignore[return-value]

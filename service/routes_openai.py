@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -11,7 +12,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.sse import format_sse_event
 
-from consensus.types import DebateResult
+from consensus.types import ConsensusCompleted, DebateCompleted, DebateFailed, DebateResult
 from service.deps import Caller, Services
 from service.routes_debates import ERRORS, start_debate, wait_or_503
 from service.schemas import ChatMessage, ChatRequest, DebateRequest
@@ -113,33 +114,24 @@ async def _stream(svc: Any, debate_id: str, cid: str, created: int, include_usag
         return format_sse_event(data_str=json.dumps(body, ensure_ascii=False))
 
     yield chunk({"role": "assistant", "content": ""})
-    sent = ""  # the content this stream has sent: a client cannot be told to take it back
-    live = True  # deltas go out as they come, until the synthesis starts over after some were sent
+    # The synthesizer's tokens are not streamed: a stream cannot take back text, and a consensus is shown only once
+    # it has passed the faithfulness checks. The checked consensus goes out as soon as it exists, in pieces.
+    sent = ""
     final: DebateResult | None = None
     async for e in svc.runner.follow(debate_id, 0):
         if e is None:
             yield format_sse_event(comment="ping")
-        elif e.type == "consensus.delta" and e.delta:
-            if e.data and e.data.get("restart") and sent:
-                live = False  # what follows would be appended to the broken-off text: wait for the whole answer
-            if live:
-                sent += e.delta
-                yield chunk({"content": e.delta})
-        elif e.result is not None:
+        elif isinstance(e, ConsensusCompleted) and not sent:
+            for piece in re.findall(r"\S+\s*|\s+", e.consensus.answer):
+                sent += piece
+                yield chunk({"content": piece})
+        elif isinstance(e, DebateCompleted | DebateFailed):
             final = e.result
     answer = final.consensus.answer if final is not None and final.consensus is not None else None
-    shown = sent.strip()  # the consensus is the synthesis's text, stripped
-    if final is not None and answer is not None and answer.startswith(shown):
-        if answer[len(shown):]:
-            yield chunk({"content": answer[len(shown):]})  # the rest: all of it when nothing was streamed
+    if final is not None and answer is not None:
+        if not sent and answer:
+            yield chunk({"content": answer})  # a consensus that no consensus.completed event carried (a fallback)
         yield chunk({}, "stop", consensus=extra(final))
-    elif final is not None and answer is not None:
-        # The synthesis broke off after part of it was sent and was written again differently: the streamed
-        # content is not the answer, and a stream cannot retract it. Say so as an error, with the answer.
-        error = {"message": "the synthesis was interrupted and written again after part of it was streamed; "
-                            "the whole answer is in consensus.answer", "type": "upstream_error", "param": None,
-                 "code": "stream_restarted", "consensus": {**extra(final), "answer": answer}}  # fmt: skip
-        yield format_sse_event(data_str=json.dumps({"error": error}, ensure_ascii=False))
     else:
         # The 200 is long gone: say it the way OpenAI's streams do, as an error object (the SDK raises APIError),
         # never as assistant text a client would show as the answer.

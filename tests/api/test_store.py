@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 
 from consensus.engine import DebateOptions, new_result
-from consensus.types import DebateEvent
+from consensus.types import AnswerCompleted, DebateCompleted, DebateEvent, DebateStarted, ModelAnswer
 from service.store import LeaseLostError, Store
 from tests.api.conftest import stub_panel
 
@@ -30,7 +30,7 @@ def test_a_batch_commits_the_good_writes_and_fails_only_the_bad_ones(tmp_path):
         good, other, dup = ids
 
         def ev(debate_id: str, seq: int) -> list[DebateEvent]:
-            return [DebateEvent(type="debate.started", seq=seq, debate_id=debate_id)]
+            return [DebateStarted(seq=seq, debate_id=debate_id, data={})]
 
         await store.record(dup, ev(dup, 1), None, "me")
         # Queued in one go: the writer takes them as one batch.
@@ -68,7 +68,8 @@ def test_one_debates_writes_in_a_batch_share_an_update_as_if_they_ran_one_by_one
         done = result.model_copy(update={"status": result.status.__class__("completed")})
 
         def ev(seq: int) -> list[DebateEvent]:
-            return [DebateEvent(type="answer.completed", seq=seq, debate_id=result.id)]
+            answer = ModelAnswer(panelist="a", model="m", round=0)
+            return [AnswerCompleted(seq=seq, debate_id=result.id, round=0, panelist="a", answer=answer)]
 
         outcomes = await asyncio.gather(
             store.record(result.id, ev(1), None, "me"),
@@ -98,7 +99,7 @@ def test_finish_stores_the_end_and_releases_the_lease_only_for_its_owner(tmp_pat
             await store.finish(result.id, result, [], owner="thief")
         assert (await store.get(result.id)).lease_owner == "me"
         result.status = result.status.__class__("completed")
-        await store.finish(result.id, result, [DebateEvent(type="debate.completed", seq=1, debate_id=result.id)], "me")
+        await store.finish(result.id, result, [DebateCompleted(seq=1, debate_id=result.id, result=result)], "me")
         row = await store.get(result.id)
         assert (row.status, row.lease_owner, row.lease_until, row.last_seq) == ("completed", None, None, 1)
         await store.close()
@@ -134,6 +135,70 @@ def test_migrations_build_exactly_the_models_schema_and_upgrade_a_0001_database(
 
     asyncio.run(go())
     with sync.connect() as conn:
-        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0002"
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0003"
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
     sync.dispose()
+
+
+# Rows as the code before the event union wrote them (one DebateEvent class, its unset top-level fields left out).
+TODAYS_ROWS = [
+    {"type": "debate.started", "seq": 1, "debate_id": "D", "data": {"question": "q?", "language": "en", "panel": [],
+                                                                  "max_rounds": 1}},  # fmt: skip
+    {"type": "answer.completed", "seq": 2, "debate_id": "D", "round": 0, "panelist": "a",
+     "answer": {"panelist": "a", "model": "m", "round": 0, "answer": "4", "final_answer": "4", "confidence": 0.9,
+                "structured": True, "error": None, "usage": {"prompt_tokens": 1, "completion_tokens": 1,
+                "total_tokens": 2}, "cost_usd": None, "latency_ms": 5, "attempts": 1}},  # fmt: skip
+    {"type": "round.completed", "seq": 3, "debate_id": "D", "round": 0,
+     "round_result": {"index": 0, "answers": [], "agreement": {"score": 1.0, "kind": "number", "majority": "4",
+                      "majority_panelists": ["a"], "clusters": [], "tie": False}}},  # fmt: skip
+    {"type": "consensus.completed", "seq": 4, "debate_id": "D",
+     "consensus": {"answer": "4", "agreement": 1.0, "majority": "4", "dissent": [], "synthesizer": None,
+                   "fallback": True, "fallback_reason": "x", "usage": {"prompt_tokens": 0, "completion_tokens": 0,
+                   "total_tokens": 0}, "cost_usd": 0.0, "latency_ms": 0, "attempts": 0}},  # fmt: skip
+    {"type": "debate.resumed", "seq": 5, "debate_id": "D", "data": {"after_round": 0}},
+]
+
+
+def test_events_stored_in_todays_format_replay_as_typed_events(tmp_path):
+    """The event union reads rows the single-class code wrote: same types, same fields, and the stored and
+    SSE encodings of each replayed event are what that code produced."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert
+
+    from consensus.types import AnswerCompleted, ConsensusCompleted, DebateResumed, RoundCompleted
+    from service.store import EventRow, event_payload
+
+    async def go() -> list[DebateEvent]:
+        store = Store(f"sqlite+aiosqlite:///{tmp_path}/s.db")
+        await store.migrate()
+        result = new_result("q?", stub_panel(_Stub()), DebateOptions())
+        await store.create_debate(result, {}, None, None, owner="me", lease_s=30)
+        rows = [{**r, "debate_id": result.id} for r in TODAYS_ROWS]
+        async with store.engine.begin() as conn:
+            await conn.execute(insert(EventRow), [{"debate_id": result.id, "seq": r["seq"], "type": r["type"],
+                                                  "payload": r, "created_at": datetime.now(UTC)} for r in rows])  # fmt: skip
+        try:
+            return await store.events_after(result.id, 0)
+        finally:
+            await store.close()
+
+    events = asyncio.run(go())
+    assert [type(e) for e in events] == [DebateStarted, AnswerCompleted, RoundCompleted, ConsensusCompleted,
+                                         DebateResumed]  # fmt: skip
+    import json
+
+    def within(old: object, new: object) -> bool:
+        """Every field the old row had, with its value (fields added since may appear beside them)."""
+        if isinstance(old, dict):
+            return isinstance(new, dict) and all(k in new and within(v, new[k]) for k, v in old.items())
+        return old == new
+
+    for e, row in zip(events, TODAYS_ROWS, strict=True):
+        row = {**row, "debate_id": e.debate_id}
+        stored = json.loads(event_payload(e))
+        assert list(stored) == list(row) and within(row, stored)
+        wire = json.loads(e.wire_json())
+        assert list(wire) == ["type", "seq", "debate_id", "round", "panelist", "delta", "answer", "round_result",
+                              "consensus", "result", "data"]  # fmt: skip
+        assert within(row, wire) and all(wire[k] is None for k in wire if k not in row)
