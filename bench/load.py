@@ -5,7 +5,7 @@
     python bench/load.py --quick                # 50 clients, 1 s calls, a small admission run
     python bench/load.py --transport openai-compatible   # the panel on the gateway's lean client
 
-The stub (tests/stub_server.py) and the service (`python -m service serve`) run as separate processes;
+The stub (service/testing/stub_server.py) and the service (`python -m service serve`) run as separate processes;
 each size gets a fresh service and database. Half the clients POST /v1/debates with
 Accept: text/event-stream and read the stream to its end, half POST ?wait=true. A debate's critical
 path is (debate rounds run + 2) x latency: openings, each debate round, synthesis. Server CPU and RSS
@@ -104,11 +104,11 @@ def service_process(stub: str, latency_ms: int, max_in_flight: int, tmp: Path, d
 
 @contextlib.contextmanager
 def postgres(wanted: bool) -> Iterator[Callable[[], str | None]]:
-    """A throwaway PostgreSQL cluster (tests/pg.py); yields a maker of fresh database URLs (None: SQLite)."""
+    """A throwaway PostgreSQL cluster (service/testing/pg.py); yields a maker of fresh database URLs (None: SQLite)."""
     if not wanted:
         yield lambda: None
         return
-    from tests.pg import PgCluster  # procs put the repository on sys.path
+    from service.testing.pg import PgCluster  # procs put the repository on sys.path
 
     cluster = PgCluster().start()
     try:
@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-load", type=float, default=2.5, help="wait for the 1-min load average to drop to this")
     parser.add_argument("--max-wait-s", type=float, default=600, help="wait at most this long for a quiet machine")
     parser.add_argument("--quick", action="store_true", help="short run: 50 clients, 1 s calls, admission 20/60")
-    parser.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL cluster (tests/pg.py) instead of SQLite")
+    parser.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL cluster (service/testing/pg.py) instead of SQLite")
     parser.add_argument("--workers", type=int, default=1, help="`consensus serve --workers N` (needs --postgres)")
     parser.add_argument("--transport", choices=("litellm", "openai-compatible"), default="litellm",
                         help="the panel's transport; openai-compatible: the service never imports LiteLLM")

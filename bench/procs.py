@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the stub server and the process helpers are the tests' own
+sys.path.insert(0, str(ROOT))  # service.testing (the stub, the process helpers) from a checkout not installed
 
-from tests.pg import children_of  # noqa: E402
+from service.testing.pg import children_of  # noqa: E402
 
 
 def cpu_s_of(pid: int) -> float:
@@ -58,12 +58,13 @@ def stop(proc: subprocess.Popen[Any]) -> None:
 
 @contextlib.contextmanager
 def stub_process() -> Iterator[tuple[str, int]]:
-    """tests/stub_server.py in its own process (request log off); yields (base URL, pid), stops it after.
+    """service/testing/stub_server.py in its own process (request log off); yields (base URL, pid), stops it after.
 
     Its own process group: the bench's Ctrl-C handling stops it, not the terminal's signal.
     """
-    cmd = [sys.executable, str(ROOT / "tests" / "stub_server.py"), "--port", "0", "--no-log"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    cmd = [sys.executable, "-m", "service.testing.stub_server", "--port", "0", "--no-log"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            start_new_session=True)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline().strip()

@@ -11,7 +11,7 @@ from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
 
-from tests.stub_server import StubServer  # noqa: E402
+from service.testing.stub_server import StubServer  # noqa: E402
 
 NETWORK_ERROR = "network access outside 127.0.0.1 in tests"
 _originals: dict[str, Any] = {}

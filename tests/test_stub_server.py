@@ -6,7 +6,8 @@ from typing import Any
 import litellm
 import pytest
 
-from tests.stub_server import LATENCY_TEXT, StubServer
+from consensus.providers.fake import FAULTS, Step
+from service.testing.stub_server import ERROR_TYPE, LATENCY_TEXT, StubServer
 
 litellm.suppress_debug_info = True
 MESSAGES = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "What is 6 x 7?"}]
@@ -38,6 +39,15 @@ async def test_plain_answer_carries_text_usage_and_is_logged(stub: StubServer) -
     assert stub.hits() == {"alice": 1}
     [body] = stub.requests("alice")
     assert body["messages"] == MESSAGES and body["temperature"] == 0.3 and not body.get("stream")
+
+
+async def test_the_fakes_steps_script_the_stub_and_every_http_fault_has_an_error_type(stub: StubServer) -> None:
+    stub.script("alice", [Step(final="4", text="Four.", delay_s=0.01), Step(fault="503")])
+    response = await complete(stub, "alice")
+    assert response.choices[0].message.content == Step(final="4", text="Four.").render()
+    with pytest.raises(litellm.ServiceUnavailableError):
+        await complete(stub, "alice")
+    assert {spec.status for spec in FAULTS.values() if spec.status is not None} == set(ERROR_TYPE)
 
 
 async def test_stream_arrives_in_chunks_then_usage(stub: StubServer) -> None:

@@ -11,19 +11,15 @@ import httpx
 import pytest
 import uvicorn
 
-from consensus.types import DebateSettings, Panel, Seat
+from consensus.types import Panel
 from service.app import create_app
 from service.settings import Settings
+from tests.helpers import SEATS, ans, make_panel
 
 
-def ans(final, text=None, confidence=0.8):
-    return json.dumps({"answer": text or f"I conclude {final}.", "final_answer": final, "confidence": confidence})
-
-
-def stub_panel(stub, names=("alice", "bob", "carol"), **settings) -> Panel:
-    seats = [Seat(name=n, model=f"openai/{n}", api_base=stub.api_base) for n in names]
-    base = {"call_timeout_s": 10, "retry_budget_s": 10, "max_retry_after_s": 1, "max_rounds": 1}
-    return Panel(panelists=seats, synthesizer=seats[0], debate=DebateSettings(**{**base, **settings}), source="stub")
+def stub_panel(stub, names=SEATS, **settings) -> Panel:
+    """The service tests' panel: make_panel on the stub, one debate round."""
+    return make_panel(names, stub=stub, source="stub", **{"max_rounds": 1, **settings})
 
 
 class ServiceServer:
@@ -97,7 +93,8 @@ def run_coro(coro):
 from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from tests.pg import PgCluster, PgUnavailable, ServiceProcess  # noqa: E402
+from service.testing.pg import PgCluster, PgUnavailable  # noqa: E402
+from tests.service_process import ServiceProcess  # noqa: E402
 
 
 @pytest.fixture(scope="session")

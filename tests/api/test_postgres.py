@@ -1,6 +1,6 @@
 """The service on PostgreSQL: migrations, timestamps, replay, LISTEN/NOTIFY, and replicas sharing work.
 
-A throwaway PostgreSQL 15 cluster (tests/pg.py) serves the session; each test gets its own database.
+A throwaway PostgreSQL 15 cluster (service/testing/pg.py) serves the session; each test gets its own database.
 The replica tests run `python -m service serve` processes on one database against the loopback stub.
 """
 
@@ -22,6 +22,7 @@ from consensus.engine import DebateOptions, new_result
 from consensus.types import DebateEvent
 from service.settings import Settings
 from service.store import Store
+from service.testing.pg import children_of
 from tests.api.conftest import (
     RESUMED,
     ServiceServer,
@@ -34,7 +35,8 @@ from tests.api.conftest import (
     wait_round_1_in_flight,
     wait_status,
 )
-from tests.pg import ServiceProcess, children_of, write_stub_panel
+from tests.helpers import make_panel, write_panel
+from tests.service_process import REPLICA_PANEL, ServiceProcess
 
 pytestmark = pytest.mark.postgres
 LEASE_S = 3  # short, so a dead replica's debate is adopted within seconds
@@ -252,7 +254,7 @@ def trio(pg_cluster, stub_server, tmp_path_factory):
     """Replicas a, b, c (`python -m service serve` processes) on one fresh database."""
     d = tmp_path_factory.mktemp("replicas")
     url = pg_cluster.create_database("replicas")
-    panel = write_stub_panel(d / "panel.toml", stub_server.api_base)
+    panel = write_panel(d / "panel.toml", make_panel(stub=stub_server, **REPLICA_PANEL))
     procs = [ServiceProcess(n, url, panel, d, consensus_lease_s=LEASE_S) for n in ("a", "b", "c")]
     try:
         for p in procs:
@@ -396,7 +398,7 @@ async def running_lease_owners(url: str) -> set[str]:
 
 def test_two_workers_share_the_port_and_serve_each_others_debates(stub, pg_database, service_process, tmp_path):
     script(stub, {"alice": 1.0, "bob": 1.0, "carol": 1.0})
-    panel = write_stub_panel(tmp_path / "panel.toml", stub.api_base)
+    panel = write_panel(tmp_path / "panel.toml", make_panel(stub=stub, **REPLICA_PANEL))
     server = service_process("multi", pg_database, panel, args=("--workers", "2")).start().wait_ready()
     assert server.proc is not None
     deadline = time.monotonic() + 30
@@ -429,7 +431,7 @@ def test_workers_need_postgresql(tmp_path, stub):
     import subprocess
     import sys
 
-    panel = write_stub_panel(tmp_path / "panel.toml", stub.api_base)
+    panel = write_panel(tmp_path / "panel.toml", make_panel(stub=stub, **REPLICA_PANEL))
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENSUS_")}
     env.update(DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'x.db'}", LITELLM_LOCAL_MODEL_COST_MAP="True",
                COLUMNS="400")  # one line, unwrapped

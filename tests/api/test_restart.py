@@ -17,12 +17,13 @@ from tests.api.conftest import (
     wait_round_1_in_flight,
     wait_status,
 )
-from tests.pg import write_stub_panel
+from tests.helpers import make_panel, write_panel
+from tests.service_process import REPLICA_PANEL
 
 
 def sqlite_setup(tmp_path, stub):
     db = tmp_path / "svc.db"
-    return db, f"sqlite+aiosqlite:///{db}", write_stub_panel(tmp_path / "panel.toml", stub.api_base)
+    return db, f"sqlite+aiosqlite:///{db}", write_panel(tmp_path / "panel.toml", make_panel(stub=stub, **REPLICA_PANEL))
 
 
 def start_debate(proc, stub) -> str:

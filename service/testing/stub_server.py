@@ -1,10 +1,11 @@
 """Loopback OpenAI-compatible stub server for contract tests and benchmarks.
 
-Behaviour is scripted per model name with ``POST /_script``; each chat completion consumes the next
-step and the last step repeats. Unscripted models answer ``"default answer from <model>"``, except
-``latency-<ms>``, which sleeps that long and answers a fixed JSON answer.
+Behaviour is scripted per model name with ``POST /_script``: a list of `consensus.providers.fake.Step`s (the
+ones the fakes play), whose faults are the vocabulary of `consensus.providers.fake.FAULTS`. Each chat completion
+consumes the next step and the last step repeats. Unscripted models answer ``"default answer from <model>"``,
+except ``latency-<ms>``, which sleeps that long and answers a fixed JSON answer.
 
-    python tests/stub_server.py --port 0   # prints STUB_URL=http://127.0.0.1:PORT, serves until killed
+    python -m service.testing.stub_server --port 0   # prints STUB_URL=http://127.0.0.1:PORT, serves until killed
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator
-from typing import Any, Literal, overload
+from typing import Any, overload
 
 import httpx
 import uvicorn
 from fastapi import Body, FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
+
+from consensus.providers.fake import FAULTS, Step
 
 HANG_S = 3600.0
 LOG_LIMIT = 1000  # request bodies kept per model
@@ -36,20 +39,9 @@ LATENCY_TEXT = (
     '{"answer": "Six times seven is forty-two, so after checking the arithmetic twice the panel'
     ' answer is 42.", "final_answer": "42", "confidence": 0.9}'
 )
-ERROR_TYPE = {"400": "invalid_request_error", "401": "authentication_error", "404": "not_found_error",
-              "429": "rate_limit_exceeded", "500": "server_error", "502": "server_error", "503": "server_error"}
-Fault = Literal["429", "500", "502", "503", "400", "401", "404", "hang", "malformed", "cut"]
-
-
-class Step(BaseModel):
-    """One scripted reply: a text answer, optionally delayed, or a fault."""
-
-    text: str = ""
-    delay_s: float = Field(0.0, ge=0)
-    fault: Fault | None = None
-    retry_after: float | None = None
-    chunk_chars: int = Field(8, ge=1)
-    echo_auth: bool = False  # a fault's message quotes the bearer token it got (servers that leak keys)
+# The `type` of an OpenAI error body, per HTTP status of the faults that have one.
+ERROR_TYPE = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+              429: "rate_limit_exceeded", 500: "server_error", 502: "server_error", 503: "server_error"}
 
 
 class Script(BaseModel):
@@ -110,12 +102,17 @@ def count_tokens(messages: Any) -> int:
     return max(1, chars // 4)
 
 
-def error_response(fault: str, retry_after: float | None, echo: str | None = None) -> JSONResponse:
+def status_of(step: Step) -> int | None:
+    """The HTTP status of the step's fault, if it is one that has a status."""
+    return FAULTS[step.fault].status if step.fault else None
+
+
+def error_response(status: int, retry_after: float | None, echo: str | None = None) -> JSONResponse:
     """An OpenAI-style error body with the fault's status; 429 carries Retry-After."""
-    message = f"stub fault {fault}" + (f" for credentials {echo!r}" if echo is not None else "")
-    body = {"error": {"message": message, "type": ERROR_TYPE[fault], "param": None, "code": fault}}
-    headers = {"Retry-After": f"{1 if retry_after is None else retry_after:g}"} if fault == "429" else None
-    return JSONResponse(body, status_code=int(fault), headers=headers)
+    message = f"stub fault {status}" + (f" for credentials {echo!r}" if echo is not None else "")
+    body = {"error": {"message": message, "type": ERROR_TYPE[status], "param": None, "code": str(status)}}
+    headers = {"Retry-After": f"{1 if retry_after is None else retry_after:g}"} if status == 429 else None
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 async def hang(request: Request) -> None:
@@ -139,8 +136,8 @@ async def stream_events(step: Step, base: dict[str, Any], usage: dict[str, int],
         yield b"data: {this is not json\n\n"
         yield b"data: [DONE]\n\n"
         return
-    size = step.chunk_chars
-    pieces = [step.text[i:i + size] for i in range(0, len(step.text), size)]
+    size, text = step.chunk_chars, step.render()
+    pieces = [text[i:i + size] for i in range(0, len(text), size)]
     if step.fault == "cut":
         pieces = pieces[: max(1, len(pieces) // 2)] if pieces else ["partial"]
     for piece in pieces:
@@ -156,11 +153,11 @@ async def stream_events(step: Step, base: dict[str, Any], usage: dict[str, int],
 def completion_body(step: Step, model: str, usage: dict[str, int], n: int, created: int) -> dict[str, Any]:
     return {"id": f"chatcmpl-stub-{n}", "object": "chat.completion", "created": created, "model": model,
             "usage": usage,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": step.text}, "finish_reason": "stop"}]}
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": step.render()}, "finish_reason": "stop"}]}
 
 
 def usage_of(step: Step, body: dict[str, Any]) -> dict[str, int]:
-    completion_tokens = max(1, len(step.text) // 4)
+    completion_tokens = max(1, len(step.render()) // 4)
     prompt_tokens = count_tokens(body.get("messages"))
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens}
@@ -177,10 +174,11 @@ def create_app() -> LatencyFastPath:
         model = str(body.get("model", ""))
         st.record(model, body)
         step = st.next_step(model)
-        if step.fault in ERROR_TYPE:
+        status = status_of(step)
+        if status is not None:
             await asyncio.sleep(step.delay_s)
             echo = request.headers.get("authorization", "").removeprefix("Bearer ") if step.echo_auth else None
-            return error_response(step.fault, step.retry_after, echo)
+            return error_response(status, step.retry_after, echo)
         if step.fault == "hang":
             await hang(request)
             return Response(status_code=504)
@@ -290,7 +288,7 @@ class LatencyFastPath:
         return None
 
 
-app = create_app()  # import string "stub_server:app" for multi-worker runs
+app = create_app()  # import string "service.testing.stub_server:app" for multi-worker runs
 
 
 def bind_loopback(port: int = 0) -> socket.socket:
@@ -351,9 +349,10 @@ class StubServer:
         if self._thread is not None:
             self._thread.join(timeout=10.0)
 
-    def script(self, model: str, steps: list[dict[str, Any]]) -> None:
-        """Script ``model``: each call consumes the next step; the last one repeats."""
-        self._client.post("/_script", json={"model": model, "steps": steps}).raise_for_status()
+    def script(self, model: str, steps: list[dict[str, Any]] | list[Step]) -> None:
+        """Script ``model`` with Steps (or their dicts): each call consumes the next step; the last one repeats."""
+        body = [s.model_dump(exclude_defaults=True) if isinstance(s, Step) else s for s in steps]
+        self._client.post("/_script", json={"model": model, "steps": body}).raise_for_status()
 
     @overload
     def hits(self, model: None = None) -> dict[str, int]: ...
@@ -392,7 +391,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.workers > 1:
         from uvicorn.supervisors import Multiprocess
 
-        config = uvicorn_config("stub_server:app", workers=args.workers)
+        config = uvicorn_config("service.testing.stub_server:app", workers=args.workers)
         Multiprocess(config, sockets=[sock]).run()
     else:
         uvicorn.Server(uvicorn_config(create_app())).run(sockets=[sock])
