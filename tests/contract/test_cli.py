@@ -7,18 +7,7 @@ import sys
 
 import pytest
 
-
-def ans(final):
-    return json.dumps({"answer": f"It is {final}.", "final_answer": final, "confidence": 0.9})
-
-
-def panel_file(tmp_path, stub, extra=""):
-    text = "[debate]\nmax_rounds = 2\n" + "".join(
-        f'[[panelist]]\nname = "{n}"\nmodel = "openai/{n}"\napi_base = "{stub.api_base}"\n' for n in ("alice", "bob", "carol")
-    ) + extra
-    p = tmp_path / "panel.toml"
-    p.write_text(text, encoding="utf-8")
-    return p
+from tests.helpers import ans, make_panel, write_panel
 
 
 def cli(*args, env=None):
@@ -32,7 +21,8 @@ def test_ask_json_end_to_end(tmp_path, stub):
     stub.script("alice", [{"text": ans("Paris")}, {"text": "The panel agrees: Paris."}])
     stub.script("bob", [{"text": ans("Paris")}])
     stub.script("carol", [{"text": ans("Lyon")}, {"text": ans("Paris")}])
-    p = cli("ask", "What is the capital of France?", "--panel-file", str(panel_file(tmp_path, stub)), "--json")
+    panel = write_panel(tmp_path / "panel.toml", make_panel(stub=stub))
+    p = cli("ask", "What is the capital of France?", "--panel-file", str(panel), "--json")
     assert p.returncode == 0, p.stderr
     r = json.loads(p.stdout)
     assert r["status"] == "completed" and r["language"] == "en"
@@ -56,7 +46,8 @@ def test_ask_shows_every_answer_and_the_consensus(tmp_path, stub):
     stub.script("alice", [{"text": ans("4")}, {"text": "Four."}])
     stub.script("bob", [{"text": ans("4")}])
     stub.script("carol", [{"text": ans("4")}])
-    p = cli_here("ask", "What is 2+2?", "--panel-file", str(panel_file(tmp_path, stub)), "--rounds", "0", "--language", "fr")
+    panel = write_panel(tmp_path / "panel.toml", make_panel(stub=stub))
+    p = cli_here("ask", "What is 2+2?", "--panel-file", str(panel), "--rounds", "0", "--language", "fr")
     assert p.returncode == 0, p.stderr
     for needle in ("alice", "bob", "carol", "Consensus", "Four.", "language fr"):
         assert needle in p.stdout
@@ -64,7 +55,7 @@ def test_ask_shows_every_answer_and_the_consensus(tmp_path, stub):
 
 
 def test_bad_inputs_exit_2_with_one_clear_line(tmp_path, stub):
-    good = panel_file(tmp_path, stub)
+    good = write_panel(tmp_path / "panel.toml", make_panel(stub=stub))
     p = cli_here("ask", "   ", "--panel-file", str(good))
     assert p.returncode == 2 and "question: is empty" in p.stderr
     p = cli_here("ask", "x" * 9000, "--panel-file", str(good))
@@ -73,13 +64,15 @@ def test_bad_inputs_exit_2_with_one_clear_line(tmp_path, stub):
     bad.write_text(good.read_text() + '[[panelist]]\nname = "bob"\nmodel = "openai/x"\n')
     p = cli_here("panels", "--panel-file", str(bad))
     assert p.returncode == 2 and "panelist[3].name" in p.stderr and "duplicate" in p.stderr and str(bad) in p.stderr
-    keyed = panel_file(tmp_path, stub, '[synthesizer]\nmodel = "openai/judge"\napi_key_env = "JUDGE_KEY_UNSET"\n')
+    keyed_judge = '[synthesizer]\nmodel = "openai/judge"\napi_key_env = "JUDGE_KEY_UNSET"\n'
+    keyed = write_panel(tmp_path / "panel.toml", make_panel(stub=stub), keyed_judge)
     p = cli_here("ask", "q?", "--panel-file", str(keyed))
     assert p.returncode == 2 and "JUDGE_KEY_UNSET" in p.stderr
     assert stub.hits() == {}  # nothing ran
 
 
 def test_panels_prints_the_configured_panel(tmp_path, stub):
-    p = cli("panels", "--panel-file", str(panel_file(tmp_path, stub)), "--json")
+    panel = write_panel(tmp_path / "panel.toml", make_panel(stub=stub))
+    p = cli("panels", "--panel-file", str(panel), "--json")
     assert p.returncode == 0
     assert [s["name"] for s in json.loads(p.stdout)["panelists"]] == ["alice", "bob", "carol"]

@@ -2,28 +2,16 @@
 gateway's lean OpenAI-compatible client (every test runs on both transports)."""
 
 import asyncio
-import json
 import time
 
 import pytest
 
 from consensus.engine import DebateOptions, debate, run_debate
 from consensus.errors import ProviderError
-from consensus.types import DebateSettings, Message, Panel, Seat
+from consensus.types import DebateSettings, Message, Seat
+from tests.helpers import ans, make_panel
 
 pytestmark = pytest.mark.parametrize("transport", ["litellm", "openai-compatible"])
-
-
-def ans(final, text=None, confidence=0.8):
-    return json.dumps({"answer": text or f"I conclude {final}.", "final_answer": final, "confidence": confidence})
-
-
-def panel_on(stub, transport, names=("alice", "bob", "carol"), synth=None, **settings):
-    seats = [Seat(name=n, model=f"openai/{n}", api_base=stub.api_base, transport=transport) for n in names]
-    synthesizer = seats[0] if synth is None else Seat(name=synth, model=f"openai/{synth}", api_base=stub.api_base,
-                                                      transport=transport)  # fmt: skip
-    base = {"call_timeout_s": 5, "retry_budget_s": 10, "max_retry_after_s": 2}
-    return Panel(panelists=seats, synthesizer=synthesizer, debate=DebateSettings(**{**base, **settings}))
 
 
 def run(gateway, panel, question="What is 2+2?", **opts):
@@ -33,12 +21,12 @@ def run(gateway, panel, question="What is 2+2?", **opts):
 async def test_openings_run_in_parallel_over_http(stub, transport, gateway):
     for n in ("alice", "bob", "carol"):
         stub.script(n, [{"text": ans("4"), "delay_s": 0.6}])
-    await run(gateway, panel_on(stub, transport, max_rounds=0))  # warm up LiteLLM's lazy imports and connections
+    await run(gateway, make_panel(stub=stub, transport=transport, max_rounds=0))  # warm up LiteLLM's lazy imports and connections
     stub.reset()
     for n in ("alice", "bob", "carol"):
         stub.script(n, [{"text": ans("4"), "delay_s": 0.6}])
     t0 = time.perf_counter()
-    r = await run(gateway, panel_on(stub, transport, max_rounds=0))
+    r = await run(gateway, make_panel(stub=stub, transport=transport, max_rounds=0))
     wall = time.perf_counter() - t0
     assert r.status == "completed"
     assert wall < 0.6 * 2 + 0.5  # openings in parallel (0.6) + synthesis (0.6), not 4 x 0.6
@@ -49,7 +37,7 @@ async def test_early_stop_and_a_panelist_that_changes_its_mind(stub, transport, 
     stub.script("alice", [{"text": ans("5")}, {"text": ans("4", "Bob is right: 2+2 is 4.")}, {"text": "Consensus: 4."}])
     stub.script("bob", [{"text": ans("4")}])
     stub.script("carol", [{"text": ans("4")}])
-    r = await run(gateway, panel_on(stub, transport, max_rounds=3))
+    r = await run(gateway, make_panel(stub=stub, transport=transport, max_rounds=3))
     assert [x.agreement.score for x in r.rounds] == [pytest.approx(2 / 3), 1.0]  # stopped after round 1
     assert r.rounds[0].answers[0].final_answer == "5" and r.answers["alice"].final_answer == "4"
     assert r.consensus.answer == "Consensus: 4." and r.consensus.agreement == 1.0
@@ -61,13 +49,13 @@ async def test_one_down_is_degraded_two_down_is_failed(stub, transport, gateway)
     stub.script("alice", [{"text": ans("4")}])
     stub.script("bob", [{"text": ans("4")}])
     stub.script("carol", [{"fault": "401"}])
-    r = await run(gateway, panel_on(stub, transport))
+    r = await run(gateway, make_panel(stub=stub, transport=transport))
     assert r.status == "degraded" and r.answers["carol"].error.kind == "auth"
     stub.reset()
     stub.script("alice", [{"text": ans("4")}])
     stub.script("bob", [{"fault": "404"}])
     stub.script("carol", [{"fault": "400"}])
-    r = await run(gateway, panel_on(stub, transport))
+    r = await run(gateway, make_panel(stub=stub, transport=transport))
     assert r.status == "failed" and r.consensus is None and "not_found" in r.reason and "bad_request" in r.reason
 
 
@@ -75,7 +63,7 @@ async def test_synthesizer_down_falls_back(stub, transport, gateway):
     for n in ("alice", "bob", "carol"):
         stub.script(n, [{"text": ans("4")}, {"text": f"{n} writes the consensus: 4"}])
     stub.script("judge", [{"fault": "503"}])
-    r = await run(gateway, panel_on(stub, transport, synth="judge"))
+    r = await run(gateway, make_panel(stub=stub, transport=transport, synthesizer="judge"))
     assert r.consensus.synthesizer == "alice" and r.consensus.fallback
     assert "judge failed (server" in r.consensus.fallback_reason
     assert stub.hits("judge") == 3  # 5xx retried: max_attempts=3, no second retry layer
@@ -88,7 +76,7 @@ async def test_a_fallback_synthesizer_starts_the_consensus_stream_over(stub, tra
     for n in ("alice", "bob", "carol"):
         stub.script(n, [{"text": ans("4")}, {"text": f"{n} writes the consensus: 4", "chunk_chars": 4}])
     stub.script("judge", [{"fault": "cut", "text": "The judge begins a long consensus and then", "chunk_chars": 4}])
-    panel = panel_on(stub, transport, synth="judge", max_attempts=1)
+    panel = make_panel(stub=stub, transport=transport, synthesizer="judge", max_attempts=1)
     shown, restarts, result = "", 0, None
     async for e in run_debate("What is 2+2?", panel, gateway(panel.debate), DebateOptions(language="en", stream=True)):
         if e.type == "consensus.delta":
@@ -149,13 +137,13 @@ async def test_stream_cut_and_malformed_body_are_errors_not_crashes(stub, transp
     stub.script("alice", [{"text": ans("4")}])
     stub.script("bob", [{"text": ans("4")}])
     stub.script("carol", [{"fault": "cut", "text": "partial answer that never finishes"}])
-    r = await run(gateway, panel_on(stub, transport, max_rounds=0, max_attempts=1), stream=True)
+    r = await run(gateway, make_panel(stub=stub, transport=transport, max_rounds=0, max_attempts=1), stream=True)
     assert r.status == "degraded" and r.answers["carol"].error is not None
     stub.reset()
     stub.script("alice", [{"text": ans("4")}])
     stub.script("bob", [{"text": ans("4")}])
     stub.script("carol", [{"fault": "malformed"}])
-    r = await run(gateway, panel_on(stub, transport, max_rounds=0, max_attempts=3))
+    r = await run(gateway, make_panel(stub=stub, transport=transport, max_rounds=0, max_attempts=3))
     assert r.status == "degraded" and r.answers["carol"].error is not None
     # A 200 whose body is no completion: kind `malformed` (LiteLLM says 500), and not retried.
     assert r.answers["carol"].error.kind == "malformed" and stub.hits("carol") == 1
@@ -203,7 +191,7 @@ async def test_language_passthrough_and_peer_injection_stays_fenced(stub, transp
     stub.script("alice", [{"text": ans("5")}])
     stub.script("bob", [{"text": evil}])
     stub.script("carol", [{"text": ans("4")}])
-    r = await run(gateway, panel_on(stub, transport, max_rounds=1), language="hi")
+    r = await run(gateway, make_panel(stub=stub, transport=transport, max_rounds=1), language="hi")
     assert r.language == "hi"
     for body in stub.requests("alice"):
         assert "Hindi" in body["messages"][0]["content"]

@@ -7,15 +7,12 @@ import subprocess
 import sys
 import time
 
-from tests.contract.test_cli import ans, cli, cli_here
+from tests.contract.test_cli import cli, cli_here
+from tests.helpers import ans, make_panel, write_panel
 
 
 def setup(tmp_path, stub):
-    text = "[debate]\nmax_rounds = 1\n" + "".join(
-        f'[[panelist]]\nname = "{n}"\nmodel = "openai/{n}"\napi_base = "{stub.api_base}"\n' for n in ("alice", "bob", "carol")
-    ) + f'[synthesizer]\nmodel = "openai/judge"\napi_base = "{stub.api_base}"\n'
-    panel = tmp_path / "panel.toml"
-    panel.write_text(text, encoding="utf-8")
+    panel = write_panel(tmp_path / "panel.toml", make_panel(stub=stub, synthesizer="judge", max_rounds=1))
     data = tmp_path / "data.jsonl"
     data.write_text('{"id": "one", "question": "What is 2+2?", "answer": "4"}\n'
                     '{"question": "no answer here"}\n'

@@ -5,14 +5,9 @@ from __future__ import annotations
 from consensus import cli
 from consensus.engine import DebateOptions, debate
 from consensus.providers.fake import ScriptedProvider, Step
-from consensus.types import DebateSettings, Panel, Seat
+from tests.helpers import make_panel
 
 NASTY = ("a[/]b", "[bold magenta]PWNED[/bold magenta]", "[link=http://x.example]click[/link]")
-
-
-def panel(names: tuple[str, ...]) -> Panel:
-    seats = [Seat(name=n, model=f"openai/{n}") for n in names]
-    return Panel(panelists=seats, synthesizer=seats[0], debate=DebateSettings(max_rounds=0))
 
 
 async def test_model_text_and_seat_names_print_literally():
@@ -20,7 +15,7 @@ async def test_model_text_and_seat_names_print_literally():
     names = ("[/]", "[red]", "c", "d")
     finals = (NASTY[0], *NASTY)  # two seats agree on `a[/]b`: it is the majority line's text too
     fake = ScriptedProvider(script={n: [Step(final=f)] for n, f in zip(names, finals, strict=True)})
-    r = await debate("Q?", panel(names), fake, DebateOptions(language="en"))
+    r = await debate("Q?", make_panel(names, max_rounds=0), fake, DebateOptions(language="en"))
     with cli.out.capture() as cap:
         cli.print_result(r)
     shown = cap.get()
@@ -54,7 +49,7 @@ def test_panels_shows_each_seats_transport(tmp_path, monkeypatch):
 async def test_a_tie_is_printed_as_no_majority():
     """A 1-1-1 split was printed as "majority 'a[/]b'": the seat-order tie-break is the vote's, not a majority."""
     fake = ScriptedProvider(script={n: [Step(final=f)] for n, f in zip("abc", ("3", "4", "5"), strict=True)})
-    r = await debate("Q?", panel(("a", "b", "c")), fake, DebateOptions(language="en"))
+    r = await debate("Q?", make_panel("abc", max_rounds=0), fake, DebateOptions(language="en"))
     with cli.out.capture() as cap:
         cli.print_result(r)
     assert "no majority (a tie: 1-1-1)" in cap.get() and "majority '3'" not in cap.get()
@@ -64,7 +59,7 @@ def test_the_live_view_starts_a_stream_over_when_told():
     """A retried call (or a fallback synthesizer) starts over: its first delta carries data.restart."""
     from consensus.types import DebateEvent
 
-    view = cli.LiveView(panel(("a", "b")))
+    view = cli.LiveView(make_panel("ab", max_rounds=0))
 
     def delta(type_, text, restart=False, who="a"):
         return DebateEvent(type=type_, seq=1, debate_id="d", round=0, panelist=who, delta=text,

@@ -15,7 +15,8 @@ from consensus.eval.runner import RECORDS, read_records, run_eval
 from consensus.eval.scoring import extract_answer
 from consensus.eval.stats import mcnemar_exact, paired_bootstrap, wilson_interval
 from consensus.providers.base import Completion
-from consensus.types import DebateSettings, Panel, Seat, Usage
+from consensus.types import Usage
+from tests.helpers import ans, make_panel
 
 ERR = None  # a scripted outage
 CHOICES = ["Lyon", "Paris", "Nice"]
@@ -45,9 +46,7 @@ def items(ids=None):
     return out
 
 
-def make_panel(temperature=None):
-    seats = [Seat(name=n, model=f"openai/{n}", temperature=temperature) for n in SEATS]
-    return Panel(panelists=seats, synthesizer=seats[0], debate=DebateSettings(max_rounds=1))
+PANEL = make_panel(SEATS, max_rounds=1)
 
 
 class QuestionFake:
@@ -71,7 +70,7 @@ class QuestionFake:
         answer = (r0 if n == 0 else r1)[SEATS.index(seat.name)]
         if answer is ERR:
             raise ProviderError("server", "scripted outage")
-        text = json.dumps({"answer": f"I think {answer}.", "final_answer": answer, "confidence": 0.7})
+        text = ans(answer, f"I think {answer}.", 0.7)
         return Completion(text=text, usage=usage, cost_usd=0.001)
 
 
@@ -85,7 +84,7 @@ def acc(k, n):
 
 
 async def test_scripted_panel_gives_the_hand_computed_figures(tmp_path):
-    run = await run_eval(items(), make_panel(), QuestionFake(), tmp_path, concurrency=3)
+    run = await run_eval(items(), PANEL, QuestionFake(), tmp_path, concurrency=3)
     s = summarize(run.records)
     assert s["n"] == 10 and s["panelists"] == ["a", "b", "c"]
     # Round 0 alone: a right on q01-03,05,06,08,09; b on q01,03,04,06,09; c on q01,09. Errors count as wrong.
@@ -127,7 +126,7 @@ async def test_scripted_panel_gives_the_hand_computed_figures(tmp_path):
 
 
 async def test_each_question_is_one_jsonl_record_with_every_round(tmp_path):
-    await run_eval(items(), make_panel(), QuestionFake(), tmp_path, concurrency=2)
+    await run_eval(items(), PANEL, QuestionFake(), tmp_path, concurrency=2)
     lines = (tmp_path / RECORDS).read_text().splitlines()
     assert sorted(json.loads(x)["id"] for x in lines) == sorted(SCRIPT)
     r = {json.loads(x)["id"]: json.loads(x) for x in lines}["q02"]
@@ -145,10 +144,10 @@ async def test_each_question_is_one_jsonl_record_with_every_round(tmp_path):
 
 
 async def test_resuming_skips_finished_questions_and_gives_the_same_summary(tmp_path):
-    whole = await run_eval(items(), make_panel(), QuestionFake(), tmp_path / "whole", concurrency=2)
-    first = await run_eval(items({"q01", "q02", "q03", "q04"}), make_panel(), QuestionFake(), tmp_path / "parts")
+    whole = await run_eval(items(), PANEL, QuestionFake(), tmp_path / "whole", concurrency=2)
+    first = await run_eval(items({"q01", "q02", "q03", "q04"}), PANEL, QuestionFake(), tmp_path / "parts")
     fake = QuestionFake()
-    rest = await run_eval(items(), make_panel(), fake, tmp_path / "parts", concurrency=2)
+    rest = await run_eval(items(), PANEL, fake, tmp_path / "parts", concurrency=2)
     assert (first.new, rest.resumed, rest.new) == (4, 4, 6)
     assert not any(qid in {"q01", "q02", "q03", "q04"} for qid, _ in fake.calls)
     assert stable(summarize(rest.records)) == stable(summarize(whole.records))
@@ -156,8 +155,8 @@ async def test_resuming_skips_finished_questions_and_gives_the_same_summary(tmp_
 
 async def test_a_resume_with_a_smaller_limit_is_summarised_and_compared_on_its_own_items(tmp_path):
     """records.jsonl keeps all 10 answers; the run now covers 4, and `eval compare` counted all 10."""
-    await run_eval(items(), make_panel(), QuestionFake(), tmp_path / "r", concurrency=2)
-    four = await run_eval(items({"q01", "q02", "q03", "q04"}), make_panel(), QuestionFake(), tmp_path / "r")
+    await run_eval(items(), PANEL, QuestionFake(), tmp_path / "r", concurrency=2)
+    four = await run_eval(items({"q01", "q02", "q03", "q04"}), PANEL, QuestionFake(), tmp_path / "r")
     assert (four.resumed, four.new, len(four.records)) == (4, 0, 4)
     assert len(read_records(tmp_path / "r" / RECORDS)[0]) == 10
     assert stable(load_summary(tmp_path / "r")) == stable(summarize(four.records, json.loads((tmp_path / "r" / "run.json").read_text())))
@@ -165,44 +164,44 @@ async def test_a_resume_with_a_smaller_limit_is_summarised_and_compared_on_its_o
 
 
 async def test_an_interrupted_run_keeps_what_finished_and_resumes_to_the_same_summary(tmp_path):
-    whole = await run_eval(items(), make_panel(), QuestionFake(), tmp_path / "whole", concurrency=2)
+    whole = await run_eval(items(), PANEL, QuestionFake(), tmp_path / "whole", concurrency=2)
     task: asyncio.Task | None = None
 
     def stop_after_three(done, total):
         if done >= 3 and task is not None:
             task.cancel()
 
-    task = asyncio.create_task(run_eval(items(), make_panel(), QuestionFake(delay_s=0.01), tmp_path / "cut",
+    task = asyncio.create_task(run_eval(items(), PANEL, QuestionFake(delay_s=0.01), tmp_path / "cut",
                                         concurrency=2, progress=stop_after_three))  # fmt: skip
     with pytest.raises(asyncio.CancelledError):
         await task
     kept, problems = read_records(tmp_path / "cut" / RECORDS)
     assert 3 <= len(kept) < 10 and problems == []
-    resumed = await run_eval(items(), make_panel(), QuestionFake(), tmp_path / "cut", concurrency=2)
+    resumed = await run_eval(items(), PANEL, QuestionFake(), tmp_path / "cut", concurrency=2)
     assert resumed.resumed == len(kept) and resumed.new == 10 - len(kept)
     assert stable(summarize(resumed.records)) == stable(summarize(whole.records))
 
 
 async def test_a_half_written_last_line_is_dropped_reported_and_re_run(tmp_path):
-    await run_eval(items({"q01", "q02"}), make_panel(), QuestionFake(), tmp_path)
+    await run_eval(items({"q01", "q02"}), PANEL, QuestionFake(), tmp_path)
     with (tmp_path / RECORDS).open("a") as fh:
         fh.write('{"id": "q03", "question": "q03: wh')
     fake = QuestionFake()
-    run = await run_eval(items({"q01", "q02", "q03"}), make_panel(), fake, tmp_path)
+    run = await run_eval(items({"q01", "q02", "q03"}), PANEL, fake, tmp_path)
     assert run.resumed == 2 and run.new == 1 and "half-written" in run.problems[0]
     assert {qid for qid, _ in fake.calls} == {"q03"}
     assert len((tmp_path / RECORDS).read_text().splitlines()) == 3
 
 
 async def test_resuming_refuses_a_different_panel(tmp_path):
-    await run_eval(items({"q01"}), make_panel(), QuestionFake(), tmp_path)
+    await run_eval(items({"q01"}), PANEL, QuestionFake(), tmp_path)
     with pytest.raises(ValueError, match="its panel differs"):
-        await run_eval(items({"q01"}), make_panel(temperature=0.5), QuestionFake(), tmp_path)
+        await run_eval(items({"q01"}), make_panel(SEATS, seat={"temperature": 0.5}, max_rounds=1), QuestionFake(), tmp_path)
 
 
 async def test_html_report_is_self_contained_and_escapes_dataset_text(tmp_path):
     bad = EvalItem(id="q01", question="q01: <script>alert(1)</script> what?", answer="4", type="number")
-    run = await run_eval([bad, *items({"q02", "q05"})], make_panel(), QuestionFake(), tmp_path)
+    run = await run_eval([bad, *items({"q02", "q05"})], PANEL, QuestionFake(), tmp_path)
     page = render_html(summarize(run.records, {"dataset": "<b>x</b>"}), run.records)
     assert "<script" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page
@@ -211,7 +210,7 @@ async def test_html_report_is_self_contained_and_escapes_dataset_text(tmp_path):
 
 
 async def test_table_and_compare_render_every_run(tmp_path):
-    await run_eval(items(), make_panel(), QuestionFake(), tmp_path / "one")
+    await run_eval(items(), PANEL, QuestionFake(), tmp_path / "one")
     s = load_summary(tmp_path / "one")
     from rich.console import Console
 
@@ -268,12 +267,12 @@ async def test_an_out_that_is_a_file_or_a_broken_run_json_is_a_clear_error(tmp_p
     afile = tmp_path / "afile"
     afile.write_text("x")
     with pytest.raises(ValueError, match="is a file, not a directory"):
-        await run_eval(items(), make_panel(), QuestionFake(), afile, concurrency=1)
+        await run_eval(items(), PANEL, QuestionFake(), afile, concurrency=1)
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "run.json").write_text('{"dataset": "x"\n')
     with pytest.raises(ValueError, match="run.json is not readable JSON"):
-        await run_eval(items(), make_panel(), QuestionFake(), broken, concurrency=1)
+        await run_eval(items(), PANEL, QuestionFake(), broken, concurrency=1)
     assert afile.read_text() == "x" and (broken / "run.json").read_text() == '{"dataset": "x"\n'  # nothing lost
 
 
@@ -289,10 +288,10 @@ def test_bootstrap_p_is_withheld_below_ten_discordant_pairs_and_kept_above():
 
 async def test_resume_asks_again_what_the_dataset_now_states_differently_and_what_failed(tmp_path):
     """Records were reused by id alone: ids default to line numbers, and a corrected gold kept its old score."""
-    await run_eval(items(), make_panel(), QuestionFake(), tmp_path)  # q10's debate fails
+    await run_eval(items(), PANEL, QuestionFake(), tmp_path)  # q10's debate fails
     corrected = [i.model_copy(update={"answer": "999"}) if i.id == "q02" else i for i in items()]
     fake = QuestionFake()
-    again = await run_eval(corrected, make_panel(), fake, tmp_path)
+    again = await run_eval(corrected, PANEL, fake, tmp_path)
     assert (again.resumed, again.new) == (8, 2) and {qid for qid, _ in fake.calls} == {"q02", "q10"}
     assert any("no longer match" in p and "q02" in p for p in again.problems)
     assert any("1 debate(s) that failed before" in p for p in again.problems)
@@ -302,17 +301,17 @@ async def test_resume_asks_again_what_the_dataset_now_states_differently_and_wha
 
 async def test_a_second_run_into_the_same_directory_is_refused_while_the_first_writes(tmp_path):
     """Two runs into one --out asked every question twice (and paid twice)."""
-    first = asyncio.create_task(run_eval(items(), make_panel(), QuestionFake(delay_s=0.05), tmp_path))
+    first = asyncio.create_task(run_eval(items(), PANEL, QuestionFake(delay_s=0.05), tmp_path))
     await asyncio.sleep(0.1)
     with pytest.raises(ValueError, match="in use by another"):
-        await run_eval(items(), make_panel(), QuestionFake(), tmp_path)
+        await run_eval(items(), PANEL, QuestionFake(), tmp_path)
     assert (await first).new == 10
-    assert (await run_eval(items(), make_panel(), QuestionFake(), tmp_path)).resumed == 9  # free again; q10 re-asked
+    assert (await run_eval(items(), PANEL, QuestionFake(), tmp_path)).resumed == 9  # free again; q10 re-asked
 
 
 async def test_resume_compares_settings_as_they_act_and_says_what_differs(tmp_path):
     """--rounds 1 and the panel's max_rounds 1 are the same run; a refusal names the old and the new value."""
-    panel = make_panel()
+    panel = PANEL
     await run_eval(items({"q01"}), panel, QuestionFake(), tmp_path, rounds=None)
     same = await run_eval(items({"q01"}), panel, QuestionFake(), tmp_path, rounds=panel.debate.max_rounds)
     assert same.resumed == 1
@@ -326,7 +325,7 @@ async def test_a_run_json_with_a_relative_dataset_path_resumes(tmp_path, monkeyp
     """run.json files written before paths were stored resolved hold the path as typed: their resume was refused."""
     monkeypatch.chdir(tmp_path)
     info = {"dataset": "data/x.jsonl", "seed": None, "limit": None}
-    await run_eval(items({"q01"}), make_panel(), QuestionFake(), tmp_path / "r", run_info=info)
-    again = await run_eval(items({"q01"}), make_panel(), QuestionFake(), tmp_path / "r",
+    await run_eval(items({"q01"}), PANEL, QuestionFake(), tmp_path / "r", run_info=info)
+    again = await run_eval(items({"q01"}), PANEL, QuestionFake(), tmp_path / "r",
                            run_info={**info, "dataset": str(tmp_path / "data" / "x.jsonl")})  # fmt: skip
     assert again.resumed == 1
