@@ -21,6 +21,7 @@ from consensus.errors import ErrorKind, ProviderError
 from consensus.providers.base import Completion, DeltaSink, JsonSchema
 from consensus.types import Message, Seat, Usage
 
+CHUNK_CHARS = 8  # the size of the pieces a streamed reply comes in, unless its Step says otherwise
 Fault = Literal["400", "401", "404", "429", "500", "502", "503", "hang", "malformed", "cut"]
 
 
@@ -64,7 +65,7 @@ class Step(BaseModel):
     delay_s: float = Field(default=0.0, ge=0)
     fault: Fault | None = None  # one of FAULTS
     retry_after: float | None = None  # a "429"'s Retry-After, in seconds
-    chunk_chars: int = Field(default=8, ge=1)  # the size of the pieces a streamed reply comes in
+    chunk_chars: int = Field(default=CHUNK_CHARS, ge=1)  # the size of the pieces a streamed reply comes in
     echo_auth: bool = False  # the stub only: a fault's message quotes the bearer token it got (servers that leak keys)
 
     def render(self) -> str:
@@ -189,7 +190,7 @@ class FunctionProvider(_Recorder):
                 reply = await reply
             if isinstance(reply, Completion):
                 if on_delta is not None:
-                    stream(reply.text, Step().chunk_chars, on_delta)
+                    stream(reply.text, CHUNK_CHARS, on_delta)
                 return reply
             return await play(reply if isinstance(reply, Step) else Step(text=reply), messages, timeout_s, on_delta)
         finally:
