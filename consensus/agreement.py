@@ -72,8 +72,10 @@ _PUNCTUATION = re.compile(r"[^\w\s\u0600-\u06ff\u0750-\u077f\u0900-\u0dff]|[\u09
 
 def normalize_text(text: str) -> str:
     """Lower-case, strip accents, punctuation and articles, collapse spaces."""
-    t = unicodedata.normalize("NFKD", text.casefold())
-    t = "".join(ch for ch in t if not unicodedata.combining(ch))
+    t = text.casefold()
+    if not t.isascii():
+        t = unicodedata.normalize("NFKD", t)
+        t = "".join(ch for ch in t if not unicodedata.combining(ch))
     t = _PUNCTUATION.sub(" ", t)
     words = [w for w in t.split() if w not in _ARTICLES]
     return " ".join(words)
@@ -98,23 +100,28 @@ _NEGATIONS = _words(
 _YES = _words("yes yeah yep yup true sí si sì oui ja jawohl sim हाँ हां ہاں نعم")
 _NO = _words("no nope false non nein não nao नहीं نہیں لا")
 _HONORIFICS = _words("जी جی")  # "जी हाँ", "جی نہیں": the yes/no word comes second
-# Function words of the panel's main languages: dropped before comparing the content of short answers. Negations
-# and yes/no words are not here: they are compared on their own.
-_STOP_WORDS = _words(
-    "a an the is are was were be been being am of in on at to for from by with as into onto about than then that "
-    "this these those it its they them their there here which who whom whose what when where how i you he she we "
-    "me my your our his her do does did has have had will would shall should can could may might must also just "
-    "very more most some any each both all such only own same too s t d ll re ve m and or but if "  # en
-    "el la los las un una unos unas de del al en y o u e es son era fue ser está esta este esto ese esa eso que "
-    "por para con como su sus se lo le les muy más pero "  # es
-    "le la les l un une des du de d et ou est sont était au aux dans pour par avec sur qui ce cette ces c il "
-    "elle ils elles sa son ses leur leurs qu n y "  # fr
-    "der die das den dem des ein eine einen einem einer und oder ist sind war waren zu von mit im am an auf für "
-    "als dass es sie er wir "  # de
-    "o os as um uma do da dos das em na nas é são foi com "  # pt
-    "il lo gli di della è per che "  # it
-    "का की के है हैं और में से को पर यह वह था थी थे ही भी एक तो"  # hi
-)
+# Function words of the panel's main languages: dropped before comparing the content of short answers (and a
+# sign of the language a text is written in). Negations and yes/no words are not here: they are compared on their
+# own.
+FUNCTION_WORDS = {
+    lang: _words(words)
+    for lang, words in {
+        "en": "a an the is are was were be been being am of in on at to for from by with as into onto about than then "
+        "that this these those it its they them their there here which who whom whose what when where how i you he "
+        "she we me my your our his her do does did has have had will would shall should can could may might must "
+        "also just very more most some any each both all such only own same too s t d ll re ve m and or but if",
+        "es": "el la los las un una unos unas de del al a en y o u e es son era fue ser está esta este esto ese esa "
+        "eso que por para con como su sus se lo le les muy más pero",
+        "fr": "le la les l un une des du de d et ou est sont était a au aux en dans pour par avec sur que qui ce "
+        "cette ces c il elle ils elles se sa son ses leur leurs qu n y",
+        "de": "der die das den dem des ein eine einen einem einer und oder ist sind war waren zu von mit im in am an "
+        "auf für als dass es sie er wir",
+        "pt": "o a os as um uma de do da dos das em na nas e ou é são foi que para por com como se",
+        "it": "il lo la i gli le un una di del della e o è in per con che",
+        "hi": "का की के है हैं और में से को पर यह वह था थी थे ही भी एक तो",
+    }.items()
+}
+_STOP_WORDS = frozenset().union(*FUNCTION_WORDS.values())
 _IGNORED = _STOP_WORDS | _NEGATIONS | _YES | _NO | _HONORIFICS
 _REASONING = _words(
     "because since therefore thus hence "  # en
@@ -125,7 +132,8 @@ _REASONING = _words(
     "perché quindi poiché "  # it
     "क्योंकि इसलिए"  # hi
 )
-_SO = re.compile(r"(?i),\s*(?:so|and so|then)\b")  # "91 = 7 x 13, so it is composite" (but "I think so" is an answer)
+# "91 = 7 x 13, so it is composite" reasons; "I think so" is an answer.
+_SO = re.compile(r"(?i),\s*(?:so|and so|then)\b")
 _CONJUNCTIONS = re.compile(r"\s+(?:and|or|y|o|et|ou|und|oder|e|और|या|و|اور)\s+", re.IGNORECASE)
 _LIST_SEPARATORS = re.compile(r"[,;/،؛]")
 _BULLET = re.compile(r"(?m)^\s*(?:[-*•]|\d+[.)])\s+")
@@ -145,7 +153,8 @@ def without_exponent(number: str) -> str:
     return format(Decimal(number), "f") if "e" in number.lower() else number
 
 
-def _negated(key: str) -> bool:
+def negated(key: str) -> bool:
+    """Whether a normalised answer is negated ("not prime", "isn t", "n est pas")."""
     words = key.split()
     return any(w in _NEGATIONS for w in words) or any(a.endswith("n") and b == "t" for a, b in itertools.pairwise(words))
 
@@ -271,7 +280,7 @@ def with_round_polarity(norms: Sequence[Normalized]) -> list[Normalized]:
         return list(norms)
     return [
         replace(n, polarity=False)
-        if n.kind == "text" and n.polarity is None and _negated(n.key) and not is_open_answer(n.display)
+        if n.kind == "text" and n.polarity is None and negated(n.key) and not is_open_answer(n.display)
         else n
         for n in norms
     ]
@@ -289,7 +298,7 @@ def same_position(a: Normalized, b: Normalized) -> bool:
         return False
     if a.key == b.key:
         return True
-    if _negated(a.key) != _negated(b.key) or sorted(_NUMBERS.findall(a.key)) != sorted(_NUMBERS.findall(b.key)):
+    if negated(a.key) != negated(b.key) or sorted(_NUMBERS.findall(a.key)) != sorted(_NUMBERS.findall(b.key)):
         return False  # containment and similarity would call "prime" and "not prime", "100" and "1000" the same
     wa, wb = f" {a.key} ", f" {b.key} "
     if wa in wb or wb in wa:

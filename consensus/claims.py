@@ -50,7 +50,9 @@ from consensus.rounds import CHARS_PER_TOKEN, escape_untrusted, fence, label_for
 from consensus.types import Agreement, Analysis, Claim, Cluster, DroppedAttribution, Message, ModelAnswer
 
 __all__ = [
+    "CLAIM_MAP_HEADING",
     "CLAIM_MAP_SCHEMA",
+    "CONTESTED_HEADING",
     "agreement_from_analysis",
     "analysis_messages",
     "claim_map_prompt",
@@ -102,6 +104,8 @@ _PLAIN = str.maketrans(
 _TRIM = " \t\n\"'.,;:!?…()[]*_"
 _SPACES = re.compile(r"\s+")
 _LABEL = re.compile(r"^[\W_]*(?:pan[eé]ll?(?:ist|ista|iste)?s?[\W_]*)?([a-z])[\W_]*$", re.IGNORECASE)
+CLAIM_MAP_HEADING = "Claim map (checked by software: every quote below occurs in the answer it is attributed to):"
+CONTESTED_HEADING = "Contested claims (who holds what was checked by software against each quoted answer):"
 _MAX_STARTS = 20  # "{" positions tried when a reply has prose around its JSON
 
 
@@ -136,9 +140,15 @@ def verbatim(quote: str, answer: str) -> str | None:
     """The span of `answer` a quote matches (see quote_in), as the panelist wrote it: the analyst's typographic
     quotes, case or spacing are not what the user is shown; None when it is not found."""
     q = normalize_quote(quote).strip(_TRIM)
+    if q.isascii() and answer.isascii():  # only case and spacing can differ: match the answer itself
+        edges = (r"(?<!\w)" if q[:1].isalnum() else "", r"(?!\w)" if q[-1:].isalnum() else "")
+        words = r"\s+".join(re.escape(w) for w in q.split())
+        found = re.search(edges[0] + words + edges[1], answer, re.IGNORECASE) if words else None
+        return found.group(0) if found else None
     chars: list[str] = []
     where: list[int] = []
-    for i, ch in enumerate(answer):  # normalize_quote one character at a time, remembering where each came from
+    # normalize_quote one character at a time, remembering where each character came from
+    for i, ch in enumerate(answer):
         for c in unicodedata.normalize("NFKC", ch).translate(_PLAIN).replace("…", "...").casefold():
             if c.isspace():
                 if not chars or chars[-1] == " ":
@@ -424,8 +434,7 @@ def contested_claims_prompt(analysis: Analysis, labels: Mapping[str, str], marke
     if not contested:
         return ""
     blocks = [_claim_block(n, c, label_of, marker, quote_chars) for n, c in enumerate(contested, start=1)]
-    head = "Contested claims (who holds what was checked by software against each quoted answer):"
-    return "\n\n".join([head, *blocks])
+    return "\n\n".join([CONTESTED_HEADING, *blocks])
 
 
 def claim_map_prompt(analysis: Analysis, labels: Mapping[str, str], marker: str, quote_chars: int = 160) -> str:
@@ -436,7 +445,7 @@ def claim_map_prompt(analysis: Analysis, labels: Mapping[str, str], marker: str,
     label_of = {name: label for label, name in labels.items()}
     order = {"agreed": 0, "contested": 1, "unique": 2}
     claims = sorted(analysis.claims, key=lambda c: order[c.kind])
-    lines = ["Claim map (checked by software: every quote below occurs in the answer it is attributed to):"]
+    lines = [CLAIM_MAP_HEADING]
     if analysis.verified and analysis.positions:
         lines.append("Positions: " + " | ".join(_who(g, label_of) for g in analysis.positions))
     blocks = [_claim_block(n, c, label_of, marker, quote_chars) for n, c in enumerate(claims, start=1)]
