@@ -6,8 +6,9 @@ software text only):
 - ``not_empty``: the consensus has text.
 - ``no_scaffolding``: it holds none of the prompt's scaffolding: this debate's fence marker, a fence of
   any debate ("<<<DATA-...", "DATA-...>>>", and their escaped forms), a fence label ("ANSWER OF
-  PANELIST"), the headings of the claim-map blocks, or any line of our prompt templates (each run of 24
-  characters or more and 4 words or more of their literal text, compared case- and space-insensitively).
+  PANELIST"), the claim-map blocks' headings and "Claim N (kind): asserted by" lines, or any line of
+  our prompt templates (each run of 24 characters or more and 4 words or more of their literal text,
+  compared case- and space-insensitively).
 - ``majority_answer``: on a closed-form round (``closed``: agreement.answers_are_open was false), the
   answer the consensus states, read with agreement.extract_answer for the agreement's kind - the code
   eval scores it with - is the verified majority: the same number, the same letter, the same yes/no,
@@ -71,6 +72,7 @@ CHECKS = (
 
 _FENCE = re.compile(r"(?:<<<|‹‹‹)\s*DATA-[0-9a-f]{4,}|DATA-[0-9a-f]{4,}\s*(?:>>>|›››)|\bDATA-[0-9a-f]{12}\b")
 _FENCE_LABELS = ("ANSWER OF PANELIST", "[marker removed]")
+_CLAIM_HEADER = re.compile(r"\bClaim \d+ \((?:agreed|contested|unique)\): asserted by")  # claims._claim_block
 _LABEL_WORD = r"(?i:\b(?:panel(?:l)?ists?|panelistas?|pan[eé]listes?|panellisti|पैनलिस्ट|پینلسٹ))"
 _MENTION = re.compile(_LABEL_WORD + r"\s+([A-Z](?:\s*(?:,|&|\band\b|\bor\b|\by\b|\bet\b|\bund\b|\be\b|\bo\b)\s*[A-Z])*)\b")
 _QUOTED = re.compile(r'"([^"\n]+)"|“([^”\n]+)”|«\s*([^»\n]+?)\s*»|„([^“”\n]+)[“”]')
@@ -155,6 +157,7 @@ def _scaffolding(text: str, marker: str) -> Check:
     found = [marker] if marker and marker in text else []
     found += [m.group(0) for m in _FENCE.finditer(text)][:3]
     found += [label for label in _FENCE_LABELS if label in text]
+    found += [m.group(0) for m in _CLAIM_HEADER.finditer(text)][:1]
     flat = normalize_quote(text)
     found += [f"template text {line[:40]!r}" for line in _template_lines() if line in flat][:3]
     if found:

@@ -64,6 +64,7 @@ def test_a_synthesizer_that_echoes_the_fence_is_rejected():
         "The panel's final answers follow. Measured agreement (computed by software, not by a model): 18",
         "$18. You are the moderator of a panel of experts. You write the panel's consensus answer.",
         f"$18\n{CLAIM_MAP_HEADING}",
+        "$18. Claim 1 (agreed): asserted by Panelist A, Panelist B.",
     ):  # fmt: skip
         assert "no_scaffolding" in failed(leak), leak
 
