@@ -23,11 +23,10 @@ from consensus.rounds import (
     opening_messages,
     parse_reply,
 )
-from consensus.synthesis import synthesize_consensus
+from consensus.synthesis import SynthesisInput, majority_consensus, synthesize_consensus
 from consensus.types import (
     Analysis,
     AnswerError,
-    Consensus,
     DebateCompleted,
     DebateEvent,
     DebateFailed,
@@ -261,9 +260,9 @@ class _Debate:
             return answer
 
         answers = list(await asyncio.gather(*(one(s) for s in seats)))
-        self.pending = {}
         latest = {**latest, **{a.panelist: a for a in answers if a.ok}}
         analysis = await self.analysis(index, latest) if self.is_open(latest) else None
+        self.pending = {}  # only now: a deadline during the analysis still closes the round with its answers
         self.close_round(index, answers, analysis)
 
     def is_open(self, latest: dict[str, ModelAnswer]) -> bool:
@@ -333,20 +332,27 @@ class _Debate:
     async def finish(self) -> None:
         r = self.result
         latest = self.latest()
-        finals = sorted(((self.index[n], a) for n, a in latest.items()), key=lambda t: t[0])
-        agreement = r.rounds[-1].agreement
-        assert agreement is not None
         synth = self.panel.synthesizer
         fallbacks = [s for s in self.panel.panelists if s.name in latest and s.name != synth.name]
         consensus, failures = await synthesize_consensus(
-            self.provider, synth, fallbacks, r.question, finals, agreement, r.language, self.marker,
-            self.timeout(synth), lambda seat: self.sink("consensus.delta", None, seat.name),
+            self.provider, synth, fallbacks, self.synthesis_input(), self.timeout(synth),
+            lambda seat: self.sink("consensus.delta", None, seat.name),
         )  # fmt: skip
         r.consensus = consensus
         self.tally()
         self.emit("consensus.completed", consensus=consensus)
         degraded = failures or any(not a.ok for rnd in r.rounds for a in rnd.answers)
         self.complete(DebateStatus.degraded if degraded else DebateStatus.completed, self.degraded_reason())
+
+    def synthesis_input(self) -> SynthesisInput:
+        """What the synthesis is given: the question, each panelist's latest answer and the last round's measures."""
+        r = self.result
+        finals = sorted(((self.index[n], a) for n, a in self.latest().items()), key=lambda t: t[0])
+        agreement = r.rounds[-1].agreement
+        assert agreement is not None
+        return SynthesisInput(question=r.question, finals=finals, agreement=agreement, analysis=r.rounds[-1].analysis,
+                              language=r.language, marker=self.marker, seats=len(self.panel.panelists),
+                              panelists=[s.name for s in self.panel.panelists])  # fmt: skip
 
     def degraded_reason(self) -> str | None:
         failed = sorted({f"{a.panelist} ({a.error.kind})" for rnd in self.result.rounds for a in rnd.answers if a.error})
@@ -421,12 +427,7 @@ class _Debate:
         agreement = r.rounds[-1].agreement
         assert agreement is not None
         if r.consensus is None:
-            from consensus.synthesis import dissent_from
-
-            majority_answer = next((latest[p].answer for p in agreement.majority_panelists if p in latest), "")
-            r.consensus = Consensus(answer=majority_answer, agreement=agreement.score, majority=agreement.reported_majority,
-                                    dissent=dissent_from(agreement, latest), synthesizer=None, fallback=True,
-                                    fallback_reason=f"{limit} before synthesis; the majority answer is shown")  # fmt: skip
+            r.consensus = majority_consensus(self.synthesis_input(), f"{limit} before synthesis")
             self.emit("consensus.completed", consensus=r.consensus)
         self.complete(DebateStatus.degraded, limit)
 

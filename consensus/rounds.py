@@ -147,15 +147,20 @@ def synthesis_messages(
     question: str,
     finals: Sequence[tuple[int, ModelAnswer]],
     agreement_summary: str,
+    positions: str,
+    claim_map: str,
+    feedback: str,
     language: str,
     marker: str,
     budget_tokens: int | None = None,
 ) -> list[Message]:
-    """Messages for the synthesizer: every final answer, anonymised and fenced."""
+    """Messages for the synthesizer: every final answer, anonymised and fenced; the measured agreement as software
+    text (numbers and labels only); each position's short answer and the verified claim map inside the fence; and,
+    on a retry, why the last writing was rejected (fixed software sentences)."""
     texts = [(label_for(i), _answer_text(a)) for i, a in finals]
     limit = None
     if budget_tokens is not None:
-        room = budget_tokens * CHARS_PER_TOKEN - len(question) - 1500
+        room = budget_tokens * CHARS_PER_TOKEN - len(question) - len(claim_map) - len(positions) - 1500
         limit = max(200, room // max(1, len(texts)))
     answers = "\n\n".join(
         fence(f"ANSWER OF {label.upper()}", shorten(t, limit) if limit else t, marker) for label, t in texts
@@ -163,11 +168,19 @@ def synthesis_messages(
     system = render(
         "synthesis.system.md", language_name=language_name(language), language_code=language, marker=marker
     )
+    retry = (
+        "\nYour previous consensus was rejected by the software checks:\n" + feedback + "\nWrite it again, fixing this.\n"
+        if feedback
+        else ""
+    )
     user = render(
         "synthesis.user.md",
         question=escape_untrusted(question, marker),
         agreement=agreement_summary,
+        positions=fence("POSITIONS", positions, marker) if positions else "",
+        claims=claim_map,
         answers=answers,
+        retry=retry,
         marker=marker,
     )
     return [Message(role="system", content=system), Message(role="user", content=user)]

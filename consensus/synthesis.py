@@ -1,22 +1,66 @@
-"""The synthesizer call, its fallback to another panelist, and the dissent report."""
+"""The synthesis step: the synthesizer's call, checked by the faithfulness guard before anyone sees it.
+
+    synthesize_consensus
+      -> the synthesizer writes; the guard checks       source "synthesis"
+      -> rejected: once more, told why                  source "synthesis_retry"
+      -> rejected again: the next seat, once            source "fallback_seat"
+      -> nobody passed: the verified majority's answer  source "majority_answer" (labelled as such)
+
+A seat whose call fails (a provider error) hands over to the next seat as before; every call made counts in
+`attempts`. The consensus keeps every check of the text it shows, and `fallback` is true whenever the text is
+not the synthesizer's first, checked, writing.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
+from consensus.claims import claim_map_prompt, normalize_quote
 from consensus.errors import ProviderError
-from consensus.providers.base import DeltaSink, Provider
-from consensus.rounds import label_for, shorten, synthesis_messages
-from consensus.types import Agreement, Consensus, Dissent, ModelAnswer, Seat
+from consensus.guard import check_consensus, guard_passed, majority_answer_consensus_text, rejection_feedback
+from consensus.providers.base import Completion, DeltaSink, Provider
+from consensus.rounds import label_for, parse_reply, shorten, synthesis_messages
+from consensus.types import (
+    Agreement,
+    Analysis,
+    Check,
+    Consensus,
+    ConsensusSource,
+    Dissent,
+    ModelAnswer,
+    Seat,
+    Usage,
+)
 
 
-def agreement_summary(agreement: Agreement, labels: dict[str, str]) -> str:
-    """A short, model-readable description of the measured agreement (labels, not names)."""
-    lines = [f"- agreement score: {agreement.score:.2f} ({agreement.kind} answers)"]
-    for c in agreement.clusters:
+def consensus_text(raw: str) -> str:
+    """The consensus a synthesizer wrote: a reply in the panelists' JSON format is its answer (with its final answer
+    when the answer does not state it); any other reply as written."""
+    parsed = parse_reply(raw)
+    if not parsed.structured:
+        return raw.strip()
+    text = parsed.answer
+    if parsed.final_answer and normalize_quote(parsed.final_answer) not in normalize_quote(text):
+        text += f"\n\n{parsed.final_answer}"
+    return text
+
+
+def agreement_summary(agreement: Agreement, labels: dict[str, str], seats: int) -> str:
+    """The measured agreement as software text: numbers and labels only (every answer text stays in the fence)."""
+    answered = sum(len(c.panelists) for c in agreement.clusters)
+    lines = [f"- agreement score: {agreement.score:.2f} ({answered} of {seats} panelists answered)"]
+    for n, c in enumerate(agreement.clusters, start=1):
         who = ", ".join(labels.get(p, p) for p in c.panelists)
-        lines.append(f"- position {c.answer!r}: {who}")
+        lines.append(f"- position {n}: {who}")
+    if agreement.tie:
+        lines.append("- the largest positions tie: there is no majority")
     return "\n".join(lines)
+
+
+def positions_text(agreement: Agreement) -> str:
+    """Each position's short final answer, for the fence (model text)."""
+    return "\n".join(f"position {n}: {c.answer}" for n, c in enumerate(agreement.clusters, start=1))
 
 
 def dissent_from(agreement: Agreement, latest: dict[str, ModelAnswer]) -> list[Dissent]:
@@ -33,64 +77,147 @@ def dissent_from(agreement: Agreement, latest: dict[str, ModelAnswer]) -> list[D
     return out
 
 
+@dataclass(frozen=True)
+class SynthesisInput:
+    """What the synthesis step is given: the debate's question, its final answers and what was measured of them."""
+
+    question: str
+    finals: Sequence[tuple[int, ModelAnswer]]  # (seat index, the panelist's latest answer), in seat order
+    agreement: Agreement  # the final round's (verified) agreement
+    analysis: Analysis | None  # the final round's verified claim map, when its answers were open
+    language: str
+    marker: str
+    seats: int  # panelists on the panel, answered or not
+    panelists: Sequence[str] = ()  # every panelist's name, in seat order
+
+
 async def synthesize_consensus(
     provider: Provider,
     synthesizer: Seat,
     fallbacks: Sequence[Seat],
-    question: str,
-    finals: Sequence[tuple[int, ModelAnswer]],
-    agreement: Agreement,
-    language: str,
-    marker: str,
+    given: SynthesisInput,
     timeout_s: float,
     on_delta: Callable[[Seat], DeltaSink | None],
 ) -> tuple[Consensus, list[tuple[Seat, ProviderError]]]:
-    """Ask the synthesizer (then each fallback seat) for the consensus; report every failure."""
-    labels = {a.panelist: label_for(i) for i, a in finals}
-    latest = {a.panelist: a for _, a in finals}
-    dissent = dissent_from(agreement, latest)
+    """Ask the synthesizer (then each fallback seat) for the consensus, check it, and report every failure."""
+    labels = {a.panelist: label_for(i) for i, a in given.finals}
+    latest = {a.panelist: a for _, a in given.finals}
+    answers = {a.panelist: a.answer for _, a in given.finals}
+    by_label = {label: name for name, label in labels.items()}
+    closed = given.analysis is None
     failures: list[tuple[Seat, ProviderError]] = []
-    for seat in [synthesizer, *fallbacks]:
+    rejected: list[str] = []
+    attempts = 0
+    usage = Usage()
+    costs: list[float | None] = []
+    claim_map = claim_map_prompt(given.analysis, by_label, given.marker) if given.analysis else ""
+    summary = agreement_summary(given.agreement, labels, given.seats)
+    positions = positions_text(given.agreement)
+
+    def check(text: str) -> list[Check]:
+        return check_consensus(
+            text, marker=given.marker, agreement=given.agreement, answers=answers, labels=by_label,
+            language=given.language, closed=closed, seats=given.seats,
+        )  # fmt: skip
+
+    # The synthesizer writes, and writes once more when the guard rejects it; a fallback seat writes once.
+    tries: list[tuple[Seat, ConsensusSource]] = [(synthesizer, "synthesis"), (synthesizer, "synthesis_retry")]
+    tries += [(seat, "fallback_seat") for seat in fallbacks]
+    feedback = ""
+    seat_failed: set[str] = set()
+    guard_fallback_used = False
+    for seat, source in tries:
+        if seat.name in seat_failed:
+            continue
+        if source == "fallback_seat" and rejected and guard_fallback_used:
+            break  # one fallback seat after the synthesizer's two rejected writings, then the majority answer
         budget = seat.context_window - (seat.max_tokens or 256) if seat.context_window else None
-        messages = synthesis_messages(question, finals, agreement_summary(agreement, labels), language, marker, budget)
+        messages = synthesis_messages(
+            given.question, given.finals, summary, positions, claim_map, feedback, given.language, given.marker,
+            budget,
+        )  # fmt: skip
         try:
-            done = await provider.complete(seat, messages, timeout_s=timeout_s, on_delta=on_delta(seat))
+            done: Completion = await provider.complete(seat, messages, timeout_s=timeout_s, on_delta=on_delta(seat))
         except ProviderError as err:
             failures.append((seat, err))
+            attempts += err.attempts
+            seat_failed.add(seat.name)
             continue
-        if not done.text.strip():
-            failures.append((seat, ProviderError("malformed", "empty synthesis", attempts=done.attempts)))
-            continue
-        reason = None
-        if failures:
-            reason = "; ".join(f"{s.name} failed ({e.kind}: {e.message})" for s, e in failures)
-        consensus = Consensus(
-            answer=done.text.strip(),
-            agreement=agreement.score,
-            majority=agreement.reported_majority,
-            dissent=dissent,
-            synthesizer=seat.name,
-            fallback=bool(failures),
-            fallback_reason=reason,
-            usage=done.usage,
-            cost_usd=done.cost_usd,
-            latency_ms=done.latency_ms,
-            attempts=done.attempts + sum(e.attempts for _, e in failures),
-        )
-        return consensus, failures
-    # Nobody could synthesize: report the measured majority, and say so.
-    majority_answer = next((latest[p].answer for p in agreement.majority_panelists if p in latest), "")
-    reason = "; ".join(f"{s.name} failed ({e.kind}: {e.message})" for s, e in failures)
-    return (
-        Consensus(
-            answer=majority_answer,
-            agreement=agreement.score,
-            majority=agreement.reported_majority,
-            dissent=dissent,
-            synthesizer=None,
-            fallback=True,
-            fallback_reason=f"no synthesis; majority answer shown. {reason}",
-            attempts=sum(e.attempts for _, e in failures),
-        ),
-        failures,
+        attempts += done.attempts
+        usage = usage + done.usage
+        costs.append(done.cost_usd)
+        text = consensus_text(done.text)
+        checks = check(text)
+        if guard_passed(checks):
+            if source == "synthesis" and failures:
+                source = "fallback_seat"  # the synthesizer's call failed: this is another seat's writing
+            return _consensus(given, latest, text, seat.name, source, checks, failures, rejected, attempts, usage,
+                              costs, done.latency_ms), failures  # fmt: skip
+        rejected.append(f"{seat.name}: " + "; ".join(f"{c.name} ({c.detail})" for c in checks if not c.passed))
+        feedback = rejection_feedback(checks, given.language)
+        if source == "fallback_seat":
+            guard_fallback_used = True
+    # Nobody wrote a consensus that passed: the verified majority's answer, labelled as such.
+    text = majority_text(given)
+    return _consensus(given, latest, text, None, "majority_answer", check(text), failures, rejected, attempts, usage,
+                      costs, 0), failures  # fmt: skip
+
+
+def majority_text(given: SynthesisInput) -> str:
+    """The verified majority's answer verbatim, labelled as the majority answer in the debate's language."""
+    answers = {a.panelist: a.answer for _, a in given.finals}
+    text = majority_answer_consensus_text(given.agreement, answers, given.language, closed=given.analysis is None)
+    return text or next((a.answer for _, a in given.finals if a.answer.strip()), "")
+
+
+def majority_consensus(given: SynthesisInput, reason: str) -> Consensus:
+    """A consensus of the verified majority's answer when no synthesis could run (the deadline ran out first)."""
+    labels = {a.panelist: label_for(i) for i, a in given.finals}
+    text = majority_text(given)
+    checks = check_consensus(
+        text, marker=given.marker, agreement=given.agreement, answers={a.panelist: a.answer for _, a in given.finals},
+        labels={label: name for name, label in labels.items()}, language=given.language,
+        closed=given.analysis is None, seats=given.seats,
+    )  # fmt: skip
+    latest = {a.panelist: a for _, a in given.finals}
+    return _consensus(given, latest, text, None, "majority_answer", checks, [], [], 0, Usage(), [], 0, reason)
+
+
+def _consensus(
+    given: SynthesisInput,
+    latest: dict[str, ModelAnswer],
+    text: str,
+    synthesizer: str | None,
+    source: ConsensusSource,
+    checks: list[Check],
+    failures: list[tuple[Seat, ProviderError]],
+    rejected: list[str],
+    attempts: int,
+    usage: Usage,
+    costs: list[float | None],
+    latency_ms: int,
+    why_majority: str = "no synthesis passed the checks",
+) -> Consensus:
+    reasons = [f"{s.name} failed ({e.kind}: {e.message})" for s, e in failures]
+    reasons += [f"rejected by the checks: {r}" for r in rejected]
+    if source == "majority_answer":
+        reasons.insert(0, f"{why_majority}; the verified majority's answer is shown")
+    return Consensus(
+        answer=text,
+        agreement=given.agreement.score,
+        majority=given.agreement.reported_majority,
+        dissent=dissent_from(given.agreement, latest),
+        synthesizer=synthesizer,
+        fallback=source != "synthesis",
+        fallback_reason="; ".join(reasons) or None,
+        usage=usage,
+        cost_usd=None if any(c is None for c in costs) else sum(c or 0.0 for c in costs),
+        latency_ms=latency_ms,
+        attempts=attempts,
+        claims=list(given.analysis.claims) if given.analysis else [],
+        checks=checks,
+        source=source,
+        answered=len(given.finals),
+        seats=given.seats,
+        missing=[n for n in given.panelists if n not in latest],
     )

@@ -282,6 +282,17 @@ class Consensus(BaseModel):
     claims: list[Claim] = Field(default_factory=list)
     checks: list[Check] = Field(default_factory=list)
     source: ConsensusSource = "synthesis"
+    answered: int | None = None  # panelists whose answers the agreement covers (None: written before this field)
+    seats: int | None = None  # panelists on the panel
+    missing: list[str] = Field(default_factory=list)  # panelists with no answer: the agreement covers fewer answers
+
+    @property
+    def agreement_label(self) -> str:
+        """The agreement as every surface words it: "100%", or "100% of 2 of 3 answers (carol missing)"."""
+        pct = f"{self.agreement:.0%}"
+        if not self.missing or self.answered is None or self.seats is None:
+            return pct
+        return f"{pct} of {self.answered} of {self.seats} answers ({', '.join(self.missing)} missing)"
 
 
 class PanelistInfo(BaseModel):

@@ -8,7 +8,7 @@ import pytest
 
 from consensus.engine import DebateOptions, debate, run_debate
 from consensus.errors import ProviderError
-from consensus.types import DebateSettings, Message, Seat
+from consensus.types import DebateCompleted, DebateFailed, DebateSettings, Message, Seat
 from tests.helpers import ans, make_panel
 
 pytestmark = pytest.mark.parametrize("transport", ["litellm", "openai-compatible"])
@@ -82,7 +82,7 @@ async def test_a_fallback_synthesizer_starts_the_consensus_stream_over(stub, tra
         if e.type == "consensus.delta":
             restart = bool(e.data and e.data.get("restart"))
             shown, restarts = (e.delta if restart else shown + e.delta), restarts + restart
-        result = e.result or result
+        result = e.result if isinstance(e, DebateCompleted | DebateFailed) else result
     synth = result.consensus.synthesizer
     assert synth in ("alice", "bob", "carol") and result.consensus.fallback, result.consensus.fallback_reason
     assert restarts == 1 and shown == result.consensus.answer == f"{synth} writes the consensus: 4"

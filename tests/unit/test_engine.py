@@ -153,7 +153,7 @@ async def test_bad_input_is_refused_naming_the_field(question, lang, field, says
 async def test_the_debate_stops_when_fewer_than_two_answer_a_round():
     """Alice alone kept debating rounds 2 and 3 against bob's and carol's stale openings."""
     fake = ScriptedProvider(script={
-        "a": [Step(final="3"), Step(final="3"), Step(text="Synthesis: 3.")],
+        "a": [Step(final="3"), Step(final="3"), Step(text="The panel is split: 3, 4 and 5.")],
         "b": [Step(final="4"), Step(fault="401")],
         "c": [Step(final="5"), Step(fault="401")],
     })  # fmt: skip

@@ -93,7 +93,9 @@ async def test_scripted_panel_gives_the_hand_computed_figures(tmp_path):
     # Round-0 vote right on q01,03,06,08 (tie 100/90/80 -> first seat),09; q04 tie goes to a's wrong 5.
     assert s["accuracy"]["round0_vote"] == acc(5, 10)
     assert s["accuracy"]["final_vote"] == acc(6, 10)  # q01,02,04,05,06,09
-    assert s["accuracy"]["consensus"] == acc(5, 10)  # q01,02,04,05,06
+    # q09's synthesizer states 9 against the verified majority 8: the guard rejects it twice and the majority
+    # answer stands (before the guard, the consensus flipped q09 from right to wrong).
+    assert s["accuracy"]["consensus"] == acc(6, 10)  # q01,02,04,05,06,09
     rounds = s["flips"]["rounds"]
     assert len(rounds) == 1 and (rounds[0]["wrong_to_right"], rounds[0]["right_to_wrong"]) == (5, 2)
     assert rounds[0]["by_panelist"] == {
@@ -102,25 +104,26 @@ async def test_scripted_panel_gives_the_hand_computed_figures(tmp_path):
         "c": {"wrong_to_right": 2, "right_to_wrong": 0},  # q04 6->3, q06 Lyon->Paris
     }
     assert s["flips"]["round0_vote_to_final_vote"] == {"wrong_to_right": 3, "right_to_wrong": 2}
-    assert s["flips"]["final_vote_to_consensus"] == {"wrong_to_right": 0, "right_to_wrong": 1}  # q09
+    assert s["flips"]["final_vote_to_consensus"] == {"wrong_to_right": 0, "right_to_wrong": 0}
     vs_best = s["tests"]["consensus_vs_best_panelist"]
-    assert (vs_best["against"], vs_best["b"], vs_best["c"]) == ("a", 1, 3)  # b: q04; c: q03, q08, q09
-    assert vs_best["mcnemar_p"] == pytest.approx(10 / 16) == mcnemar_exact(1, 3)
-    cons = [True, True, False, True, True, True, False, False, False, False]
+    assert (vs_best["against"], vs_best["b"], vs_best["c"]) == ("a", 1, 2)  # b: q04; c: q03, q08
+    assert vs_best["mcnemar_p"] == pytest.approx(1.0) == mcnemar_exact(1, 2)
+    cons = [True, True, False, True, True, True, False, False, True, False]
     best = [True, True, True, False, True, True, False, True, True, False]
     # 4 discordant pairs: the bootstrap's p is withheld (it collapses on so few), its CI is kept
     assert vs_best["bootstrap"] == {**paired_bootstrap(cons, best, iterations=10_000), "p_value": None}
     vs_vote = s["tests"]["consensus_vs_round0_vote"]
-    assert (vs_vote["b"], vs_vote["c"], vs_vote["mcnemar_p"]) == (3, 3, 1.0)  # b: q02,04,05; c: q03,08,09
+    assert (vs_vote["b"], vs_vote["c"], vs_vote["mcnemar_p"]) == (3, 2, 1.0)  # b: q02,04,05; c: q03,08
     buckets = {b["label"]: (b["correct"], b["n"]) for b in s["agreement_vs_accuracy"]}
-    assert buckets == {"[0, 0.5)": (0, 0), "[0.5, 0.8)": (2, 4), "[0.8, 1]": (3, 5)}  # q10 failed: in none
+    assert buckets == {"[0, 0.5)": (0, 0), "[0.5, 0.8)": (2, 4), "[0.8, 1]": (4, 5)}  # q10 failed: in none
     assert s["status"] == {"completed": 8, "degraded": 1, "failed": 1}
     assert s["panelist_errors"] == {"a": {"server": 2}, "b": {"server": 1}, "c": {"server": 1}}
     assert s["failures"][0]["id"] == "q10" and "fewer than 2 panelists" in s["failures"][0]["reason"]
-    # 57 calls (4 of them failed, no tokens), 15 tokens and $0.001 per successful call.
-    assert s["usage"]["llm_calls_per_question"] == pytest.approx(5.7)
-    assert s["usage"]["tokens_per_question"] == pytest.approx(79.5)
-    assert s["usage"]["cost_usd_per_question"] == pytest.approx(0.0053)
+    # 59 calls (4 of them failed, no tokens), 15 tokens and $0.001 per successful call; q09's synthesis is written
+    # three times (the synthesizer twice, a fallback seat once), each rejected by the guard.
+    assert s["usage"]["llm_calls_per_question"] == pytest.approx(5.9)
+    assert s["usage"]["tokens_per_question"] == pytest.approx(82.5)  # 55 successful calls x 15 tokens / 10
+    assert s["usage"]["cost_usd_per_question"] == pytest.approx(0.0055)
     assert s["unreadable"] == {"consensus": 0, "round0_answers": 0}
     assert s["latency_ms"]["p50"] is not None and s["latency_ms"]["p95"] >= s["latency_ms"]["p50"]
 
@@ -218,7 +221,7 @@ async def test_table_and_compare_render_every_run(tmp_path):
     console.print(render_table(s))
     console.print(compare([tmp_path / "one", tmp_path / "one"]))
     text = console.export_text()
-    assert "a alone (round 0) *best" in text and "70.0%" in text and "p=0.625" in text
+    assert "a alone (round 0) *best" in text and "70.0%" in text and "p=1" in text
     assert "consensus" in text and "wrong→right 5 · right→wrong 2" in text and text.count(str(tmp_path / "one")) >= 2
     with (tmp_path / "one" / RECORDS).open("a") as fh:
         fh.write('{"id": "broken"\n')  # compare left such lines out without a word; now it says so

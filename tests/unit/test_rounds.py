@@ -85,7 +85,7 @@ def test_long_peer_answers_are_shortened_first_to_fit_the_budget():
 
 def test_synthesis_prompt_is_anonymous():
     finals = [(0, answer("gpt", "4")), (1, answer("claude", "5"))]
-    msgs = synthesis_messages("2+2?", finals, "- agreement 0.5", "fr", MARKER)
+    msgs = synthesis_messages("2+2?", finals, "- agreement 0.5", "position 1: 4", "", "", "fr", MARKER)
     assert "French" in msgs[0].content and "claude" not in msgs[1].content and "PANELIST B" in msgs[1].content
 
 
