@@ -11,7 +11,14 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from consensus.agreement import answers_are_open, score_agreement
-from consensus.claims import CLAIM_MAP_SCHEMA, agreement_from_analysis, analysis_messages, verify_claim_map
+from consensus.claims import (
+    CLAIM_MAP_SCHEMA,
+    agreement_from_analysis,
+    analysis_messages,
+    contested_claims_prompt,
+    quotable_answer,
+    verify_claim_map,
+)
 from consensus.errors import ProviderError, QuestionError
 from consensus.language import detect_language, normalize_code
 from consensus.providers.base import DeltaSink, Provider
@@ -244,6 +251,7 @@ class _Debate:
     async def play_round(self, index: int, seats: list[Seat]) -> None:
         latest = self.latest()
         self.pending = {s.name: None for s in seats}
+        contested = self.contested() if index > 0 else ""
 
         async def one(seat: Seat) -> ModelAnswer:
             if index == 0:
@@ -252,7 +260,7 @@ class _Debate:
                 answers = [(self.index[n], a) for n, a in latest.items()]
                 messages = debate_messages(
                     seat, self.index[seat.name], self.result.question, answers, index,
-                    self.result.language, self.marker, self.budget(seat),
+                    self.result.language, self.marker, self.budget(seat), contested,
                 )  # fmt: skip
             answer = await self.ask(seat, index, messages)
             self.pending[seat.name] = answer
@@ -265,6 +273,14 @@ class _Debate:
         self.pending = {}  # only now: a deadline during the analysis still closes the round with its answers
         self.close_round(index, answers, analysis)
 
+    def contested(self) -> str:
+        """The last round's contested claims, for the next round's prompt (fenced; "" when none)."""
+        analysis = self.result.rounds[-1].analysis if self.result.rounds else None
+        if analysis is None:
+            return ""
+        labels = {label_for(i): name for name, i in self.index.items()}
+        return contested_claims_prompt(analysis, labels, self.marker)
+
     def is_open(self, latest: dict[str, ModelAnswer]) -> bool:
         """Whether the round's answers need the analyst (explanations, lists, essays) to tell who agrees."""
         return len(latest) >= 2 and answers_are_open([(n, a.final_answer) for n, a in latest.items()])
@@ -274,7 +290,7 @@ class _Debate:
         seat = self.panel.analyst_seat
         finals = sorted(((self.index[n], a) for n, a in latest.items()), key=lambda t: t[0])
         labels = {label_for(i): a.panelist for i, a in finals}
-        answers = {a.panelist: a.answer for _, a in finals}
+        answers = {a.panelist: quotable_answer(a) for _, a in finals}
         messages = analysis_messages(self.result.question, finals, self.result.language, self.marker, self.budget(seat))
         try:
             done = await self.provider.complete(seat, messages, timeout_s=self.timeout(seat), schema=CLAIM_MAP_SCHEMA)

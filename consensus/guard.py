@@ -183,6 +183,17 @@ def _states_text(reading: str, majority: str, others: Sequence[str]) -> bool:
     return not any((c := content_words(normalize_text(o))) and c <= have and not c <= want for o in others)
 
 
+# A consensus may spell a small number out ("Four."): read as its digits when no digit is written.
+_NUMBER_WORDS = {
+    w: n
+    for n, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+        "seventeen eighteen nineteen twenty".split()
+    )
+}
+_NUMBER_WORD = re.compile(r"\b(?:" + "|".join(_NUMBER_WORDS) + r")\b", re.IGNORECASE)
+
+
 def _majority(text: str, agreement: Agreement, closed: bool, choices: Sequence[str] | None) -> Check:
     name = "majority_answer"
     if not closed:
@@ -195,6 +206,8 @@ def _majority(text: str, agreement: Agreement, closed: bool, choices: Sequence[s
     if kind == "none" or majority is None:
         return Check(name=name, passed=True, detail="no answers to compare")
     read = extract_answer(text, kind, choices)
+    if read is None and kind == "number":
+        read = extract_answer(_NUMBER_WORD.sub(lambda m: str(_NUMBER_WORDS[m.group(0).lower()]), text), kind)
     if read is None:
         return Check(name=name, passed=False, detail=f"no {kind} answer can be read; the verified majority is {majority!r}")
     if kind == "number":

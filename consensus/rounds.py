@@ -94,8 +94,10 @@ def debate_messages(
     language: str,
     marker: str,
     budget_tokens: int | None = None,
+    contested: str = "",
 ) -> list[Message]:
-    """Messages for a debate round: every seat's latest answer, anonymised and fenced, in seat order.
+    """Messages for a debate round: every seat's latest answer, anonymised and fenced, in seat order; `contested`,
+    the last round's contested claims (claims.contested_claims_prompt, fenced), asks each panelist to address them.
 
     All seats get the same prompt up to the last lines (which answer is their own, their persona),
     so a prefix cache serves the shared part. When the prompt would exceed `budget_tokens`, the
@@ -113,6 +115,9 @@ def debate_messages(
             round=round_index,
             question=escape_untrusted(q, marker),
             answers=block,
+            contested=(
+                f"\n{contested}\nAddress each contested claim above: say which side is right and why.\n" if contested else ""
+            ),
             own_label=label_for(seat_index),
             role=_role(seat),
             marker=marker,

@@ -222,3 +222,20 @@ def test_the_guard_costs_little_on_a_long_consensus():
     result = check_consensus(text + fence("X", "y", "DATA-ffffffffffff"), marker=marker, agreement=EGGS_AGREEMENT,
                              answers=EGGS, labels=LABELS, language="en", closed=True)  # fmt: skip
     assert [c.name for c in result if not c.passed] == ["no_scaffolding"]
+
+
+def test_a_small_number_spelt_out_states_that_number():
+    """'Four.' states the majority 4 (the README's 2+2 example); 'Five.' does not."""
+    from consensus.agreement import score_agreement
+    from consensus.guard import check_consensus
+
+    agreement = score_agreement([("a", "4"), ("b", "4"), ("c", "5")])
+    answers = {"a": "It is 4.", "b": "4", "c": "5"}
+    labels = {"Panelist A": "a", "Panelist B": "b", "Panelist C": "c"}
+
+    def majority_check(text: str) -> bool:
+        checks = check_consensus(text, marker="DATA-0123456789ab", agreement=agreement, answers=answers, labels=labels,
+                                 language="en", closed=True, seats=3)  # fmt: skip
+        return next(c for c in checks if c.name == "majority_answer").passed
+
+    assert majority_check("Four.") and not majority_check("Five.") and majority_check("4")
