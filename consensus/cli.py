@@ -62,7 +62,7 @@ def check_panel(panel: Panel) -> None:
     """Providers, keys and the local model, checked before anything runs (this loads LiteLLM: seconds)."""
     try:
         check_keys(panel)
-        if any(s.provider == "local" for s in [*panel.panelists, panel.synthesizer]):
+        if any(s.route == "local" for s in panel.seats):
             from consensus.providers.local import ensure_available
 
             ensure_available()

@@ -73,7 +73,7 @@ def load_panel_file(path: str | Path) -> Panel:
 
 def panel_from_mapping(data: Mapping[str, Any], src: str) -> Panel:
     """Validate the parsed contents of a panel file."""
-    unknown = set(data) - {"debate", "panelist", "synthesizer"}
+    unknown = set(data) - {"debate", "panelist", "synthesizer", "analyst"}
     if unknown:
         raise ConfigError(src, sorted(unknown)[0], "unknown table or key (expected debate, panelist, synthesizer)")
     entries = data.get("panelist")
@@ -94,7 +94,8 @@ def panel_from_mapping(data: Mapping[str, Any], src: str) -> Panel:
     except ValidationError as exc:
         raise _config_error(src, "debate", exc) from None
     synth = _synthesizer(data.get("synthesizer"), seats, src)
-    return Panel(panelists=seats, synthesizer=synth, debate=debate, source=src)
+    analyst = _synthesizer(data["analyst"], seats, src, "analyst") if "analyst" in data else None
+    return Panel(panelists=seats, synthesizer=synth, analyst=analyst, debate=debate, source=src)
 
 
 def _seat(entry: Any, where: str, src: str) -> Seat:
@@ -112,20 +113,21 @@ def _seat(entry: Any, where: str, src: str) -> Seat:
         raise _config_error(src, where, exc) from None
 
 
-def _synthesizer(raw: Any, seats: list[Seat], src: str) -> Seat:
+def _synthesizer(raw: Any, seats: list[Seat], src: str, section: str = "synthesizer") -> Seat:
+    """The [synthesizer] (or [analyst]) section: a panelist's seat by name, or a seat of its own."""
     if raw is None:
         return seats[0]
     if not isinstance(raw, dict):
-        raise ConfigError(src, "synthesizer", "must be a table")
+        raise ConfigError(src, section, "must be a table")
     if "panelist" in raw:
         extra = set(raw) - {"panelist"}
         if extra:
-            raise ConfigError(src, f"synthesizer.{sorted(extra)[0]}", "give either panelist or a model, not both")
+            raise ConfigError(src, f"{section}.{sorted(extra)[0]}", "give either panelist or a model, not both")
         for s in seats:
             if s.name == raw["panelist"]:
                 return s
-        raise ConfigError(src, "synthesizer.panelist", f"no panelist is named {raw['panelist']!r}")
-    return _seat({"name": "synthesizer", **raw}, "synthesizer", src)
+        raise ConfigError(src, f"{section}.panelist", f"no panelist is named {raw['panelist']!r}")
+    return _seat({"name": section, **raw}, section, src)
 
 
 def _config_error(src: str, where: str, exc: ValidationError) -> ConfigError:
@@ -150,12 +152,12 @@ def load_panel(panel_file: str | Path | None = None, env: Mapping[str, str] | No
 def check_keys(panel: Panel, env: Mapping[str, str] | None = None) -> None:
     """Before anything runs: ConfigError for a model no provider serves, MissingKeyError for an unset key."""
     e = os.environ if env is None else env
-    for seat in [*panel.panelists, panel.synthesizer]:
+    for seat in panel.seats:
         if seat.api_key_env and not e.get(seat.api_key_env):
             raise MissingKeyError(panel.source, f"{seat.name}.api_key_env",
                                   f"environment variable {seat.api_key_env} is not set (needed by {seat.model})")  # fmt: skip
     # LiteLLM places every other seat; the embedded model and the lean client's seats need no provider lookup.
-    seats = [s for s in [*panel.panelists, panel.synthesizer] if s.provider != "local" and s.transport == "litellm"]
+    seats = [s for s in panel.seats if s.route == "litellm"]
     if not seats:
         return
     from consensus.providers.litellm import missing_key_env, provider_unknown

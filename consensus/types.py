@@ -101,6 +101,15 @@ class Panel(_Strict):
     analyst: Seat | None = None  # the [analyst] section; None: the synthesizer analyses
 
     @property
+    def seats(self) -> list[Seat]:
+        """Every seat that makes calls: the panelists, the synthesizer and the analyst, each once."""
+        out: list[Seat] = []
+        for s in [*self.panelists, self.synthesizer, self.analyst_seat]:
+            if all(s is not o for o in out):
+                out.append(s)
+        return out
+
+    @property
     def analyst_seat(self) -> Seat:
         """The seat that maps the panel's claims on open answers: [analyst], else the synthesizer."""
         return self.analyst or self.synthesizer

@@ -12,7 +12,7 @@ from consensus.types import Panel
 def for_panel(panel: Panel, *, preload: bool = False) -> Gateway:
     """The gateway for this panel's settings; `preload` imports what its seats' transports need now."""
     if preload:
-        load_transports([*panel.panelists, panel.synthesizer, panel.analyst_seat])
+        load_transports(panel.seats)
     return Gateway(panel.debate)
 
 
