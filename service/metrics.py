@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from consensus.types import DebateEvent, DebateResult, Usage
+from consensus.types import (
+    AnalysisCompleted,
+    AnswerCompleted,
+    ConsensusCompleted,
+    DebateCompleted,
+    DebateEvent,
+    DebateFailed,
+    DebateResult,
+    Usage,
+)
 
 DEBATES = Counter("consensus_debates_total", "Debates finished, by status", ["status"])
 DEBATES_RESUMED = Counter("consensus_debates_resumed_total", "Debates resumed after a restart or crash")
 IN_FLIGHT = Gauge("consensus_debates_in_flight", "Debates running in this process")
 REJECTED = Counter("consensus_requests_rejected_total", "Requests refused, by reason", ["reason"])
+AUTH_FAILURES = Counter("consensus_auth_failures_total", "Failed authentications (401), by error code", ["reason"])
 LLM_CALLS = Counter("consensus_llm_calls_total", "LLM answers (after retries), by model and final outcome", ["model", "outcome"])
 LLM_RETRIES = Counter("consensus_llm_retries_total", "Extra attempts LLM calls took (retries), by model", ["model"])
 LLM_LATENCY = Histogram(
@@ -30,15 +40,21 @@ def observe_event(event: DebateEvent, debate: DebateResult) -> None:
     a crash cut short still counts the calls it made (a resumed debate does not count them again). `debate` is
     the debate so far: its panel names the synthesizer's model.
     """
-    if event.type == "answer.completed" and event.answer is not None:
+    if isinstance(event, AnswerCompleted):
         a = event.answer
         observe_call(a.model, a.error.kind if a.error else "ok", a.attempts, a.latency_ms, a.usage, a.cost_usd)
-    elif event.type == "consensus.completed" and event.consensus is not None and event.consensus.synthesizer:
+    elif isinstance(event, AnalysisCompleted) and event.analysis.analyst:
+        an = event.analysis
+        seats = [*debate.panel, *([debate.synthesizer] if debate.synthesizer else [])]
+        model = next((s.model for s in seats if s.name == an.analyst), "analyst")
+        observe_call(model, "ok" if an.reason is None or an.attempts else "failed", an.attempts, an.latency_ms,
+                     an.usage, an.cost_usd)  # fmt: skip
+    elif isinstance(event, ConsensusCompleted) and event.consensus.synthesizer:
         c = event.consensus
         seats = [*debate.panel, *([debate.synthesizer] if debate.synthesizer else [])]
         model = next((seat.model for seat in seats if seat.name == c.synthesizer), "?")
         observe_call(model, "ok", 1, c.latency_ms, c.usage, c.cost_usd)
-    if event.result is not None:
+    if isinstance(event, DebateCompleted | DebateFailed):
         DEBATES.labels(status=event.result.status.value).inc()
         if event.result.timing.wall_ms is not None:
             DEBATE_LATENCY.observe(event.result.timing.wall_ms / 1000)

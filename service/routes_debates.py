@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -15,7 +16,7 @@ from fastapi.sse import EventSourceResponse, format_sse_event
 
 from consensus.engine import DebateOptions, new_result, validate_request
 from consensus.errors import QuestionError
-from consensus.types import DebateEvent
+from consensus.types import AnswerDelta, ConsensusDelta, DebateEvent
 from service.deps import Caller, Services, admit
 from service.runner import Draining
 from service.schemas import DebateAccepted, DebateList, DebateRequest, DebateSummary, ErrorResponse
@@ -86,12 +87,14 @@ async def start_debate(
     stored = {**request, "digest": digest, **({"cancel_token_hash": hash_key(token)} if token else {})}
     try:
         result = new_result(body.question, svc.panel, options, checked)
+        deadline = svc.runner.deadline_for(result)
+        leased_at = time.monotonic()
         row, created = await svc.store.create_debate(
-            result, stored, who.key_id, scope, svc.settings.replica_id, svc.settings.lease_s
+            result, stored, who.key_id, scope, svc.settings.replica_id, svc.settings.lease_s, deadline
         )
         if not created:
             return _same_request(row, digest), False, None
-        svc.runner.launch(result)
+        svc.runner.launch(result, leased_at=leased_at, deadline_at=deadline)
     finally:
         svc.runner.unreserve()
     return row, True, token
@@ -221,17 +224,17 @@ async def sse_stream(svc: Any, debate_id: str, after: int) -> AsyncIterator[byte
         if e is None:
             yield format_sse_event(comment="ping")
             continue
-        if not e.type.endswith(".delta"):
+        if not isinstance(e, AnswerDelta | ConsensusDelta):
             cursor = e.seq
         yield format_sse_event(id=str(cursor), event=e.type, data_str=event_json(e))
 
 
 def event_json(e: DebateEvent) -> str:
     """An event as JSON: token deltas compact, every other event whole (nulls kept, as in the API)."""
-    if e.type.endswith(".delta"):
-        out = {"type": e.type, "seq": e.seq, "debate_id": e.debate_id, "round": e.round, "panelist": e.panelist,
-               "delta": e.delta}  # fmt: skip
+    if isinstance(e, AnswerDelta | ConsensusDelta):
+        out: dict[str, Any] = {"type": e.type, "seq": e.seq, "debate_id": e.debate_id, "round": e.round,
+                               "panelist": e.panelist, "delta": e.delta}  # fmt: skip
         if e.data:  # {"restart": true}: this stream starts over (a retried call, a fallback synthesizer)
             out["data"] = e.data
         return json.dumps(out, ensure_ascii=False)
-    return e.model_dump_json()
+    return e.wire_json()

@@ -4,25 +4,39 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from consensus.engine import DebateOptions, run_debate
-from consensus.providers.base import Provider
-from consensus.types import DebateEvent, DebateResult, DebateStatus, Panel
+from consensus.providers.base import Completion, Provider
+from consensus.types import (
+    AnswerDelta,
+    ConsensusDelta,
+    DebateCompleted,
+    DebateEvent,
+    DebateFailed,
+    DebateResult,
+    DebateStatus,
+    Message,
+    Panel,
+    RoundCompleted,
+    Seat,
+    new_event,
+)
 from service import metrics
 from service.settings import Settings
 from service.store import DebateRow, LeaseLostError, Store, overload_retrying
 
 log = logging.getLogger("consensus.service")
 T = TypeVar("T")
-TERMINAL = {"debate.completed", "debate.failed"}
 FINAL_STATUSES = {s.value for s in DebateStatus} - {"running"}
 NOTIFY_CHANNEL = "consensus_events"
 WATCH_CHANNEL = "consensus_watch"  # "<debate id>": a replica has a follower for a debate it does not run
@@ -70,6 +84,25 @@ class Hub:
             q.put_nowait(event)
 
 
+class LeasedProvider:
+    """The provider as one debate sees it: a call starts only while this replica holds the debate's lease.
+
+    Writes were checked against the lease, calls were not: a replica woken from SIGSTOP after another had
+    adopted its debates went on calling models (spend on debates run elsewhere) until its next write.
+    LeaseLostError ends the debate here the way a refused write does.
+    """
+
+    def __init__(self, provider: Provider, runner: Runner, debate_id: str) -> None:
+        self.provider = provider
+        self.runner = runner
+        self.debate_id = debate_id
+
+    async def complete(self, seat: Seat, messages: list[Message], **kw: Any) -> Completion:
+        """Check the lease (LeaseLostError), then make the call."""
+        await self.runner.check_lease(self.debate_id)
+        return await self.provider.complete(seat, messages, **kw)
+
+
 class Runner:
     """Owns this replica's running debates."""
 
@@ -90,12 +123,16 @@ class Runner:
         self._relays: set[asyncio.Task[None]] = set()
         self.relayed = 0  # events (and deltas) published here from another replica's NOTIFY
         self.remote_watch: dict[str, float] = {}  # debate id -> loop time until which another replica watches
-        self._deltas: dict[str, list[DebateEvent]] = {}
+        self._deltas: dict[str, list[AnswerDelta | ConsensusDelta]] = {}
         self._flush: asyncio.TimerHandle | None = None
         self._notify_lock = asyncio.Lock()
         self._relay_locks: dict[str, asyncio.Lock] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self.draining = asyncio.Event()
+        # debate id -> (trusted until, held until), monotonic: from when a lease was last taken or renewed. Within
+        # half the lease a call needs no query (the heartbeat renews every third); until its end a failing
+        # database does not stop a call; after it, the lease is renewed with one UPDATE before the call.
+        self.leases: dict[str, tuple[float, float]] = {}
 
     @property
     def in_flight(self) -> int:
@@ -147,12 +184,55 @@ class Runner:
                 await self._listener.invalidate()  # closed, not pooled again with its LISTEN
                 await self._listener.close()
 
+    def held(self, debate_id: str, since: float) -> None:
+        """This replica took or renewed the debate's lease with a write that began at monotonic `since`."""
+        self.leases[debate_id] = (since + self.settings.lease_s / 2, since + self.settings.lease_s)
+
+    async def check_lease(self, debate_id: str) -> None:
+        """Return while this replica holds the debate's lease; LeaseLostError once another one does (or it ended).
+
+        Free while the last renewal is recent; else one UPDATE renews it, or finds it gone.
+        """
+        t = time.monotonic()
+        trusted, until = self.leases.get(debate_id, (0.0, 0.0))
+        if t < trusted:
+            return
+        try:
+            held = await self.store.renew_leases(self.settings.replica_id, [debate_id], self.settings.lease_s)
+        except Exception as exc:  # noqa: BLE001 - a database hiccup: the lease is ours to its end by our clock
+            if time.monotonic() < until:
+                log.warning("debate %s: could not check its lease (%s: %s); it runs to %.0f s from now",
+                            debate_id, type(exc).__name__, exc, until - time.monotonic())  # fmt: skip
+                return
+            log.warning("debate %s: its lease ran out and could not be renewed (%s: %s); stopped here",
+                        debate_id, type(exc).__name__, exc)  # fmt: skip
+            raise LeaseLostError(debate_id) from exc
+        if debate_id not in held:
+            self.leases.pop(debate_id, None)
+            raise LeaseLostError(debate_id)
+        self.held(debate_id, t)
+
+    def deadline_for(self, result: DebateResult) -> datetime:
+        """A debate's absolute end: its start plus the panel's deadline_s."""
+        return result.timing.started_at + timedelta(seconds=self.panel.debate.deadline_s)
+
+    async def _renew(self) -> None:
+        """Renew every running debate's lease; one another replica took is trusted no more (its next call checks)."""
+        ids, began = list(self.tasks), time.monotonic()
+        held = await self.store.renew_leases(self.settings.replica_id, ids, self.settings.lease_s)
+        for debate_id in ids:
+            if debate_id in held:
+                self.held(debate_id, began)
+            elif self.leases.pop(debate_id, None) is not None and debate_id in self.tasks:
+                log.warning("debate %s: its lease is gone (adopted elsewhere, or ended); it stops at its next call "
+                            "or write", debate_id)  # fmt: skip
+
     async def _heartbeat(self) -> None:
         interval = max(0.5, self.settings.lease_s / 3)
         while True:
             await asyncio.sleep(interval)
             try:
-                await self.store.renew_leases(self.settings.replica_id, list(self.tasks), self.settings.lease_s)
+                await self._renew()
                 await self._honour_remote_cancels()
                 await self.adopt_orphans()
                 if self.store.is_postgres and not self.listening:
@@ -172,11 +252,13 @@ class Runner:
         room = self.settings.max_in_flight - self.in_flight
         if room <= 0 or not self.accepting:
             return
+        began = time.monotonic()
         for row in await self.store.claim_orphans(self.settings.replica_id, self.settings.lease_s, room, everything):
             if row.id not in self.tasks:  # still running here (a late lease renewal): resuming would run it twice
-                await self.resume(row)
+                await self.resume(row, leased_at=began)
 
-    async def resume(self, row: DebateRow) -> None:
+    async def resume(self, row: DebateRow, leased_at: float | None = None) -> None:
+        """Go on with a stored running debate after its last complete round, within what is left of its deadline."""
         result = DebateResult.model_validate(row.result)
         known = {s.name for s in self.panel.panelists}
         if {p.name for p in result.panel} != known:
@@ -186,27 +268,36 @@ class Runner:
             return
         log.info("resuming debate %s after round %s", row.id, len(result.rounds) - 1)
         metrics.DEBATES_RESUMED.inc()
-        self.launch(result, start_seq=row.last_seq)
+        self.launch(result, start_seq=row.last_seq, leased_at=leased_at, deadline_at=row.deadline_at or self.deadline_for(result))
 
     async def _end(self, result: DebateResult, last_seq: int, owner: str | None) -> None:
         """Store a final result and its event; `owner` None writes whoever holds the lease (a remote cancel)."""
         now = datetime.now(UTC)
         result.timing.finished_at = now
         result.timing.wall_ms = int((now - result.timing.started_at).total_seconds() * 1000)
-        event = DebateEvent(type="debate.failed", seq=last_seq + 1, debate_id=result.id, result=result)
+        event = DebateFailed(seq=last_seq + 1, debate_id=result.id, result=result)
         await self.store.finish(result.id, result, [event], owner)
         await self._notify(result.id, event.seq)
         self.hub.publish(event)
         metrics.DEBATES.labels(status=result.status.value).inc()
 
     # -- running -----------------------------------------------------------------------------------
-    def launch(self, result: DebateResult, start_seq: int = 0) -> asyncio.Task[DebateResult | None]:
-        task = asyncio.create_task(self._run(result, start_seq))
+    def launch(self, result: DebateResult, start_seq: int = 0, leased_at: float | None = None,
+               deadline_at: datetime | None = None) -> asyncio.Task[DebateResult | None]:  # fmt: skip
+        """Run a stored debate as its own task; `leased_at`: when its lease was taken (monotonic; None: check it
+        before the first call); `deadline_at`: its absolute end (default: deadline_s from its start)."""
+        if leased_at is not None:
+            self.held(result.id, leased_at)
+        task = asyncio.create_task(self._run(result, start_seq, deadline_at or self.deadline_for(result)))
         self.tasks[result.id] = task
-        task.add_done_callback(lambda _t, i=result.id: self.tasks.pop(i, None))
+        task.add_done_callback(functools.partial(self._forget, result.id))
         return task
 
-    async def _run(self, initial: DebateResult, start_seq: int) -> DebateResult | None:
+    def _forget(self, debate_id: str, _task: object = None) -> None:
+        self.tasks.pop(debate_id, None)
+        self.leases.pop(debate_id, None)
+
+    async def _run(self, initial: DebateResult, start_seq: int, deadline_at: datetime) -> DebateResult | None:
         debate_id = initial.id
         latest: dict[str, DebateResult] = {"r": initial}
         seq = stored = start_seq  # the last event emitted (deltas too) / the last one stored
@@ -214,27 +305,29 @@ class Runner:
             stream=lambda: self.hub.watched(debate_id) or self.remotely_watched(debate_id),
             start_seq=start_seq,
             on_checkpoint=lambda r: latest.__setitem__("r", r),
+            deadline_at=deadline_at,
         )
         me = self.settings.replica_id
+        provider = LeasedProvider(self.provider, self, debate_id)
         metrics.IN_FLIGHT.inc()
         try:
-            async for event in run_debate(initial.question, self.panel, self.provider, opts, resume=initial):
+            async for event in run_debate(initial.question, self.panel, provider, opts, resume=initial):
                 seq = event.seq
-                if event.type.endswith(".delta"):
+                if isinstance(event, AnswerDelta | ConsensusDelta):
                     self.hub.publish(event)
                     if self.remotely_watched(debate_id):
                         self._queue_delta(event)
                     continue
-                snapshot = event.result or (latest["r"] if event.type == "round.completed" else None)
-                if event.result is not None:
+                if isinstance(event, DebateCompleted | DebateFailed):
                     await self.store.finish(debate_id, event.result, [event], me)
                 else:
+                    snapshot = latest["r"] if isinstance(event, RoundCompleted) else None
                     await self.store.record(debate_id, [event], snapshot, me)
                 metrics.observe_event(event, latest["r"])
                 stored = event.seq
                 await self._notify(debate_id, event.seq)
                 self.hub.publish(event)
-                if event.result is not None:
+                if isinstance(event, DebateCompleted | DebateFailed):
                     return event.result
             return None
         except LeaseLostError:
@@ -328,7 +421,7 @@ class Runner:
             for e in await self._patiently(self.store.events_after, debate_id, sent):
                 yield e
                 sent = shown = e.seq
-                if e.type in TERMINAL:
+                if isinstance(e, DebateCompleted | DebateFailed):
                     return
             announced = -WATCH_S
             while True:
@@ -346,7 +439,7 @@ class Runner:
                     for e in await self._patiently(self.store.events_after, debate_id, sent):
                         yield e
                         sent, shown = e.seq, max(shown, e.seq)
-                        if e.type in TERMINAL:
+                        if isinstance(e, DebateCompleted | DebateFailed):
                             return
                     row = await self._patiently(self.store.get, debate_id)
                     if row is None or row.status in FINAL_STATUSES and row.last_seq <= sent:
@@ -355,14 +448,14 @@ class Runner:
                     continue
                 # Deltas are never stored, so they do not move the store cursor: an end stored by another
                 # replica (a remote cancel) takes the seq after the last *stored* event, below deltas seen.
-                delta = e.type.endswith(".delta")
+                delta = isinstance(e, AnswerDelta | ConsensusDelta)
                 if e.seq <= (shown if delta else sent):
                     continue
                 yield e
                 shown = max(shown, e.seq)
                 if not delta:
                     sent = e.seq
-                if e.type in TERMINAL:
+                if isinstance(e, DebateCompleted | DebateFailed):
                     return
         finally:
             self.hub.unsubscribe(debate_id, q)
@@ -412,7 +505,7 @@ class Runner:
         until = self.remote_watch.get(debate_id)
         return until is not None and until > self.loop_time()
 
-    def _queue_delta(self, event: DebateEvent) -> None:
+    def _queue_delta(self, event: AnswerDelta | ConsensusDelta) -> None:
         self._deltas.setdefault(event.debate_id, []).append(event)
         if self._flush is None:
             self._flush = asyncio.get_running_loop().call_later(DELTA_FLUSH_S, self._start_flush)
@@ -461,8 +554,8 @@ class Runner:
                 debate_id = data["d"]
                 if debate_id in self.tasks or not self.hub.watched(debate_id):
                     return
-                deltas = [DebateEvent(type=type_, seq=seq, debate_id=debate_id, round=round_, panelist=panelist,
-                                      delta=delta, data={"restart": True} if restart else None)
+                deltas = [new_event(type_, seq=seq, debate_id=debate_id, round=round_, panelist=panelist, delta=delta,
+                                    data={"restart": True} if restart else None)
                           for seq, type_, round_, panelist, delta, restart in data["e"]]  # fmt: skip
                 self._spawn(self._relay(debate_id, deltas))
 
@@ -494,7 +587,7 @@ class Runner:
             self.remote_seq.pop(debate_id, None)
 
 
-def delta_payloads(batches: dict[str, list[DebateEvent]]) -> list[str]:
+def delta_payloads(batches: dict[str, list[AnswerDelta | ConsensusDelta]]) -> list[str]:
     """NOTIFY payloads for token deltas, each under PostgreSQL's size limit (a huge delta is dropped)."""
     out: list[str] = []
     for debate_id, events in batches.items():

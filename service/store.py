@@ -12,9 +12,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import JSON, DateTime, Index, Integer, String, Text, event, func, insert, select, update
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -23,7 +36,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_fixed
 
-from consensus.types import DebateEvent, DebateResult
+from consensus.types import DebateEvent, DebateResult, parse_event
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -66,6 +79,8 @@ class DebateRow(Base):
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The debate's absolute end: a resume runs only what is left of it (None: a debate stored before 0003).
+    deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class EventRow(Base):
@@ -90,8 +105,8 @@ class ApiKeyRow(Base):
 
 Index("ix_debates_running_lease", DebateRow.status, DebateRow.lease_until)
 Index("ix_debates_key_created", DebateRow.key_id, DebateRow.created_at)
-DEBATES = DebateRow.__table__
-EVENTS = EventRow.__table__
+DEBATES = cast(Table, DebateRow.__table__)
+EVENTS = cast(Table, EventRow.__table__)
 
 
 class LeaseLostError(Exception):
@@ -242,14 +257,16 @@ class Store:
 
     # -- debates -------------------------------------------------------------------------------
     async def create_debate(
-        self, result: DebateResult, request: dict[str, Any], key_id: str | None, idem_scope: str | None, owner: str, lease_s: float
-    ) -> tuple[DebateRow, bool]:
+        self, result: DebateResult, request: dict[str, Any], key_id: str | None, idem_scope: str | None, owner: str,
+        lease_s: float, deadline_at: datetime | None = None,
+    ) -> tuple[DebateRow, bool]:  # fmt: skip
         """Insert a debate leased to `owner`; returns (row, created). An idempotency hit returns the old row."""
         t = now()
         row = DebateRow(
             id=result.id, status=result.status.value, question=result.question, language=result.language,
             request=request, result=Encoded(result.model_dump_json()), idempotency_scope=idem_scope, key_id=key_id,
             last_seq=0, lease_owner=owner, lease_until=t + timedelta(seconds=lease_s), created_at=t, updated_at=t,
+            deadline_at=deadline_at,
         )  # fmt: skip
         values = {c.name: getattr(row, c.name) for c in DEBATES.columns}
         try:
@@ -379,24 +396,26 @@ class Store:
     async def events_after(self, debate_id: str, seq: int) -> list[DebateEvent]:
         q = select(EventRow.payload).where(EventRow.debate_id == debate_id, EventRow.seq > seq).order_by(EventRow.seq)
         async with self.sessions() as s:
-            return [DebateEvent.model_validate(p) for p in (await s.execute(q)).scalars().all()]
+            return [parse_event(p) for p in (await s.execute(q)).scalars().all()]
 
     # -- leases --------------------------------------------------------------------------------
-    async def renew_leases(self, owner: str, ids: Sequence[str], lease_s: float) -> None:
-        await self._update_leases(owner, ids, lease_until=now() + timedelta(seconds=lease_s))
+    async def renew_leases(self, owner: str, ids: Sequence[str], lease_s: float) -> set[str]:
+        """Extend `owner`'s leases on these running debates; returns the ids it still held (and now holds on)."""
+        return await self._update_leases(owner, ids, lease_until=now() + timedelta(seconds=lease_s))
 
     async def release(self, owner: str, ids: Sequence[str]) -> None:
         """Give up leases now (graceful shutdown) so another replica resumes at once."""
         await self._update_leases(owner, ids, lease_owner=None, lease_until=None)
 
-    async def _update_leases(self, owner: str, ids: Sequence[str], **values: Any) -> None:
+    async def _update_leases(self, owner: str, ids: Sequence[str], **values: Any) -> set[str]:
         if not ids:
-            return
-        mine = DebateRow.id.in_(list(ids)) & (DebateRow.lease_owner == owner)
+            return set()
+        mine = DebateRow.id.in_(list(ids)) & (DebateRow.lease_owner == owner) & (DebateRow.status == "running")
         async with self.sessions.begin() as s:
-            if self.is_postgres:  # lock the rows in id order, as the writer does: see _row_order
+            if self.is_postgres and len(ids) > 1:  # lock the rows in id order, as the writer does: see _row_order
                 await s.execute(select(DebateRow.id).where(mine).order_by(DebateRow.id).with_for_update())
-            await s.execute(update(DebateRow).where(mine).values(**values))
+            res = await s.execute(update(DebateRow).where(mine).values(**values).returning(DebateRow.id))
+            return set(res.scalars().all())
 
     async def claim_orphans(self, owner: str, lease_s: float, limit: int, everything: bool = False) -> list[DebateRow]:
         """Lease running debates whose lease expired (`everything`: all running ones, whoever held them);
@@ -438,6 +457,17 @@ class Store:
             res = await s.execute(update(ApiKeyRow).where(ApiKeyRow.id == key_id, ApiKeyRow.revoked_at.is_(None))
                                   .values(revoked_at=now()))  # fmt: skip
         return bool(res.rowcount)  # type: ignore[attr-defined]
+
+    async def keys_fingerprint(self) -> tuple[Any, ...]:
+        """What changes whenever a key is created, revoked or deleted: one aggregate row over the keys table.
+
+        Counting rows and revocations catches every create, revoke and delete; the newest timestamps catch a
+        delete and a create between two looks. Cheaper than reading the keys, and nothing to keep in step with
+        the writers (`consensus keys`, or SQL by hand), unlike a version counter every writer must bump.
+        """
+        q = select(func.count(), func.count(ApiKeyRow.revoked_at), func.max(ApiKeyRow.created_at), func.max(ApiKeyRow.revoked_at))
+        async with self.engine.connect() as conn:
+            return tuple((await conn.execute(q)).one())
 
     async def active_key_count(self) -> int:
         async with self.sessions() as s:

@@ -19,7 +19,7 @@ import pytest
 from httpx_sse import connect_sse
 
 from consensus.engine import DebateOptions, new_result
-from consensus.types import DebateEvent
+from consensus.types import DebateStarted
 from service.settings import Settings
 from service.store import Store
 from service.testing.pg import children_of
@@ -75,7 +75,7 @@ def test_debate_end_to_end_on_postgres(stub, pg_cluster, pg_database):
     assert_clean_log(events)
     assert events[-1][2]["result"] == d  # replayed as stored: cost_usd unknown, not 0.0
     db = db_name(pg_database)
-    assert pg_cluster.execute("SELECT version_num FROM alembic_version", db) == [("0002",)]
+    assert pg_cluster.execute("SELECT version_num FROM alembic_version", db) == [("0003",)]
     kinds = pg_cluster.execute(
         "SELECT DISTINCT data_type FROM information_schema.columns WHERE column_name IN "
         "('created_at', 'updated_at', 'lease_until', 'revoked_at')", db)  # fmt: skip
@@ -108,7 +108,7 @@ async def test_replicas_starting_at_once_migrate_once(pg_cluster, pg_database):
         await stores[0].migrate()  # a no-op at head
     finally:
         await asyncio.gather(*(s.close() for s in stores))
-    assert pg_cluster.execute("SELECT version_num FROM alembic_version", db_name(pg_database)) == [("0002",)]
+    assert pg_cluster.execute("SELECT version_num FROM alembic_version", db_name(pg_database)) == [("0003",)]
 
 
 async def test_lease_renewals_and_event_writes_never_deadlock(pg_cluster, pg_database):
@@ -135,7 +135,7 @@ async def test_lease_renewals_and_event_writes_never_deadlock(pg_cluster, pg_dat
         seq = 0
         while loop.time() < stop:
             seq += 1
-            await store.record(debate_id, [DebateEvent(type="debate.started", seq=seq, debate_id=debate_id)], None, "me")
+            await store.record(debate_id, [DebateStarted(seq=seq, debate_id=debate_id, data={})], None, "me")
             written += 1
             await asyncio.sleep(rng.random() * 0.02)
 
