@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import signal
@@ -10,7 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -24,9 +25,10 @@ from consensus.errors import ConsensusError
 from consensus.providers.base import close_provider
 from consensus.types import Panel
 from service import metrics
+from service.deps import metrics_reader
 from service.logs import setup_logging
 from service.runner import Runner
-from service.security import ApiError, KeyCache, KeyOriginCORS, RateLimiter
+from service.security import ApiError, AuthFailures, KeyCache, KeyOriginCORS, RateLimiter
 from service.settings import Settings, configured_panel
 from service.store import Store, is_overload
 
@@ -41,8 +43,9 @@ class Services:
         self.panel = panel
         self.store = Store(settings.database_url, settings.db_pool_size, settings.db_pool_timeout_s)
         self.runner = Runner(self.store, panel, provider, settings)
-        self.keys = KeyCache(self.store)
+        self.keys = KeyCache(self.store, settings.key_cache_s)
         self.limiter = RateLimiter(settings.rate_limit_per_minute)
+        self.failures = AuthFailures(settings.auth_failures_per_minute)
         self.ready = False
 
 
@@ -99,6 +102,7 @@ def create_app(settings: Settings | None = None, panel: Panel | None = None, pro
     # The body limit sits inside JsonTooLarge so its plain-text 413 leaves in our JSON error shape.
     app.add_middleware(RequestBodyLimitMiddleware, max_body_size=settings.max_body_bytes)
     app.add_middleware(JsonTooLarge)
+    app.add_middleware(BodyTimeout, timeout_s=settings.body_timeout_s)
     install_error_handlers(app)
 
     from service.routes_debates import router as debates_router
@@ -136,7 +140,7 @@ def create_app(settings: Settings | None = None, panel: Panel | None = None, pro
 
     app.openapi = openapi  # type: ignore[method-assign]
 
-    @app.get("/metrics", include_in_schema=False)
+    @app.get("/metrics", include_in_schema=False, dependencies=[Depends(metrics_reader)])
     async def prometheus() -> Response:
         return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
 
@@ -158,6 +162,40 @@ def drain_on_exit_signals(runner: Runner) -> None:
             previous(signum, frame)
 
         signal.signal(sig, chained)
+
+
+class BodyTimeout:
+    """A request's whole body must arrive within `timeout_s` of its headers; then 408, and the connection closes.
+
+    uvicorn waits for a stalled body for ever (it has no read timeout): 50 such connections were held for
+    minutes. Only the body is timed: once it is in, later receives (an SSE stream waiting for the client to go)
+    pass untouched. Stalled *headers* never reach the app: the README's reverse proxy covers those.
+    """
+
+    def __init__(self, app: ASGIApp, timeout_s: float) -> None:
+        self.app = app
+        self.timeout_s = timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s
+        complete = False
+
+        async def timed_receive() -> Message:
+            nonlocal complete
+            if complete:
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise StarletteHTTPException(408, f"the request body did not arrive within {self.timeout_s:g} s") from None
+            complete = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        await self.app(scope, timed_receive, send)
 
 
 class JsonTooLarge:
@@ -249,10 +287,17 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_json(invalid_status(r), str(exc), "invalid_request_error", field, "invalid_value")
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_r: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(r: Request, exc: StarletteHTTPException) -> JSONResponse:
         type_ = "invalid_request_error" if exc.status_code < 500 else "server_error"
         if exc.status_code == 413:
             return error_json(413, "the request body is too large", type_, "body", "body_too_large")
+        if exc.status_code == 408:  # BodyTimeout: the client stalled; the connection is not worth keeping
+            return error_json(408, str(exc.detail), type_, "body", "body_timeout", {"Connection": "close"})
+        if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):
+            # FastAPI parses the body and wraps what json.loads raised, here its nesting limit (about 1000 deep),
+            # into a 400: it is valid UTF-8, and invalid JSON for this service, like any other.
+            return error_json(invalid_status(r), "the body is not valid JSON: it is nested too deeply", type_, "body",
+                              "json_invalid")  # fmt: skip
         if exc.status_code == 400:  # Starlette could not read the body (not UTF-8, a broken form)
             return error_json(400, "the body could not be read: send UTF-8 JSON", type_, "body", "invalid_body")
         return error_json(exc.status_code, str(exc.detail), type_, None, None, dict(exc.headers or {}))

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Annotated, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from consensus.cli import app, fail, out
+from consensus.cli import app, fail
 from consensus.errors import ConsensusError
+
+if TYPE_CHECKING:
+    from service.store import ApiKeyRow, Store
 
 keys_app = typer.Typer(
     no_args_is_help=True, help="Manage API keys (stored hashed in the service's database)."
@@ -20,9 +24,12 @@ app.add_typer(keys_app, name="keys")
 @app.command()
 def serve(
     host: Annotated[
-        str, typer.Option(help="interface to bind; a public one requires API keys")
-    ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+        str | None,
+        typer.Option(help="interface to bind; a public one requires API keys [default: $CONSENSUS_HOST, else 127.0.0.1]"),
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(min=0, max=65535, help="TCP port [default: $CONSENSUS_PORT, else 8000]")
+    ] = None,
     panel_file: Annotated[str | None, typer.Option("--panel-file", help="TOML panel file")] = None,
     workers: Annotated[
         int,
@@ -36,15 +43,15 @@ def serve(
 ) -> None:
     """Serve the HTTP API (the default local panel when nothing is configured)."""
     import uvicorn
+    from pydantic import ValidationError
 
     from consensus.config import check_keys
     from service.settings import WORKER_OF_ENV, Settings, configured_panel
     from service.store import StoreInUseError
 
     try:
-        overrides: dict[str, object] = {"host": host, "port": port}
-        if panel_file:
-            overrides["panel_file"] = panel_file
+        # Flags win when given, then the environment (CONSENSUS_HOST, CONSENSUS_PORT), then Settings' defaults.
+        overrides = {k: v for k, v in {"host": host, "port": port, "panel_file": panel_file}.items() if v is not None}
         settings = Settings(**overrides)  # type: ignore[arg-type]
         if workers > 1 and not settings.is_postgres:
             raise fail(
@@ -57,10 +64,14 @@ def serve(
             check_keys(panel)  # a model no provider serves, or an unset key: every debate would fail
     except (ConsensusError, StoreInUseError) as exc:
         raise fail(str(exc)) from None
+    except ValidationError as exc:
+        raise fail(_setting_error(exc)) from None
+    given = f"--host {host}" if host is not None else f"CONSENSUS_HOST={settings.host}"
+    host, port = settings.host, settings.port
     if not settings.loopback and not asyncio.run(_active_keys()):
         # Checked before uvicorn starts: its lifespan check (kept for other launchers) ends in a traceback.
         raise fail(
-            f"--host {host}: refusing to serve a public interface without API keys; create one with "
+            f"{given}: refusing to serve a public interface without API keys; create one with "
             "`consensus keys create --name NAME`, or bind to 127.0.0.1"
         )
     common: dict[str, Any] = {
@@ -79,11 +90,11 @@ def serve(
             asyncio.run(_migrate())
         except Exception as exc:  # noqa: BLE001 - unreachable or refusing database: one line, not a traceback
             raise fail(f"DATABASE_URL: cannot migrate the database ({type(exc).__name__}: {exc})") from None
-        os.environ[WORKER_OF_ENV] = os.environ.pop("CONSENSUS_REPLICA_ID", None) or settings.replica_id
+        os.environ[WORKER_OF_ENV] = os.environ.pop("CONSENSUS_REPLICA_ID", "") or settings.replica_id
         os.environ.update({"CONSENSUS_HOST": host, "CONSENSUS_PORT": str(port)})
         if panel_file:
             os.environ["CONSENSUS_PANEL_FILE"] = panel_file
-        out.print(f"consensus serving on {where} with {workers} workers (panel: {panel.source})", highlight=False)
+        typer.echo(f"consensus serving on {where} with {workers} workers (panel: {panel.source})")
         uvicorn.run("service.app:create_app", factory=True, workers=workers, **common)
         return
     from service.app import create_app
@@ -93,10 +104,19 @@ def serve(
     except ConsensusError as exc:
         raise fail(str(exc)) from None
     server = uvicorn.Server(uvicorn.Config(app_, **common))
-    out.print(f"consensus serving on {where} (panel: {panel.source})", highlight=False)
+    # One line whatever its length: log collectors read it (rich wrapped it at 80 columns off a terminal).
+    typer.echo(f"consensus serving on {where} (panel: {panel.source})")
     server.run()
     if not server.started:
         raise typer.Exit(1)
+
+
+def _setting_error(exc: Any) -> str:
+    """A Settings ValidationError as one line naming the variable, e.g. `CONSENSUS_PORT: ...`."""
+    first = exc.errors()[0]
+    field = str(first["loc"][0]) if first.get("loc") else "settings"
+    name = "DATABASE_URL" if field == "database_url" else f"CONSENSUS_{field.upper()}"
+    return f"{name}: {first['msg']}"
 
 
 def _sqlite_free(url: str) -> None:
@@ -126,11 +146,16 @@ async def _active_keys() -> bool:
         await store.close()
 
 
-def _store():  # type: ignore[no-untyped-def]
+def _store() -> Store:
+    from pydantic import ValidationError
+
     from service.settings import Settings
     from service.store import Store
 
-    return Store(Settings().database_url)
+    try:
+        return Store(Settings().database_url)
+    except ValidationError as exc:
+        raise fail(_setting_error(exc)) from None
 
 
 @keys_app.command("create")
@@ -167,7 +192,7 @@ def keys_create(
 def keys_list() -> None:
     """List keys (never the keys themselves)."""
 
-    async def go():  # type: ignore[no-untyped-def]
+    async def go() -> Sequence[ApiKeyRow]:
         store = _store()
         try:
             await store.migrate()

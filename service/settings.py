@@ -7,7 +7,7 @@ import os
 import socket
 import uuid
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consensus.config import load_panel
@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     replica_id: str = Field(default_factory=lambda: _replica_id())
     public_url: str | None = None
     page_key: str | None = Field(default=None, description="publishable pk_ key the web page uses when keys exist")
+    key_cache_s: float = Field(default=0.0, ge=0, le=300,
+                               description="the oldest key data a request may be authorised from; 0: checked per request")  # fmt: skip
+    metrics_token: SecretStr | None = Field(default=None, description="a bearer token for /metrics (besides secret keys)")
+    auth_failures_per_minute: int = Field(default=10, ge=1,
+                                          description="failed authentications per client address before 429s")  # fmt: skip
+    body_timeout_s: float = Field(default=10.0, gt=0, le=600, description="the whole request body within this; then 408")
     log_level: str = "info"
 
     @field_validator("database_url")
@@ -49,6 +55,15 @@ class Settings(BaseSettings):
             v = "postgresql+asyncpg://" + v[len("postgresql://") :]
         if v.startswith("sqlite:///"):
             v = "sqlite+aiosqlite:///" + v[len("sqlite:///") :]
+        return v
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _strong_token(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None or not v.get_secret_value():
+            return None  # CONSENSUS_METRICS_TOKEN= (empty): no token
+        if len(v.get_secret_value()) < 16:
+            raise ValueError("CONSENSUS_METRICS_TOKEN must be at least 16 characters (e.g. `openssl rand -hex 24`)")
         return v
 
     @property
