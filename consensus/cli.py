@@ -24,6 +24,7 @@ from consensus.types import (
     AnalysisCompleted,
     AnswerCompleted,
     AnswerDelta,
+    Consensus,
     ConsensusDelta,
     DebateCompleted,
     DebateEvent,
@@ -181,7 +182,7 @@ def print_result(r: DebateResult) -> None:
     """Every model's answer per round, then the consensus."""
     for rnd in r.rounds:
         title = "Openings" if rnd.index == 0 else f"Debate round {rnd.index}"
-        agree = f" — agreement {rnd.agreement.score:.0%}" if rnd.agreement else ""
+        agree = f" — agreement {rnd.agreement.score:.0%} ({rnd.agreement.method})" if rnd.agreement else ""
         out.rule(f"{title}{agree}")
         for a in rnd.answers:
             if a.ok:
@@ -201,16 +202,54 @@ def print_result(r: DebateResult) -> None:
         # A tie has no majority: the vote's seat-order tie-break is for scoring, not to print as one.
         majority = f"no majority (a tie: {'-'.join(map(str, sizes))})" if len(sizes) > 1 and sizes[0] == sizes[1] \
             else f"majority {c.majority!r}"
-        out.print(Text(f"agreement {c.agreement:.0%}, {majority}, {who}"))  # model text: never markup
+        out.print(Text(f"agreement {c.agreement_label}, {majority}, {who}"))  # model text: never markup
+        if c.missing:
+            out.print(Text(f"missing: {', '.join(c.missing)} (no answer): the agreement covers "
+                           f"{c.answered} of {c.seats} panelists"), style="yellow")  # fmt: skip
+        if c.source == "majority_answer":
+            out.print(Text("not checked synthesis: the verified majority's answer is shown", style="yellow"))
+        else:
+            out.print(Text(f"checked against the panel's answers ({c.source})", style="green"))
         if c.fallback:
-            out.print(f"[yellow]fallback:[/] {escape(c.fallback_reason or '')}")
+            out.print(Text("fallback: ", style="yellow") + Text(c.fallback_reason or ""))
         out.print(Text(c.answer))
         for d in c.dissent:
             out.print(f"[magenta]dissent[/] {escape(', '.join(d.panelists))}: {escape(d.final_answer)}")
+        if c.claims:
+            out.print(claims_table(c, [p.name for p in r.panel]))
+        out.print(checks_table(c))
     cost = "unknown" if r.usage.cost_usd is None else f"${r.usage.cost_usd:.4f}"
     out.print(f"[dim]status {r.status.value}{' (' + escape(r.reason) + ')' if r.reason else ''} · language {r.language} · "
               f"{r.usage.llm_calls} LLM calls · {r.usage.total_tokens} tokens · cost {cost} · "
               f"{(r.timing.wall_ms or 0) / 1000:.1f} s · id {r.id}[/]")  # fmt: skip
+
+
+def claims_table(c: Consensus, panelists: list[str]) -> Table:
+    """Claims × panelists: asserts / contradicts / silent, with each claim's kind."""
+    t = Table(title="Claim map (verified quotes)")
+    t.add_column("claim")
+    t.add_column("kind")
+    for name in panelists:
+        t.add_column(Text(name))
+    for k in c.claims:
+        cells = [Text(k.text), Text(k.kind)]
+        for name in panelists:
+            mark = "asserts" if name in k.supporters else "contradicts" if name in k.opponents else "·"
+            cells.append(Text(mark, style={"asserts": "green", "contradicts": "red"}.get(mark, "dim")))
+        t.add_row(*cells)
+    return t
+
+
+def checks_table(c: Consensus) -> Table:
+    """The faithfulness checks the shown consensus went through."""
+    t = Table(title=f"Checks of the consensus (source: {c.source})")
+    t.add_column("check")
+    t.add_column("result")
+    t.add_column("detail")
+    for k in c.checks:
+        t.add_row(Text(k.name), Text("passed" if k.passed else "failed", style="green" if k.passed else "red"),
+                  Text(k.detail))  # fmt: skip
+    return t
 
 
 @app.command()
@@ -232,10 +271,12 @@ def panels(
     d = panel.debate
     for s in panel.panelists:
         timeout = f"{s.timeout_s or d.call_timeout_s:g} s"  # a seat's own timeout wins (local seats: 240 s)
-        cells = (s.name, s.model, s.transport, str(s.temperature), str(s.seed), str(s.max_tokens), timeout,
+        cells = (s.name, s.model, s.route, str(s.temperature), str(s.seed), str(s.max_tokens), timeout,
                  (s.persona or "")[:60])  # fmt: skip
         t.add_row(*(Text(c) for c in cells))  # names and personas come from a file: shown as written, never markup
     out.print(t)
+    analyst = panel.analyst_seat
+    out.print(Text(f"analyst (open answers): {analyst.name} ({analyst.model}, {analyst.route})"))
     out.print(Text(f"synthesizer: {panel.synthesizer.name} ({panel.synthesizer.model}) · max_rounds {d.max_rounds} · "
                    f"agreement_threshold {d.agreement_threshold} · default call timeout {d.call_timeout_s:g} s · "
                    f"deadline {d.deadline_s:g} s"))  # fmt: skip

@@ -57,13 +57,13 @@ async def test_a_tie_is_printed_as_no_majority():
 
 def test_the_live_view_starts_a_stream_over_when_told():
     """A retried call (or a fallback synthesizer) starts over: its first delta carries data.restart."""
-    from consensus.types import DebateEvent
+    from consensus.types import new_event
 
     view = cli.LiveView(make_panel("ab", max_rounds=0))
 
     def delta(type_, text, restart=False, who="a"):
-        return DebateEvent(type=type_, seq=1, debate_id="d", round=0, panelist=who, delta=text,
-                           data={"restart": True} if restart else None)  # fmt: skip
+        return new_event(type_, seq=1, debate_id="d", round=0 if type_ == "answer.delta" else None, panelist=who,
+                         delta=text, data={"restart": True} if restart else None)  # fmt: skip
 
     for e in (delta("answer.delta", "a long ans"), delta("answer.delta", "Four.", restart=True),
               delta("answer.delta", " Sure.")):  # fmt: skip
@@ -72,3 +72,40 @@ def test_the_live_view_starts_a_stream_over_when_told():
     for e in (delta("consensus.delta", "The judge beg"), delta("consensus.delta", "All say 4.", restart=True)):
         view.update(e)
     assert view.consensus == "All say 4."
+
+
+def test_panels_shows_the_embedded_model_as_its_own_transport_and_the_analyst(tmp_path, monkeypatch):
+    """The embedded model runs in-process, never through LiteLLM: `panels` says so, and names the analyst."""
+    shown = panels_shown(tmp_path / "panel.toml", '[[panelist]]\nname = "here"\nmodel = "local/smollm2"\n'
+                         '[[panelist]]\nname = "b"\nmodel = "openai/y"\n[analyst]\nmodel = "openai/judge"\n',
+                         monkeypatch)  # fmt: skip
+    rows = {line.split("│")[1].strip(): line for line in shown.splitlines() if line.count("│") > 3}
+    assert "│ local " in rows["here"] and "litellm" not in rows["here"] and "litellm" in rows["b"]
+    assert "analyst (open answers): analyst (openai/judge, litellm)" in shown
+
+
+async def test_the_result_shows_the_claim_map_the_checks_and_the_missing_seat():
+    """A claims x panelists table (asserts / contradicts / silent), every check, and a missing seat named."""
+    import json
+
+    essays = {"a": "Deployment and evaluation matter most", "b": "Deployment, evaluation and cost control"}
+    cmap = {"claims": [{"text": "Deployment matters", "asserts": [{"panelist": "A", "quote": "Deployment"},
+                                                                   {"panelist": "B", "quote": "Deployment"}]},
+                       {"text": "Cost control", "asserts": [{"panelist": "B", "quote": "cost control"}],
+                        "contradicts": [{"panelist": "A", "quote": "evaluation matter most"}]}],
+            "positions": [["A", "B"]]}  # fmt: skip
+    script = {n: [Step(text=json.dumps({"answer": t, "final_answer": t, "confidence": 0.8})),
+                  Step(text=json.dumps(cmap)), Step(text="Both stress deployment; Panelist B adds cost control.")]
+              for n, t in essays.items()}  # fmt: skip
+    script["c"] = [Step(fault="401")]
+    r = await debate("Which skills?", make_panel("abc", max_rounds=0), ScriptedProvider(script=script),
+                     DebateOptions(language="en"))  # fmt: skip
+    cli.out.width = 200
+    with cli.out.capture() as cap:
+        cli.print_result(r)
+    shown = cap.get()
+    rows = {line.split("│")[1].strip(): line for line in shown.splitlines() if line.count("│") >= 5}
+    assert "asserts" in rows["Deployment matters"] and "contradicts" in rows["Cost control"]
+    assert rows["Cost control"].count("asserts") == 1 and "·" in rows["Cost control"]  # c: silent
+    assert "missing: c (no answer): the agreement covers 2 of 3 panelists" in shown
+    assert "of 2 of 3 answers (c missing)" in shown and "no_scaffolding" in shown and "majority_answer" in shown
