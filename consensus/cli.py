@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from consensus.config import check_keys, load_panel
-from consensus.engine import DebateOptions, run_debate, validate_request
+from consensus.engine import DebateOptions, QuorumGrace, run_debate, validate_request
 from consensus.errors import ConsensusError
 from consensus.providers.base import close_provider
 from consensus.types import (
@@ -85,9 +85,13 @@ def ask(
     rounds: Annotated[int | None, typer.Option("--rounds", min=0, max=10, help="most debate rounds after the openings")] = None,
     language: Annotated[str | None, typer.Option("--language", help="answer language code, e.g. hi (default: detected)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print only the DebateResult JSON")] = False,
+    grace: Annotated[bool, typer.Option("--grace/--no-grace",
+                                        help="don't wait for a straggler: once all but one seat answered a round, "
+                                        "wait at most max(5 s, 1.5 x the round's median latency)")] = True,  # fmt: skip
 ) -> None:
     """Ask the panel a question: openings, debate rounds, consensus."""
-    options = DebateOptions(rounds=rounds, language=language, stream=not as_json)
+    options = DebateOptions(rounds=rounds, language=language, stream=not as_json,
+                            quorum_grace=QuorumGrace() if grace else None)  # fmt: skip
     try:
         panel = load_panel(panel_file)
         validate_request(question, panel, options)  # a bad question is refused at once, before LiteLLM loads

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import unicodedata
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -52,6 +53,18 @@ from consensus.types import (
 )
 
 
+@dataclass(frozen=True)
+class QuorumGrace:
+    """Don't wait for the straggler: once `quorum` seats of a round answered (default: all but one, at least 2), wait
+    for the rest at most max(grace_s, grace_factor x the median latency of the round's answers), then move on. A late
+    answer is kept (late: true) and joins the next round's peer view, or the synthesis, if it lands in time; a seat
+    late two rounds running is skipped for the rest of the debate (DebateResult.skipped)."""
+
+    quorum: int | None = None
+    grace_s: float = 5.0
+    grace_factor: float = 1.5
+
+
 @dataclass
 class DebateOptions:
     """Per-debate choices; `stream` says whether anyone watches tokens (a bool or a callable)."""
@@ -63,6 +76,7 @@ class DebateOptions:
     start_seq: int = 0
     on_checkpoint: Callable[[DebateResult], None] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    quorum_grace: QuorumGrace | None = None  # None: every round waits for every seat (research mode's default)
     deadline_at: datetime | None = None  # the debate's absolute end (kept across resumes); None: deadline_s from now
 
 
@@ -170,6 +184,9 @@ class _Debate:
         self.settings = panel.debate
         self.index = {s.name: i for i, s in enumerate(panel.panelists)}
         self.pending: dict[str, ModelAnswer | None] = {}
+        self.stragglers: dict[str, asyncio.Task[ModelAnswer]] = {}  # late calls still running, by seat
+        self.late_rounds: dict[str, int] = {}  # rounds in a row each seat was late
+        self.late_answers: dict[int, list[ModelAnswer]] = {}  # late answers that landed before their round closed
         self.ended = False
         self.streamed: set[tuple[str, int | None, str | None]] = set()  # streams that showed text
 
@@ -217,7 +234,14 @@ class _Debate:
         except TimeoutError:
             self.on_deadline()
         finally:
+            self.stop_stragglers()
             self.queue.put_nowait(None)
+
+    def stop_stragglers(self) -> None:
+        """Cancel the late calls still running: nothing waits for them any more."""
+        for task in list(self.stragglers.values()):
+            task.cancel()
+        self.stragglers.clear()
 
     async def protocol(self) -> None:
         r = self.result
@@ -230,7 +254,10 @@ class _Debate:
             last = r.rounds[-1]
             if last.index >= r.max_rounds or (last.agreement and last.agreement.score >= self.settings.agreement_threshold):
                 break
-            alive = [s for s in self.panel.panelists if s.name in latest and self.answered_last(s.name)]
+            skipped = [n for n, k in self.late_rounds.items() if k >= 2 and n not in r.skipped]
+            r.skipped += skipped  # late two rounds running: not asked again in this debate
+            alive = [s for s in self.panel.panelists if s.name in latest and s.name not in r.skipped
+                     and s.name not in self.stragglers and self.answered_last(s.name)]  # fmt: skip
             if len(alive) < 2:
                 break  # no debate with one voice: it would only argue with stale answers; synthesize what there is
             await self.play_round(last.index + 1, alive)
@@ -267,11 +294,54 @@ class _Debate:
             self.emit("answer.completed", round=index, panelist=seat.name, answer=answer)
             return answer
 
-        answers = list(await asyncio.gather(*(one(s) for s in seats)))
+        tasks = {s.name: asyncio.create_task(one(s)) for s in seats}
+        answers = await self.gathered(index, tasks)
+        for name in self.stragglers:
+            if name not in tasks:  # still on an earlier round's call: late for this round too
+                self.late_rounds[name] = self.late_rounds.get(name, 0) + 1
         latest = {**latest, **{a.panelist: a for a in answers if a.ok}}
         analysis = await self.analysis(index, latest) if self.is_open(latest) else None
         self.pending = {}  # only now: a deadline during the analysis still closes the round with its answers
         self.close_round(index, answers, analysis)
+
+    async def gathered(self, index: int, tasks: dict[str, asyncio.Task[ModelAnswer]]) -> list[ModelAnswer]:
+        """The round's answers: all of them, or with quorum grace, those in once a quorum answered and the grace
+        ran out. A seat still answering is late: its call goes on, and its answer joins this round when it lands."""
+        grace = self.opts.quorum_grace
+        quorum = max(2, len(tasks) - 1) if grace is None or grace.quorum is None else max(2, grace.quorum)
+        if grace is None or quorum >= len(tasks):
+            return list(await asyncio.gather(*tasks.values()))
+        waiting = set(tasks.values())
+        while waiting and sum(t.done() and t.result().ok for t in tasks.values()) < quorum:
+            _, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if waiting:
+            latencies = sorted(t.result().latency_ms for t in tasks.values() if t.done() and t.result().ok)
+            median_s = latencies[len(latencies) // 2] / 1000 if latencies else 0.0
+            _, waiting = await asyncio.wait(waiting, timeout=max(grace.grace_s, grace.grace_factor * median_s))
+        for name, task in tasks.items():
+            if task in waiting:
+                self.late_rounds[name] = self.late_rounds.get(name, 0) + 1
+                self.stragglers[name] = task
+                task.add_done_callback(functools.partial(self.landed_late, index, name))
+                self.pending.pop(name, None)
+            else:
+                self.late_rounds[name] = 0
+        return [t.result() for t in tasks.values() if t not in waiting]
+
+    def landed_late(self, index: int, name: str, task: asyncio.Task[ModelAnswer]) -> None:
+        """A late answer landed: it is kept in its round, marked late, and shown to anyone watching."""
+        self.stragglers.pop(name, None)
+        if task.cancelled() or task.exception() is not None or self.ended:
+            return
+        answer = task.result().model_copy(update={"late": True})
+        rnd = next((r for r in self.result.rounds if r.index == index), None)
+        if rnd is None:  # the round has not closed yet (its analysis still runs): it closes with this answer
+            self.late_answers.setdefault(index, []).append(answer)
+            return
+        rnd.answers.append(answer)
+        self.result.answers = {**self.result.answers, **self.latest()}
+        self.checkpoint()
+        self.emit("answer.completed", round=index, panelist=name, answer=answer)
 
     def contested(self) -> str:
         """The last round's contested claims, for the next round's prompt (fenced; "" when none)."""
@@ -304,7 +374,8 @@ class _Debate:
         })  # fmt: skip
 
     def close_round(self, index: int, answers: list[ModelAnswer], analysis: Analysis | None = None) -> None:
-        rnd = Round(index=index, answers=answers, analysis=analysis)
+        late = self.late_answers.pop(index, [])
+        rnd = Round(index=index, answers=[*answers, *late], analysis=analysis)
         self.result.rounds.append(rnd)
         latest = self.latest()
         exact = score_agreement([(n, a.final_answer) for n, a in latest.items()])
@@ -347,6 +418,7 @@ class _Debate:
 
     async def finish(self) -> None:
         r = self.result
+        self.stop_stragglers()  # a late answer enters the synthesis only when it landed before it
         latest = self.latest()
         synth = self.panel.synthesizer
         fallbacks = [s for s in self.panel.panelists if s.name in latest and s.name != synth.name]

@@ -173,6 +173,7 @@ class ModelAnswer(BaseModel):
     cost_usd: float | None = 0.0
     latency_ms: int = 0
     attempts: int = 0
+    late: bool = False  # landed after its round moved on (quorum grace): kept, and shown as late
 
     @property
     def ok(self) -> bool:
@@ -342,6 +343,7 @@ class DebateResult(BaseModel):
     consensus: Consensus | None = None
     usage: UsageTotals = Field(default_factory=UsageTotals)
     timing: Timing
+    skipped: list[str] = Field(default_factory=list)  # seats late two rounds running, not asked again
 
 
 # Every event's JSON on the wire (SSE) has these keys, in this order, null where the event has no such field:
