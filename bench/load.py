@@ -5,7 +5,7 @@
     python bench/load.py --quick                # 50 clients, 1 s calls, a small admission run
     python bench/load.py --transport openai-compatible   # the panel on the gateway's lean client
 
-The stub (service/testing/stub_server.py) and the service (`python -m service serve`) run as separate processes;
+The stub (service/testing/stub_server.py) and the service (`python -m consensus serve`) run as separate processes;
 each size gets a fresh service and database. Half the clients POST /v1/debates with
 Accept: text/event-stream and read the stream to its end, half POST ?wait=true. A debate's critical
 path is (debate rounds run + 2) x latency: openings, each debate round, synthesis. Server CPU and RSS
@@ -70,7 +70,7 @@ panelist = "a"
 @contextlib.contextmanager
 def service_process(stub: str, latency_ms: int, max_in_flight: int, tmp: Path, database_url: str | None = None,
                     workers: int = 1, transport: str = "litellm") -> Iterator[tuple[str, int, Path]]:  # fmt: skip
-    """`python -m service serve` on a free port with a fresh database (SQLite unless given); yields (URL, pid, log)."""
+    """`python -m consensus serve` on a free port with a fresh database (SQLite unless given); yields (URL, pid, log)."""
     import socket
 
     seats = "".join(f'[[panelist]]\nname = "{n}"\nmodel = "openai/latency-{latency_ms}"\napi_base = "{stub}/v1"\n'
@@ -90,7 +90,7 @@ def service_process(stub: str, latency_ms: int, max_in_flight: int, tmp: Path, d
     if database_url:  # the throwaway cluster allows 100 connections: 10 pooled (+20 on demand) per worker
         env["CONSENSUS_DB_POOL_SIZE"] = "10"
     log = tmp / f"service-{port}.log"
-    cmd = [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port), "--panel-file", str(panel),
+    cmd = [sys.executable, "-m", "consensus", "serve", "--host", "127.0.0.1", "--port", str(port), "--panel-file", str(panel),
            "--workers", str(workers)]  # fmt: skip
     with log.open("w") as err:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)

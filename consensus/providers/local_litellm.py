@@ -1,7 +1,7 @@
 """The embedded model as LiteLLM's custom provider `local`, for tools built on LiteLLM.
 
-The gateway runs the model through LocalTransport and never loads this module; `register()` is what
-`consensus.providers.local.register_local_provider()` calls.
+The gateway runs the model through LocalTransport and never loads this module; `register()` makes
+`litellm.acompletion(model="local/smollm2", ...)` work.
 """
 
 from __future__ import annotations

@@ -127,7 +127,7 @@ def pg_database(pg_cluster: PgCluster) -> str:
 
 @pytest.fixture
 def service_process(tmp_path: Path) -> Iterator[object]:
-    """Factory of `python -m service serve` processes; every one is SIGKILLed at teardown."""
+    """Factory of `python -m consensus serve` processes; every one is SIGKILLed at teardown."""
     made: list[ServiceProcess] = []
 
     def make(name: str, database_url: str, panel_file: Path, args: tuple[str, ...] = (), **env: object) -> ServiceProcess:

@@ -286,7 +286,7 @@ def test_public_interface_without_keys_refuses_to_start(tmp_path):
 def test_serve_on_a_public_interface_without_a_live_key_is_one_clear_line(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from service.cli import app
+    from consensus.cli import app
 
     monkeypatch.setenv("CONSENSUS_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path}/k.db")
     runner = CliRunner()

@@ -1,7 +1,7 @@
 """The service on PostgreSQL: migrations, timestamps, replay, LISTEN/NOTIFY, and replicas sharing work.
 
 A throwaway PostgreSQL 15 cluster (service/testing/pg.py) serves the session; each test gets its own database.
-The replica tests run `python -m service serve` processes on one database against the loopback stub.
+The replica tests run `python -m consensus serve` processes on one database against the loopback stub.
 """
 
 from __future__ import annotations
@@ -251,7 +251,7 @@ def test_a_lost_listen_connection_is_reopened(stub, pg_database):
 # -- replicas as separate processes ---------------------------------------------------------------
 @pytest.fixture(scope="module")
 def trio(pg_cluster, stub_server, tmp_path_factory):
-    """Replicas a, b, c (`python -m service serve` processes) on one fresh database."""
+    """Replicas a, b, c (`python -m consensus serve` processes) on one fresh database."""
     d = tmp_path_factory.mktemp("replicas")
     url = pg_cluster.create_database("replicas")
     panel = write_panel(d / "panel.toml", make_panel(stub=stub_server, **REPLICA_PANEL))
@@ -435,14 +435,14 @@ def test_workers_need_postgresql(tmp_path, stub):
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENSUS_")}
     env.update(DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'x.db'}", LITELLM_LOCAL_MODEL_COST_MAP="True",
                COLUMNS="400")  # one line, unwrapped
-    r = subprocess.run([sys.executable, "-m", "service", "serve", "--port", "0", "--panel-file", str(panel),
+    r = subprocess.run([sys.executable, "-m", "consensus", "serve", "--port", "0", "--panel-file", str(panel),
                         "--workers", "2"], env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert r.returncode == 2
     assert r.stderr.startswith("error: --workers 2:") and "PostgreSQL" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     # PostgreSQL that cannot be reached: one line naming DATABASE_URL, before any worker starts.
     env["DATABASE_URL"] = "postgresql://postgres@127.0.0.1:1/nowhere"
-    r = subprocess.run([sys.executable, "-m", "service", "serve", "--port", "0", "--panel-file", str(panel),
+    r = subprocess.run([sys.executable, "-m", "consensus", "serve", "--port", "0", "--panel-file", str(panel),
                         "--workers", "2"], env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert r.returncode == 2 and r.stderr.startswith("error: DATABASE_URL: cannot migrate the database")
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr

@@ -1,4 +1,4 @@
-"""A `python -m service serve` process on SQLite, killed or stopped mid-debate, then started again."""
+"""A `python -m consensus serve` process on SQLite, killed or stopped mid-debate, then started again."""
 
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ from tests.service_process import REPLICA_PANEL
 
 def cli(*args: str) -> str:
     """`consensus ...` in this process (the environment names the database); its stdout."""
-    from service.cli import app
+    from consensus.cli import app
 
     r = CliRunner().invoke(app, list(args))
     assert r.exit_code == 0, r.output
@@ -168,7 +168,7 @@ def served(monkeypatch, tmp_path, stub):
     panel = write_panel(folder / "panel.toml", make_panel(stub=stub, **REPLICA_PANEL))
 
     def serve(*args: str, **env: str) -> tuple[dict[str, object], str]:
-        from service.cli import app
+        from consensus.cli import app
 
         seen.clear()
         r = CliRunner().invoke(app, ["serve", "--panel-file", str(panel), *args], env=env)
@@ -184,7 +184,7 @@ def test_serve_takes_host_and_port_from_its_flags_then_the_environment_then_the_
     assert serve(CONSENSUS_HOST="127.0.0.2", CONSENSUS_PORT="18330")[0] == {"host": "127.0.0.2", "port": 18330}
     given = serve("--host", "127.0.0.3", "--port", "18331", CONSENSUS_HOST="127.0.0.2", CONSENSUS_PORT="18330")
     assert given[0] == {"host": "127.0.0.3", "port": 18331}
-    from service.cli import app
+    from consensus.cli import app
 
     bad = CliRunner().invoke(app, ["serve"], env={"CONSENSUS_PORT": "eighty"})
     assert bad.exit_code == 2 and "CONSENSUS_PORT" in bad.output and "Traceback" not in bad.output

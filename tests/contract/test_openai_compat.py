@@ -129,7 +129,7 @@ def test_a_panel_of_lean_seats_never_loads_litellm(stub, tmp_path):
         f'[[panelist]]\nname = "{n}"\nmodel = "openai/{n}"\napi_base = "{stub.api_base}"\ntransport = "openai-compatible"\n'
         for n in ("alice", "bob", "carol")), encoding="utf-8")  # fmt: skip
     code = (
-        "import sys\nfrom service.cli import main\n"
+        "import sys\nfrom consensus.cli import main\n"
         "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
         "print('LITELLM_LOADED' if 'litellm' in sys.modules else 'LITELLM_ABSENT', code, file=sys.stderr)\n"
     )

@@ -19,7 +19,7 @@ import litellm  # noqa: E402
 import pytest  # noqa: E402
 
 from consensus.errors import LocalModelUnavailable  # noqa: E402
-from consensus.providers import local  # noqa: E402
+from consensus.providers import local, local_litellm  # noqa: E402
 
 litellm.suppress_debug_info = True
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -62,7 +62,7 @@ class FakeLlama:
 
 @pytest.fixture(autouse=True)
 def provider() -> Iterator[None]:
-    local.register_local_provider()
+    local_litellm.register()
     local.set_model_for_tests(None)  # each test starts with no model loaded
     yield
     local.set_model_for_tests(None)
@@ -260,8 +260,8 @@ def test_count_tokens_estimates_until_loaded_then_uses_the_tokenizer(fake: FakeL
 
 
 def test_registration_is_idempotent() -> None:
-    local.register_local_provider()
-    local.register_local_provider()
+    local_litellm.register()
+    local_litellm.register()
     assert [p["provider"] for p in litellm.custom_provider_map].count("local") == 1
 
 

@@ -1,22 +1,22 @@
-"""The `consensus` command line: ask a question, show the panel."""
+"""`consensus ask` (a debate, live) and `consensus panels` (the configured panel)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import sys
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console, Group
+from rich.console import Group
 from rich.live import Live
 from rich.markup import escape
 from rich.panel import Panel as RichPanel
 from rich.table import Table
 from rich.text import Text
 
-from consensus.config import check_keys, load_panel
+from consensus.cli.common import PanelFileOpt, check_panel, err, fail, make_provider, out
+from consensus.config import load_panel
 from consensus.engine import DebateOptions, QuorumGrace, run_debate, validate_request
 from consensus.errors import ConsensusError
 from consensus.providers.base import close_provider
@@ -34,51 +34,7 @@ from consensus.types import (
     RoundCompleted,
 )
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Multi-LLM consensus debates.")
-out = Console()
-err = Console(stderr=True, soft_wrap=True)  # an error stays one line in logs and pipes, not wrapped at 80
 
-PanelFileOpt = Annotated[
-    Path | None, typer.Option("--panel-file", help="TOML panel file (default: $CONSENSUS_PANEL_FILE)")
-]
-
-
-def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print one clear line on stderr and return the exit to raise."""
-    err.print(f"[bold red]error:[/] {escape(message)}")
-    return typer.Exit(code)
-
-
-def configured_panel(panel_file: Path | None) -> Panel:
-    """Load the panel and check keys and the local model before anything runs."""
-    try:
-        panel = load_panel(panel_file)
-    except ConsensusError as exc:
-        raise fail(str(exc)) from None
-    check_panel(panel)
-    return panel
-
-
-def check_panel(panel: Panel) -> None:
-    """Providers, keys and the local model, checked before anything runs (this loads LiteLLM: seconds)."""
-    try:
-        check_keys(panel)
-        if any(s.route == "local" for s in panel.seats):
-            from consensus.providers.local import ensure_available
-
-            ensure_available()
-    except ConsensusError as exc:
-        raise fail(str(exc)) from None
-
-
-def make_provider(panel: Panel) -> Any:
-    """The gateway for this panel's settings."""
-    from consensus.providers import for_panel
-
-    return for_panel(panel)
-
-
-@app.command()
 def ask(
     question: Annotated[str, typer.Argument(help="The question for the panel")],
     panel_file: PanelFileOpt = None,
@@ -256,7 +212,6 @@ def checks_table(c: Consensus) -> Table:
     return t
 
 
-@app.command()
 def panels(
     panel_file: PanelFileOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the panel as JSON")] = False,
@@ -284,13 +239,3 @@ def panels(
     out.print(Text(f"synthesizer: {panel.synthesizer.name} ({panel.synthesizer.model}) · max_rounds {d.max_rounds} · "
                    f"agreement_threshold {d.agreement_threshold} · default call timeout {d.call_timeout_s:g} s · "
                    f"deadline {d.deadline_s:g} s"))  # fmt: skip
-
-
-from consensus.eval.cli import register as _register_eval  # noqa: E402
-
-_register_eval(app)
-
-
-def main() -> None:
-    """Console-script entry point."""
-    app()

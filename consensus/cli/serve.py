@@ -1,4 +1,4 @@
-"""The full `consensus` command: the engine's commands plus `serve` and `keys`."""
+"""`consensus serve` (the HTTP service) and `consensus keys` (its API keys): service is imported inside the commands."""
 
 from __future__ import annotations
 
@@ -9,19 +9,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from consensus.cli import app, fail
+from consensus.cli.common import fail
 from consensus.errors import ConsensusError
 
 if TYPE_CHECKING:
     from service.store import ApiKeyRow, Store
 
-keys_app = typer.Typer(
-    no_args_is_help=True, help="Manage API keys (stored hashed in the service's database)."
-)
-app.add_typer(keys_app, name="keys")
+keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys (stored hashed in the service's database).")
 
 
-@app.command()
 def serve(
     host: Annotated[
         str | None,
@@ -223,7 +219,3 @@ def keys_revoke(
         raise fail(f"no active key with id {key_id!r}")
     typer.echo(f"revoked {key_id}")
 
-
-def main() -> None:
-    """Console-script entry point."""
-    app()

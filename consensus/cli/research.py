@@ -24,6 +24,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from consensus.cli.common import configured_panel, fail, make_provider
 from consensus.engine import validate_question
 from consensus.errors import ConsensusError, QuestionError
 from consensus.eval.datasets import builtin_names, load_dataset
@@ -33,7 +34,7 @@ from consensus.eval.scoring import EvalRecord
 from consensus.language import normalize_code
 from consensus.providers.base import close_provider
 
-__all__ = ["compare_command", "default_out", "eval_command", "finish_run", "register"]
+__all__ = ["compare_command", "default_out", "eval_command", "finish_run"]
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
@@ -42,8 +43,6 @@ TABLE = "table.txt"
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    from consensus.cli import fail  # consensus.cli registers these commands: import it late
-
     return fail(message, code)
 
 
@@ -77,7 +76,6 @@ def eval_command(
     language: Annotated[str, typer.Option("--language", help="answer language code")] = "en",
 ) -> None:
     """Run a labelled dataset through the panel: accuracy of each panelist, the votes and the consensus."""
-    from consensus.cli import configured_panel, make_provider
 
     try:
         loaded = load_dataset(dataset, limit=limit, seed=seed)
@@ -162,12 +160,6 @@ def compare_command(
     for problem in problems:  # they were skipped silently
         err.print(f"[yellow]warning:[/] {escape(problem)}")
     out.print(table)
-
-
-def register(app: typer.Typer) -> None:
-    """Add the `eval` and `compare` commands to the consensus CLI."""
-    app.command("eval")(eval_command)
-    app.command("compare")(compare_command)
 
 
 async def _closing(provider: Any, work: Coroutine[Any, Any, EvalRun]) -> EvalRun:

@@ -1,5 +1,0 @@
-"""`python -m service` runs the full consensus CLI (with serve and keys)."""
-
-from service.cli import main
-
-main()
