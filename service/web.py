@@ -18,7 +18,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from consensus.types import DebateResult
+from consensus.types import Claim, Consensus, DebateResult
 from service.deps import Services
 from service.security import SECRET_PREFIX
 from service.web_i18n import Translator, language_options, negotiate
@@ -222,8 +222,6 @@ def debate_view(r: DebateResult, t: Translator, url: str) -> dict[str, Any]:
     notes = []
     if r.status.value == "degraded" and failures:
         notes.append(t("Some panelists failed; the result is based on the others."))
-    if r.consensus is not None and r.consensus.fallback:
-        notes.append(t("The moderator model failed; the majority answer is shown instead."))
     if r.status.value == "failed":
         notes.append(t("The debate failed."))
     elif r.status.value in ("cancelled", "interrupted"):
@@ -231,9 +229,11 @@ def debate_view(r: DebateResult, t: Translator, url: str) -> dict[str, Any]:
     c = r.consensus
     consensus = None
     if c is not None:
-        consensus = {"text": c.answer, "score": c.agreement, "pct": round(c.agreement * 100), "majority": c.majority,
+        consensus = {"text": c.answer, "score": c.agreement, "majority": c.majority,
+                     "agreement": agreement_text(t, c),
                      "dissent": [{"who": ", ".join(d.panelists), "final": d.final_answer, "excerpt": d.excerpt}
-                                 for d in c.dissent]}  # fmt: skip
+                                 for d in c.dissent],
+                     "check": check_mark(t, c), "claims": claim_groups(t, c.claims)}  # fmt: skip
     running = r.status.value == "running"
     if running:
         description = t("This debate is still running; this page refreshes by itself.")
@@ -246,6 +246,51 @@ def debate_view(r: DebateResult, t: Translator, url: str) -> dict[str, Any]:
         "og": {"title": shorten(r.question, QUESTION_CHARS), "description": description},
         "share": share_links(t, r.question, c.answer, url) if c else None,
     }  # fmt: skip
+
+
+def agreement_text(t: Translator, c: Consensus) -> str:
+    """The agreement as every surface words it (Consensus.agreement_label, translated): "100%", or "100% of 2 of 3
+    answers (carol missing)" when a seat failed. debate.js words it the same way."""
+    pct = f"{round(c.agreement * 100)}%"
+    if not c.missing or c.answered is None or c.seats is None:
+        return pct
+    wording = "{pct} of {answered} of {seats} answers ({missing} missing)"
+    return t(wording, pct=pct, answered=c.answered, seats=c.seats, missing=", ".join(c.missing))
+
+
+def check_mark(t: Translator, c: Consensus) -> dict[str, Any] | None:
+    """Whether the consensus shown passed the faithfulness checks, or which fallback it is and why (debate.js
+    decides the same way); None for a record with no checks that is no fallback (written before the guard)."""
+    failed = ", ".join(k.name for k in c.checks if not k.passed)
+    # fallback with source "synthesis": a record from before sources, when every fallback was the majority answer
+    majority = c.source == "majority_answer" or (c.fallback and c.source == "synthesis")
+    if c.checks and not failed and not majority:
+        mark = t("Checked against the panel's answers.")
+        if not c.fallback:
+            return {"ok": True, "mark": mark, "note": None, "failed": "", "reason": None}
+        # a retry, or another seat, wrote it
+        note = t("The moderator's first text was not used; this one passed the checks.")
+        return {"ok": True, "mark": mark, "note": note, "failed": "", "reason": c.fallback_reason}
+    if not majority and not failed:
+        return None
+    mark_text = t("The moderator model failed; the majority answer is shown instead.") if majority else None
+    return {"ok": False, "mark": mark_text, "note": None, "failed": failed, "reason": c.fallback_reason}
+
+
+def claim_groups(t: Translator, claims: list[Claim]) -> list[dict[str, Any]]:
+    """The claim map by kind (agreed, contested, unique), each claim with who holds it and its quotes on demand."""
+    titles = {"agreed": t("Agreed"), "contested": t("Contested"), "unique": t("Unique insights")}
+    groups = []
+    for kind, title in titles.items():
+        items = [_claim(k) for k in claims if k.kind == kind]
+        if items:
+            groups.append({"kind": kind, "title": title, "claims": items})
+    return groups
+
+
+def _claim(k: Claim) -> dict[str, Any]:
+    quotes = [(name, k.quotes[name]) for name in [*k.supporters, *k.opponents] if k.quotes.get(name)]
+    return {"text": k.text, "for": ", ".join(k.supporters), "against": ", ".join(k.opponents), "quotes": quotes}
 
 
 def _position(t: Translator, answers: list[Any], name: str) -> dict[str, Any]:

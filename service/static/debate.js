@@ -146,7 +146,8 @@ var ConsensusCore = (function () {
     var role = function (r) { return box.querySelector('[data-role="' + r + '"]'); };
     var el = {};
     ["form", "question", "submit", "switch", "lang", "error", "progress", "state", "round", "meter", "pct", "cols",
-      "consensus", "notes", "c-meter", "c-pct", "c-text", "c-majority", "c-dissent", "positions", "positions-table",
+      "consensus", "notes", "c-check", "c-meter", "c-pct", "c-text", "c-claims", "c-claim-groups", "c-majority",
+      "c-dissent", "positions", "positions-table",
       "share", "permalink", "whatsapp", "mailto", "copy", "copied", "announce"].forEach(function (r) { el[r] = role(r); });
     var t = translator(opts);
     var api = opts.api || "";
@@ -193,9 +194,16 @@ var ConsensusCore = (function () {
     function announce(text) { el.announce.textContent = ""; setTimeout(function () { el.announce.textContent = text; }, 50); }
     function roundLabel(i) { return i === 0 ? t("Opening answers") : t("Round {n}", { n: i }); }
     function reason(kind, name) { return t((opts.reasons || {})[kind] || opts.unknown_reason || "{name}", { name: name }); }
-    function setMeter(meter, pct, score) {
+    function setMeter(meter, pct, score, text) {
       meter.value = score || 0;
-      pct.textContent = score == null ? "" : Math.round(score * 100) + "%";
+      pct.textContent = score == null ? "" : text || Math.round(score * 100) + "%";
+    }
+    /** The agreement as every surface words it (web.agreement_text): never a bare 100% when seats are missing. */
+    function agreementText(score, answered, seats, missing) {
+      var pct = Math.round(score * 100) + "%";
+      if (!missing || !missing.length || answered == null || seats == null) return pct;
+      return t("{pct} of {answered} of {seats} answers ({missing} missing)",
+        { pct: pct, answered: answered, seats: seats, missing: missing.join(", ") });
     }
     function showError(message, debateId) {
       el.error.replaceChildren(h("p", null, message));
@@ -212,13 +220,15 @@ var ConsensusCore = (function () {
     function reset() {
       el.cols.replaceChildren();
       el.notes.replaceChildren();
+      el["c-check"].replaceChildren();
+      el["c-claim-groups"].replaceChildren();
       el["c-text"].textContent = "";
       el["c-text"].setAttribute("aria-busy", "true");
       el["c-majority"].textContent = "";
       el["c-dissent"].replaceChildren();
       el["positions-table"].replaceChildren();
       el.round.textContent = "";
-      [el.error, el.consensus, el.positions, el.share].forEach(function (e) { show(e, false); });
+      [el.error, el.consensus, el["c-check"], el["c-claims"], el.positions, el.share].forEach(function (e) { show(e, false); });
       setMeter(el.meter, el.pct, null);
     }
 
@@ -397,9 +407,12 @@ var ConsensusCore = (function () {
         st.rounds = st.rounds.filter(function (x) { return x.index !== r.index; }).concat([r]);
         el.round.textContent = roundLabel(r.index);
         var score = r.agreement ? r.agreement.score : null;
-        setMeter(el.meter, el.pct, score);
+        var answered = (r.answers || []).filter(function (a) { return !a.error; }).map(function (a) { return a.panelist; });
+        var missing = st.panel.filter(function (name) { return answered.indexOf(name) < 0; });
+        var text = score == null ? "" : agreementText(score, answered.length, st.panel.length, missing);
+        setMeter(el.meter, el.pct, score, text);
         positions(st.rounds);
-        if (score != null) announce(roundLabel(r.index) + " \u00b7 " + t("Agreement") + " " + Math.round(score * 100) + "%");
+        if (score != null) announce(roundLabel(r.index) + " \u00b7 " + t("Agreement") + " " + text);
       }
 
       function positions(rounds) {
@@ -438,7 +451,7 @@ var ConsensusCore = (function () {
         show(el.consensus);
         el["c-text"].textContent = c.answer;
         el["c-text"].setAttribute("aria-busy", "false");
-        setMeter(el["c-meter"], el["c-pct"], c.agreement);
+        setMeter(el["c-meter"], el["c-pct"], c.agreement, agreementText(c.agreement, c.answered, c.seats, c.missing));
         el["c-majority"].textContent = c.majority || "\u2014";
         var items = (c.dissent || []).map(function (d) {
           var li = h("li"), who = h("strong", null, (d.panelists || []).join(", "));
@@ -448,6 +461,90 @@ var ConsensusCore = (function () {
         });
         if (!items.length) items = [h("li", "cx-none", t("No dissent: the panel agreed."))];
         el["c-dissent"].replaceChildren.apply(el["c-dissent"], items);
+        var mark = checkMark(c);
+        el["c-check"].className = "cx-check " + (mark && mark.ok ? "cx-check-ok" : "cx-check-fallback");
+        el["c-check"].replaceChildren.apply(el["c-check"], mark ? mark.nodes : []);
+        show(el["c-check"], !!mark);
+        var groups = claimGroups(c.claims || []);
+        el["c-claim-groups"].replaceChildren.apply(el["c-claim-groups"], groups);
+        show(el["c-claims"], groups.length > 0);
+      }
+
+      /** Whether the consensus passed the checks, or which fallback it is and why: as web.check_mark decides. */
+      function checkMark(c) {
+        var checks = c.checks || [];
+        var failed = checks.filter(function (k) { return !k.passed; }).map(function (k) { return k.name; });
+        // fallback with source "synthesis": a record from before sources, when every fallback was the majority answer
+        var majority = c.source === "majority_answer" || (c.fallback && (c.source || "synthesis") === "synthesis");
+        var ok = checks.length > 0 && !failed.length && !majority;
+        if (!ok && !majority && !failed.length) return null;
+        var nodes = [];
+        var text = ok ? t("Checked against the panel's answers.")
+          : majority ? t("The moderator model failed; the majority answer is shown instead.") : null;
+        if (text) {
+          var p = h("p", "cx-mark"), icon = h("span", "cx-mark-icon", ok ? "\u2713" : "\u26a0");
+          icon.setAttribute("aria-hidden", "true");
+          p.append(icon, " " + text);
+          nodes.push(p);
+        }
+        if (ok && c.fallback) nodes.push(h("p", "cx-check-note", t("The moderator's first text was not used; this one passed the checks.")));
+        if (failed.length) {
+          var f = h("p", "cx-failed-checks"), names = h("code", null, failed.join(", "));
+          names.dir = "ltr";
+          f.append(t("Failed") + ": ", names);
+          nodes.push(f);
+        }
+        if (c.fallback_reason && (c.fallback || !ok)) {
+          var why = h("p", "cx-why", c.fallback_reason);
+          why.dir = "ltr";
+          nodes.push(why);
+        }
+        return { ok: ok, nodes: nodes };
+      }
+
+      /** The claim map by kind, each claim with who holds it and its quotes on demand (as templates/_claims.html). */
+      function claimGroups(claims) {
+        var kinds = [["agreed", t("Agreed")], ["contested", t("Contested")], ["unique", t("Unique insights")]];
+        var out = [];
+        kinds.forEach(function (kind) {
+          var items = claims.filter(function (k) { return k.kind === kind[0]; });
+          if (!items.length) return;
+          var group = h("div", "cx-claim-group"), ul = h("ul", "cx-claim-list");
+          group.dataset.kind = kind[0];
+          items.forEach(function (k) { ul.append(claimItem(k)); });
+          group.append(h("h4", null, kind[1]), ul);
+          out.push(group);
+        });
+        return out;
+      }
+
+      function claimItem(k) {
+        var li = h("li", "cx-claim"), text = h("p", "cx-claim-text", k.text), who = h("p", "cx-who");
+        li.dataset.kind = k.kind;
+        text.dir = "auto";
+        var supporters = k.supporters || [], opponents = k.opponents || [], quotes = k.quotes || {};
+        who.append(h("strong", "cx-for", supporters.join(", ")));
+        if (opponents.length) {
+          var against = h("span", "cx-against");
+          against.append(t("Against") + ": ", h("strong", null, opponents.join(", ")));
+          who.append(" ", against);
+        }
+        li.append(text, who);
+        var quoted = supporters.concat(opponents).filter(function (name) {
+          return Object.prototype.hasOwnProperty.call(quotes, name) && quotes[name];
+        });
+        if (quoted.length) {
+          var details = h("details", "cx-quotes"), list = h("ul");
+          quoted.forEach(function (name) {
+            var item = h("li"), q = h("q", null, quotes[name]);
+            q.dir = "auto";
+            item.append(h("strong", null, name), ": ", q);
+            list.append(item);
+          });
+          details.append(h("summary", null, t("Quotes")), list);
+          li.append(details);
+        }
+        return li;
       }
 
       function onResult(r) {
@@ -469,7 +566,6 @@ var ConsensusCore = (function () {
         });
         var notes = [];
         if (r.status === "degraded" && failures.length) notes.push(t("Some panelists failed; the result is based on the others."));
-        if (r.consensus && r.consensus.fallback) notes.push(t("The moderator model failed; the majority answer is shown instead."));
         // Cancelled or interrupted is not failed: the note says it was stopped, as the permalink does.
         var stopped = r.status === "cancelled" || r.status === "interrupted";
         if (stopped) notes.push(t("The debate was stopped before it finished."));
