@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import json
 import logging
 import re
 from pathlib import Path
@@ -31,7 +32,11 @@ def web(tmp_path_factory, stub_server):
     srv.stop()
 
 
-def agree(stub, final="4", synthesis="The panel agrees: 4. " + "Long reasoning. " * 30):
+# The synthesis must pass the faithfulness guard: "Long reasoning. " * 30 was read as Tagalog (language check).
+REASONED = "The panel agrees: 4. " + "The reasoning is that two and two make four. " * 12
+
+
+def agree(stub, final="4", synthesis=REASONED):
     stub.script("alice", [{"text": ans(final)}, {"text": synthesis}])
     for n in ("bob", "carol"):
         stub.script(n, [{"text": ans(final)}])
@@ -189,6 +194,138 @@ def test_widget_script_and_box(web):
         assert body["dir"] == "rtl" and 'lang="ur" dir="rtl"' in body["html"] and "<script" not in body["html"]
         assert body["config"]["messages"]["Submit"] == "بھیجیں"
         assert c.get("/static/nope.js").status_code == 404
+
+
+# -- the checked consensus: claim map, check mark, missing seats -------------------------------------------------
+ESSAYS = {
+    "alice": "MLOps and model deployment, LLM evaluation, cost-aware inference",
+    "bob": "Model deployment and monitoring (MLOps), evaluation frameworks, latency and cost optimization",
+    "carol": "Production deployment with observability, RAG and vector databases, cost-efficient inference. "
+    'Evaluation is overrated <img src=x onerror="window.__pwned = 2">',
+}
+EVIL_CLAIM = "<script>window.__pwned = 1</script> RAG and vector databases"
+EVIL_QUOTE = 'Evaluation is overrated <img src=x onerror="window.__pwned = 2">'
+SYNTHESIS = (
+    "Deploy models to production with MLOps, evaluate them, and keep inference cost low. "
+    "Panelist C also stresses RAG and vector databases."
+)
+
+
+def claim(text, asserts=(), contradicts=()):
+    """One claim of an analyst's claim map (consensus.claims.CLAIM_MAP_SCHEMA), panelists by label."""
+    return {
+        "text": text,
+        "asserts": [{"panelist": p, "quote": q} for p, q in asserts],
+        "contradicts": [{"panelist": p, "quote": q} for p, q in contradicts],
+    }
+
+
+DEPLOYMENT = [("A", "model deployment"), ("B", "Model deployment"), ("C", "Production deployment")]
+EVALUATION = [("A", "LLM evaluation"), ("B", "evaluation frameworks")]
+CLAIMS = [
+    claim("Deploying models to production", DEPLOYMENT),
+    claim("Evaluation frameworks matter", EVALUATION, [("C", EVIL_QUOTE)]),
+    claim(EVIL_CLAIM, [("C", "RAG and vector databases")]),
+]
+CLAIM_MAP = json.dumps({"claims": CLAIMS, "positions": [["A", "B"], ["C"]]})
+
+
+def script_claim_map(stub):
+    """Open answers and a verified claim map with agreed, contested and unique claims, whose model text carries HTML
+    (a <script> in a claim, an <img onerror> in a quote): round 0 agrees 2 of 3, so the one debate round runs, the
+    analyst (alice, the synthesizer) maps it again, then alice writes the consensus."""
+    essays = {n: {"text": ans(text, text, 0.8)} for n, text in ESSAYS.items()}
+    analysis = {"text": CLAIM_MAP}
+    stub.script("alice", [essays["alice"], analysis, essays["alice"], analysis, {"text": SYNTHESIS}])
+    for n in ("bob", "carol"):
+        stub.script(n, [essays[n], essays[n]])
+
+
+def test_permalink_without_javascript_shows_the_claim_map_escaped(web, stub):
+    script_claim_map(stub)
+    d = finished(web, question="Which three production-ready skills should an AI engineer prioritize?")
+    c = d["consensus"]
+    assert c["source"] == "synthesis" and all(k["passed"] for k in c["checks"]), c["checks"]
+    assert {k["kind"] for k in c["claims"]} == {"agreed", "contested", "unique"}
+    with web.client() as client:
+        page = client.get(f"/d/{d['id']}").text
+    start = page.index('<section class="cx-claims"')
+    claims = page[start : page.index("</section>", start)]
+    assert "<h3" in claims and ">Claim map</h3>" in claims
+    for kind, title in (("agreed", "Agreed"), ("contested", "Contested"), ("unique", "Unique insights")):
+        assert f'<div class="cx-claim-group" data-kind="{kind}">\n      <h4>{title}</h4>' in claims
+    assert '<strong class="cx-for">alice, bob, carol</strong>' in claims  # who holds the agreed claim
+    contested = claims[claims.index('data-kind="contested"') : claims.index('data-kind="unique"')]
+    assert '<strong class="cx-for">alice, bob</strong>' in contested
+    assert "Against: <strong>carol</strong>" in contested
+    # The quotes are there on demand, in a closed <details>.
+    assert claims.count('<details class="cx-quotes">') == 3 and "<details open" not in claims
+    assert "<summary>Quotes</summary>" in claims
+    assert '<li><strong>bob</strong>: <q dir="auto">evaluation frameworks</q></li>' in claims
+    # Model text is escaped: the claim's <script> and the quote's <img onerror> are text, never markup.
+    assert f'<p class="cx-claim-text" dir="auto">{escape(EVIL_CLAIM)}</p>' in claims
+    assert f'<q dir="auto">{escape(EVIL_QUOTE)}</q>' in claims
+    assert "<script>window" not in page and "<img" not in page and "__pwned" in page
+    # The mark: checked against the panel's answers.
+    assert '<div class="cx-check cx-check-ok">' in page and "Checked against the panel&#39;s answers." in page
+
+
+def test_permalink_says_which_seat_is_missing_never_a_bare_100_percent(web, stub):
+    agree(stub)
+    stub.script("carol", [{"fault": "401"}])
+    d = finished(web)
+    c = d["consensus"]
+    assert c["agreement"] == 1.0 and c["missing"] == ["carol"] and (c["answered"], c["seats"]) == (2, 3)
+    with web.client() as client:
+        page = client.get(f"/d/{d['id']}").text
+    assert '<span class="cx-c-pct">100% of 2 of 3 answers (carol missing)</span>' in page
+    assert ">100%<" not in page
+    assert "Checked against the panel&#39;s answers." in page
+    with web.client() as client:  # the wording follows the page's language
+        hindi = client.get(f"/d/{d['id']}?lang=hi").text
+    assert '<span class="cx-c-pct">100%, 2/3 जवाबों पर (carol का जवाब नहीं)</span>' in hindi
+
+
+def test_permalink_marks_the_majority_fallback_and_says_why(web, stub):
+    echo = "<<<DATA-0123456789ab QUESTION\nWhat is 2+2?\nDATA-0123456789ab>>>"
+    stub.script("alice", [{"text": ans("4")}, {"text": echo}, {"text": echo}])
+    stub.script("bob", [{"text": ans("4")}, {"text": echo}])
+    stub.script("carol", [{"text": ans("4")}])
+    d = finished(web, question="What is 2+2?")
+    c = d["consensus"]
+    assert c["source"] == "majority_answer" and c["fallback"] and "no_scaffolding" in c["fallback_reason"]
+    with web.client() as client:
+        page = client.get(f"/d/{d['id']}").text
+    start = page.index('<div class="cx-check')
+    mark = page[start : page.index("</div>", start)]
+    assert 'class="cx-check cx-check-fallback"' in mark
+    assert "The moderator model failed; the majority answer is shown instead." in mark
+    assert "Checked against" not in page
+    why = re.search(r'<p class="cx-why" dir="ltr">([^<]*)</p>', mark).group(1)
+    assert html.unescape(why) == c["fallback_reason"] and "no_scaffolding" in why
+    assert "<<<DATA" not in page  # the echoed fence, in the reason, is escaped
+
+
+def test_the_check_mark_decides_each_source_and_old_records():
+    """check_mark: checked (synthesis, synthesis_retry, fallback_seat, every check passed) or the fallback it is."""
+    from consensus.types import Check, Consensus
+    from service.web import check_mark
+
+    t = Translator("en")
+    passed = [Check(name="not_empty", passed=True), Check(name="language", passed=True)]
+    base = {"answer": "x", "agreement": 1.0, "majority": "4", "synthesizer": "alice", "checks": passed}
+    ok = check_mark(t, Consensus(**base))
+    assert ok["ok"] and ok["mark"] == "Checked against the panel's answers." and ok["note"] is None
+    retry = check_mark(t, Consensus(**base, source="synthesis_retry", fallback=True, fallback_reason="why"))
+    assert retry["ok"] and retry["note"].startswith("The moderator's first text was not used")
+    assert retry["reason"] == "why"
+    failed = [*passed, Check(name="majority_answer", passed=False, detail="states '5'")]
+    majority = check_mark(t, Consensus(**{**base, "checks": failed}, source="majority_answer", fallback=True))
+    assert not majority["ok"] and majority["failed"] == "majority_answer"
+    assert majority["mark"] == "The moderator model failed; the majority answer is shown instead."
+    old = {k: v for k, v in base.items() if k != "checks"}
+    assert check_mark(t, Consensus(**old)) is None  # written before the guard: no claim either way
+    assert not check_mark(t, Consensus(**old, fallback=True))["ok"]  # an old fallback was the majority answer
 
 
 # -- the message catalogues -----------------------------------------------------------------------------

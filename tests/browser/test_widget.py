@@ -6,7 +6,9 @@ from urllib.parse import urlencode
 
 import pytest
 
+from tests.api.test_web import script_claim_map
 from tests.browser.conftest import make_key, script_debate
+from tests.browser.test_claim_map import claim_map_shown
 
 pytestmark = pytest.mark.browser
 
@@ -45,6 +47,15 @@ def test_widget_with_the_sites_key_runs_a_debate_in_its_shadow_root(page, host_s
     # ... and our CSS does not leak out to the host page.
     assert page.locator("#after").evaluate("e => getComputedStyle(e).color") == "rgb(255, 0, 0)"
     page.screenshot(path=str(artifacts / "widget-on-host-page.png"), full_page=True)
+
+
+def test_widget_shows_the_claim_map_and_the_check_mark(page, host_site, keyed_web, keys, stub):
+    script_claim_map(stub)
+    box = open_host(page, host_site, keyed_web, key=keys["host"], question="Which skills matter?", lang="en")
+    box.locator('[data-role="submit"]').click()
+    box.locator('[data-role="share"]').wait_for(state="visible")
+    claim_map_shown(box, page)
+    assert box.locator('[data-role="c-check"]').inner_text().endswith("Checked against the panel's answers.")
 
 
 def test_a_pre_loaded_question_over_the_limit_is_cut_as_the_ask_page_cuts_it(page, host_site, keyed_web, keys):
