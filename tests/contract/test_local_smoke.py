@@ -8,15 +8,26 @@ import sys
 import pytest
 
 
+# `consensus` as the console script runs it, telling on exit whether LiteLLM was ever imported.
+WATCH_LITELLM = (
+    "import atexit, sys\n"
+    "atexit.register(lambda: print('litellm imported:', 'litellm' in sys.modules, file=sys.stderr))\n"
+    "sys.argv[0] = 'consensus'\n"
+    "from consensus.cli import main\n"
+    "main()\n"
+)
+
+
 @pytest.mark.local_model
 @pytest.mark.timeout(600)
 def test_consensus_ask_json_on_the_default_local_panel():
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENSUS_PANEL")}
     p = subprocess.run(
-        [sys.executable, "-m", "consensus", "ask", "What is the capital of France?", "--json"],
+        [sys.executable, "-c", WATCH_LITELLM, "ask", "What is the capital of France?", "--json"],
         capture_output=True, text=True, env=env, timeout=580,
     )
     assert p.returncode == 0, p.stderr[-2000:]
+    assert "litellm imported: False" in p.stderr  # the default panel runs without LiteLLM (seconds of import)
     r = json.loads(p.stdout)
     assert r["status"] == "completed", r.get("reason")
     assert [x["model"] for x in r["panel"]] == ["local/smollm2"] * 3
