@@ -54,6 +54,10 @@ def ask(
     except ConsensusError as exc:
         raise fail(str(exc)) from None
     check_panel(panel)
+    if any(s.route == "local" for s in panel.seats):  # it loads while the language is detected
+        from consensus.providers.local import load_in_background
+
+        load_in_background()
     provider = make_provider(panel)
     view = None if as_json else LiveView(panel)
     try:

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import importlib.util
 import io
+import logging
 import os
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -29,6 +30,7 @@ from consensus.errors import ErrorKind, LocalModelUnavailable, ProviderError
 from consensus.providers.base import Completion, DeltaSink, JsonSchema
 from consensus.types import Message, Seat, Usage
 
+log = logging.getLogger("consensus.local")
 MODEL = "local/smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 N_CTX = 2048
@@ -107,6 +109,21 @@ def ensure_available() -> Path:
 def load_model() -> None:
     """Load the model now (once per process); raises LocalModelUnavailable with what to install."""
     _ensure_model()
+
+
+def load_in_background() -> threading.Thread:
+    """Start loading the model on a thread now, while the caller validates the question and detects its language;
+    the first call waits for that load and never loads twice. A failure is logged here and raised by that call."""
+
+    def work() -> None:
+        try:
+            _ensure_model()
+        except LocalModelUnavailable as exc:
+            log.info("the embedded model did not load in the background: %s", exc)
+
+    thread = threading.Thread(target=work, name="consensus-local-load", daemon=True)
+    thread.start()
+    return thread
 
 
 def set_model_for_tests(llm: Any | None, *, n_ctx: int = N_CTX) -> None:

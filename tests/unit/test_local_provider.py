@@ -297,3 +297,32 @@ def test_thread_count_comes_from_the_environment_or_the_cores(monkeypatch: pytes
         monkeypatch.setenv(local.THREADS_ENV, bad)
         with pytest.raises(LocalModelUnavailable, match=f"CONSENSUS_LOCAL_THREADS='{bad}'"):
             local.local_threads()
+
+
+def test_the_model_loads_in_the_background_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`consensus ask` starts the load while the question's language is detected; the first call waits for that
+    load instead of loading a second time, and a failed background load is raised by the call, not lost."""
+    loads: list[Path] = []
+
+    def slow_load(path: Path) -> Any:
+        loads.append(path)
+        time.sleep(0.05)
+        return local._Model(llm=FakeLlama(), vocab=FakeLlama(), render=local._chatml)
+
+    local.set_model_for_tests(None)
+    monkeypatch.setattr(local, "model_path", lambda: Path("/model.gguf"))
+    monkeypatch.setattr(local, "_load", slow_load)
+    thread = local.load_in_background()
+    assert local._ensure_model() is local._ensure_model()
+    thread.join(5)
+    assert loads == [Path("/model.gguf")]
+    local.set_model_for_tests(None)
+
+    def broken(path: Path) -> Any:
+        raise LocalModelUnavailable("the local model /model.gguf failed to load: boom")
+
+    monkeypatch.setattr(local, "_load", broken)
+    local.load_in_background().join(5)
+    with pytest.raises(LocalModelUnavailable, match="boom"):
+        local._ensure_model()
+    local.set_model_for_tests(None)
