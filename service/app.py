@@ -28,25 +28,12 @@ from service import metrics
 from service.deps import metrics_reader
 from service.logs import setup_logging
 from service.runner import Runner
-from service.security import ApiError, AuthFailures, KeyCache, KeyOriginCORS, RateLimiter
+from service.security import ApiError, KeyOriginCORS
+from service.services import AppServices
 from service.settings import Settings, configured_panel
-from service.store import Store, is_overload
+from service.store import is_overload
 
 log = logging.getLogger("consensus.service")
-
-
-class Services:
-    """What the routes need, built once per app."""
-
-    def __init__(self, settings: Settings, panel: Panel, provider: Any) -> None:
-        self.settings = settings
-        self.panel = panel
-        self.store = Store(settings.database_url, settings.db_pool_size, settings.db_pool_timeout_s)
-        self.runner = Runner(self.store, panel, provider, settings)
-        self.keys = KeyCache(self.store, settings.key_cache_s)
-        self.limiter = RateLimiter(settings.rate_limit_per_minute)
-        self.failures = AuthFailures(settings.auth_failures_per_minute)
-        self.ready = False
 
 
 def build_provider(panel: Panel) -> Any:
@@ -65,7 +52,7 @@ def create_app(settings: Settings | None = None, panel: Panel | None = None, pro
     setup_logging(settings.log_level)
     if panel is None:
         panel = configured_panel(settings)
-    services = Services(settings, panel, provider or build_provider(panel))
+    services = AppServices(settings, panel, provider or build_provider(panel))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

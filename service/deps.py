@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import hmac
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
 from service.security import ApiError, Principal, arrival, authenticate, presented_key
+from service.services import AppServices
 
 
-async def services(request: Request) -> Any:
+async def services(request: Request) -> AppServices:
     # async: FastAPI runs a plain `def` dependency in a worker thread, four thread hops per request here
     # (a third of a refused request's CPU, and a wait behind the pool when hundreds arrive at once).
-    return request.app.state.services
+    svc: AppServices = request.app.state.services
+    return svc
 
 
-Services = Annotated[Any, Depends(services)]
+Services = Annotated[AppServices, Depends(services)]
 
 
 async def principal(
@@ -77,7 +79,7 @@ async def metrics_reader(
                        param="Authorization", code="metrics_not_allowed")  # fmt: skip
 
 
-def admit(svc: Any, who: Principal) -> None:
+def admit(svc: AppServices, who: Principal) -> None:
     """Per-caller rate limit (429), then admission control (503), both with Retry-After."""
     wait = svc.limiter.check(who.bucket)
     if wait is not None:

@@ -20,7 +20,8 @@ from consensus.types import AnswerDelta, ConsensusDelta, DebateEvent
 from service.deps import Caller, Services, admit
 from service.runner import Draining
 from service.schemas import DebateAccepted, DebateList, DebateRequest, DebateSummary, ErrorResponse
-from service.security import ApiError, hash_key
+from service.security import ApiError, Principal, hash_key
+from service.services import AppServices
 from service.store import MAX_SEQ, DebateRow
 
 router = APIRouter(prefix="/v1", tags=["debates"])
@@ -61,7 +62,7 @@ def wants_sse(accept: str | None) -> bool:
 
 
 async def start_debate(
-    svc: Any, who: Any, body: DebateRequest, idempotency_key: str | None
+    svc: AppServices, who: Principal, body: DebateRequest, idempotency_key: str | None
 ) -> tuple[DebateRow, bool, str | None]:
     """Validate, store and launch a debate (or return the one an Idempotency-Key already made); also the cancel
     token a publishable key's caller gets (None otherwise, and for a replay)."""
@@ -100,7 +101,7 @@ async def start_debate(
     return row, True, token
 
 
-async def wait_or_503(svc: Any, debate_id: str) -> Any:
+async def wait_or_503(svc: AppServices, debate_id: str) -> Any:
     """The finished result; a 503 naming where to look when the server shuts down meanwhile."""
     try:
         return await svc.runner.wait(debate_id)
@@ -155,7 +156,7 @@ async def list_debates(svc: Services, who: Caller, limit: Annotated[int, Query(g
     ])  # fmt: skip
 
 
-async def get_row(svc: Any, debate_id: str) -> DebateRow:
+async def get_row(svc: AppServices, debate_id: str) -> DebateRow:
     row: DebateRow | None = await svc.store.get(debate_id)
     if row is None:
         raise ApiError(404, "no debate with this id", type_="not_found_error", param="id", code="not_found")
@@ -213,7 +214,7 @@ async def debate_events(
     return EventSourceResponse(sse_stream(svc, debate_id, start))
 
 
-async def sse_stream(svc: Any, debate_id: str, after: int) -> AsyncIterator[bytes]:
+async def sse_stream(svc: AppServices, debate_id: str, after: int) -> AsyncIterator[bytes]:
     """SSE frames of a debate's events; a comment line keeps idle connections open."""
     yield format_sse_event(retry=2000, comment="consensus debate events")
     # An SSE id is a resume point, so it names the last *stored* event: token deltas are never stored, and carry

@@ -17,6 +17,7 @@ from service.deps import Caller, Services
 from service.routes_debates import ERRORS, start_debate, wait_or_503
 from service.schemas import ChatMessage, ChatRequest, DebateRequest
 from service.security import ApiError
+from service.services import AppServices
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 MODEL_ID = "consensus"
@@ -115,7 +116,7 @@ async def chat_completions(body: ChatRequest, svc: Services, who: Caller) -> Any
     }, headers=given)  # fmt: skip
 
 
-async def _stream(svc: Any, debate_id: str, cid: str, created: int, include_usage: bool) -> AsyncIterator[bytes]:
+async def _stream(svc: AppServices, debate_id: str, cid: str, created: int, include_usage: bool) -> AsyncIterator[bytes]:
     def chunk(delta: dict[str, Any], finish: str | None = None, **more: Any) -> bytes:
         body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": MODEL_ID,
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **more}  # fmt: skip

@@ -21,6 +21,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from consensus.types import Claim, Consensus, DebateResult
 from service.deps import Services
 from service.security import SECRET_PREFIX
+from service.services import AppServices
 from service.web_i18n import Translator, language_options, negotiate
 
 log = logging.getLogger("consensus.service")
@@ -73,7 +74,7 @@ def render(template: str, t: Translator, status: int = 200, **context: Any) -> H
 _warned_secret = False
 
 
-def page_key(svc: Any) -> str | None:
+def page_key(svc: AppServices) -> str | None:
     """The publishable key the page may use; a secret key is never put in a page."""
     global _warned_secret
     key: str | None = getattr(svc.settings, "page_key", None)
@@ -86,7 +87,7 @@ def page_key(svc: Any) -> str | None:
     return key or None
 
 
-def site_url(request: Request, svc: Any) -> str:
+def site_url(request: Request, svc: AppServices) -> str:
     return (svc.settings.public_url or str(request.base_url)).rstrip("/")
 
 
@@ -124,7 +125,7 @@ def share_links(t: Translator, question: str, consensus: str, url: str) -> dict[
     }
 
 
-async def box_context(request: Request, svc: Any, t: Translator, question: str) -> dict[str, Any]:
+async def box_context(request: Request, svc: AppServices, t: Translator, question: str) -> dict[str, Any]:
     await svc.keys.refresh()
     key = page_key(svc)
     open_service = svc.settings.loopback and not svc.keys.any_keys
