@@ -18,7 +18,7 @@ from consensus.engine import DebateOptions, new_result, validate_request
 from consensus.errors import QuestionError
 from consensus.types import AnswerDelta, ConsensusDelta, DebateEvent
 from service.deps import Caller, Services, admit
-from service.runner import Draining
+from service.fanout import Draining
 from service.schemas import DebateAccepted, DebateList, DebateRequest, DebateSummary, ErrorResponse
 from service.security import ApiError, Principal, hash_key
 from service.services import AppServices

@@ -1,18 +1,18 @@
-"""Runs debates as their own tasks: persists events, fans them out, leases, resumes, cancels."""
+"""Runs debates as their own tasks: launches, leases, resumes, persists, cancels and ends them.
+
+Fan-out to followers is service/fanout.py; the PostgreSQL relay between replicas is service/relay.py."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from consensus.engine import DebateOptions, run_debate
@@ -29,59 +29,14 @@ from consensus.types import (
     Panel,
     RoundCompleted,
     Seat,
-    new_event,
 )
 from service import metrics
+from service.fanout import FINAL_STATUSES, Draining, Hub, follow
+from service.relay import PgRelay
 from service.settings import Settings
-from service.store import DebateRow, LeaseLostError, Store, overload_retrying
+from service.store import DebateRow, LeaseLostError, Store
 
 log = logging.getLogger("consensus.service")
-T = TypeVar("T")
-FINAL_STATUSES = {s.value for s in DebateStatus} - {"running"}
-NOTIFY_CHANNEL = "consensus_events"
-WATCH_CHANNEL = "consensus_watch"  # "<debate id>": a replica has a follower for a debate it does not run
-DELTA_CHANNEL = "consensus_deltas"  # token deltas, batched, for those followers
-WATCH_S = 4.0  # a follower re-announces itself this often; the owner streams for 3 x this after
-DELTA_FLUSH_S = 0.1
-NOTIFY_MAX_BYTES = 7000  # PostgreSQL's payload limit is 8000 bytes
-
-
-class Draining(Exception):
-    """The server is shutting down: a waiting request should come back later (another replica, or after restart)."""
-
-
-DRAIN: Any = object()  # put into every follower's queue when the server starts shutting down
-
-
-class Hub:
-    """In-process fan-out of live events to SSE subscribers."""
-
-    def __init__(self) -> None:
-        self.subscribers: dict[str, set[asyncio.Queue[DebateEvent]]] = {}
-
-    def wake_all(self) -> None:
-        for subs in self.subscribers.values():
-            for q in subs:
-                q.put_nowait(DRAIN)
-
-    def subscribe(self, debate_id: str) -> asyncio.Queue[DebateEvent]:
-        q: asyncio.Queue[DebateEvent] = asyncio.Queue()
-        self.subscribers.setdefault(debate_id, set()).add(q)
-        return q
-
-    def unsubscribe(self, debate_id: str, q: asyncio.Queue[DebateEvent]) -> None:
-        subs = self.subscribers.get(debate_id)
-        if subs is not None:
-            subs.discard(q)
-            if not subs:
-                del self.subscribers[debate_id]
-
-    def watched(self, debate_id: str) -> bool:
-        return bool(self.subscribers.get(debate_id))
-
-    def publish(self, event: DebateEvent) -> None:
-        for q in self.subscribers.get(event.debate_id, ()):
-            q.put_nowait(event)
 
 
 class LeasedProvider:
@@ -112,21 +67,12 @@ class Runner:
         self.provider = provider
         self.settings = settings
         self.hub = Hub()
+        self.relay = PgRelay(store, self.hub, lambda debate_id: debate_id in self.tasks)
         self.tasks: dict[str, asyncio.Task[DebateResult | None]] = {}
-        self.remote_seq: dict[str, int] = {}
         self.accepting = True
         self.reserved = 0
         self.shutting_down = False
         self._background: list[asyncio.Task[Any]] = []
-        self._listener: Any = None
-        self._listen_driver: Any = None  # the asyncpg connection holding our LISTEN
-        self._relays: set[asyncio.Task[None]] = set()
-        self.relayed = 0  # events (and deltas) published here from another replica's NOTIFY
-        self.remote_watch: dict[str, float] = {}  # debate id -> loop time until which another replica watches
-        self._deltas: dict[str, list[AnswerDelta | ConsensusDelta]] = {}
-        self._flush: asyncio.TimerHandle | None = None
-        self._notify_lock = asyncio.Lock()
-        self._relay_locks: dict[str, asyncio.Lock] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self.draining = asyncio.Event()
         # debate id -> (trusted until, held until), monotonic: from when a lease was last taken or renewed. Within
@@ -160,7 +106,7 @@ class Runner:
         await self.adopt_orphans(everything=self.store.exclusive)
         self._background.append(asyncio.create_task(self._heartbeat()))
         if self.store.is_postgres:
-            await self._listen()
+            await self.relay.listen()
 
     async def shutdown(self) -> None:
         """Stop taking debates, let running ones finish within the grace period, checkpoint the rest."""
@@ -174,15 +120,10 @@ class Runner:
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
         with contextlib.suppress(Exception):
             await self.store.release(self.settings.replica_id, left)
-        if self._flush is not None:
-            self._flush.cancel()
         for b in self._background:
             b.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
-        if self._listener is not None:
-            with contextlib.suppress(Exception):
-                await self._listener.invalidate()  # closed, not pooled again with its LISTEN
-                await self._listener.close()
+        await self.relay.close()
 
     def held(self, debate_id: str, since: float) -> None:
         """This replica took or renewed the debate's lease with a write that began at monotonic `since`."""
@@ -235,9 +176,9 @@ class Runner:
                 await self._renew()
                 await self._honour_remote_cancels()
                 await self.adopt_orphans()
-                if self.store.is_postgres and not self.listening:
+                if self.store.is_postgres and not self.relay.listening:
                     log.warning("the LISTEN connection was lost; listening again")
-                    await self._listen()
+                    await self.relay.listen()
             except Exception as exc:  # noqa: BLE001 - a store hiccup must not kill the heartbeat
                 log.exception("heartbeat failed (%s: %s); trying again in %.0f s", type(exc).__name__, exc, interval)
 
@@ -277,7 +218,7 @@ class Runner:
         result.timing.wall_ms = int((now - result.timing.started_at).total_seconds() * 1000)
         event = DebateFailed(seq=last_seq + 1, debate_id=result.id, result=result)
         await self.store.finish(result.id, result, [event], owner)
-        await self._notify(result.id, event.seq)
+        await self.relay.notify(result.id, event.seq)
         self.hub.publish(event)
         metrics.DEBATES.labels(status=result.status.value).inc()
 
@@ -302,7 +243,7 @@ class Runner:
         latest: dict[str, DebateResult] = {"r": initial}
         seq = stored = start_seq  # the last event emitted (deltas too) / the last one stored
         opts = DebateOptions(
-            stream=lambda: self.hub.watched(debate_id) or self.remotely_watched(debate_id),
+            stream=lambda: self.hub.watched(debate_id) or self.relay.remotely_watched(debate_id),
             start_seq=start_seq,
             on_checkpoint=lambda r: latest.__setitem__("r", r),
             deadline_at=deadline_at,
@@ -315,8 +256,8 @@ class Runner:
                 seq = event.seq
                 if isinstance(event, AnswerDelta | ConsensusDelta):
                     self.hub.publish(event)
-                    if self.remotely_watched(debate_id):
-                        self._queue_delta(event)
+                    if self.relay.remotely_watched(debate_id):
+                        self.relay.queue_delta(event)
                     continue
                 if isinstance(event, DebateCompleted | DebateFailed):
                     await self.store.finish(debate_id, event.result, [event], me)
@@ -325,7 +266,7 @@ class Runner:
                     await self.store.record(debate_id, [event], snapshot, me)
                 metrics.observe_event(event, latest["r"])
                 stored = event.seq
-                await self._notify(debate_id, event.seq)
+                await self.relay.notify(debate_id, event.seq)
                 self.hub.publish(event)
                 if isinstance(event, DebateCompleted | DebateFailed):
                     return event.result
@@ -413,196 +354,6 @@ class Runner:
                 raise Draining(debate_id)
             await asyncio.sleep(0.5)
 
-    async def follow(self, debate_id: str, after: int) -> AsyncIterator[DebateEvent | None]:
+    def follow(self, debate_id: str, after: int) -> AsyncIterator[DebateEvent | None]:
         """Replay stored events after `after`, then live ones, until the debate ends (None = keep-alive)."""
-        q = self.hub.subscribe(debate_id)
-        sent = shown = after  # the last stored event handed out / the last event of any kind
-        try:
-            for e in await self._patiently(self.store.events_after, debate_id, sent):
-                yield e
-                sent = shown = e.seq
-                if isinstance(e, DebateCompleted | DebateFailed):
-                    return
-            announced = -WATCH_S
-            while True:
-                local = debate_id in self.tasks
-                if not local and self.listening and self.loop_time() - announced >= WATCH_S:
-                    announced = self.loop_time()
-                    await self._pg_notify(lambda: [(WATCH_CHANNEL, debate_id)])  # the owner: stream its tokens
-                if self.draining.is_set():
-                    return  # the stream ends cleanly; the client resumes with Last-Event-ID elsewhere or later
-                try:
-                    e = await asyncio.wait_for(q.get(), timeout=15.0 if local else 1.0)
-                    if e is DRAIN:
-                        return
-                except TimeoutError:
-                    for e in await self._patiently(self.store.events_after, debate_id, sent):
-                        yield e
-                        sent, shown = e.seq, max(shown, e.seq)
-                        if isinstance(e, DebateCompleted | DebateFailed):
-                            return
-                    row = await self._patiently(self.store.get, debate_id)
-                    if row is None or row.status in FINAL_STATUSES and row.last_seq <= sent:
-                        return
-                    yield None
-                    continue
-                # Deltas are never stored, so they do not move the store cursor: an end stored by another
-                # replica (a remote cancel) takes the seq after the last *stored* event, below deltas seen.
-                delta = isinstance(e, AnswerDelta | ConsensusDelta)
-                if e.seq <= (shown if delta else sent):
-                    continue
-                yield e
-                shown = max(shown, e.seq)
-                if not delta:
-                    sent = e.seq
-                if isinstance(e, DebateCompleted | DebateFailed):
-                    return
-        finally:
-            self.hub.unsubscribe(debate_id, q)
-
-    @staticmethod
-    async def _patiently(read: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """A follower's read, retried while the database is overloaded: a stream waits, it does not break."""
-        async for attempt in overload_retrying(10, wait_s=0.5):
-            with attempt:
-                return await read(*args)
-        raise AssertionError("unreachable")  # overload_retrying re-raises the last error
-
-    # -- PostgreSQL LISTEN/NOTIFY: live events from other replicas -------------------------------
-    async def _notify(self, debate_id: str, seq: int) -> None:
-        if self.store.is_postgres:
-            await self._pg_notify(lambda: [*self._take_deltas(debate_id), (NOTIFY_CHANNEL, f"{debate_id}:{seq}")])
-
-    def _take_deltas(self, debate_id: str | None = None) -> list[tuple[str, str]]:
-        """Buffered deltas (of one debate, or all) as NOTIFY messages; they leave the buffer."""
-        if debate_id is None:
-            batches, self._deltas = self._deltas, {}
-        else:
-            batches = {debate_id: self._deltas.pop(debate_id)} if debate_id in self._deltas else {}
-        return [(DELTA_CHANNEL, p) for p in delta_payloads(batches)]
-
-    async def _pg_notify(self, messages: Callable[[], list[tuple[str, str]]]) -> None:
-        """Send (channel, payload) NOTIFYs in order, one transaction at a time.
-
-        `messages` runs under the lock, so deltas taken from the buffer go out before any event
-        whose NOTIFY is sent after them: a follower drops a delta older than an event it has.
-        """
-        with contextlib.suppress(Exception):  # best effort: followers also poll the store
-            async with self._notify_lock:
-                batch = messages()
-                if not batch:
-                    return
-                async with self.store.engine.begin() as conn:
-                    for channel, payload in batch:
-                        await conn.execute(text("SELECT pg_notify(:channel, :payload)"),
-                                           {"channel": channel, "payload": payload})  # fmt: skip
-
-    @staticmethod
-    def loop_time() -> float:
-        return asyncio.get_running_loop().time()
-
-    def remotely_watched(self, debate_id: str) -> bool:
-        until = self.remote_watch.get(debate_id)
-        return until is not None and until > self.loop_time()
-
-    def _queue_delta(self, event: AnswerDelta | ConsensusDelta) -> None:
-        self._deltas.setdefault(event.debate_id, []).append(event)
-        if self._flush is None:
-            self._flush = asyncio.get_running_loop().call_later(DELTA_FLUSH_S, self._start_flush)
-
-    def _start_flush(self) -> None:
-        self._flush = None
-        self._spawn(self._pg_notify(self._take_deltas))
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        """Run a relay or NOTIFY in the background, holding its task (the loop keeps only a weak one)."""
-        task = asyncio.get_running_loop().create_task(coro)
-        self._relays.add(task)
-        task.add_done_callback(self._relays.discard)
-
-    @property
-    def listening(self) -> bool:
-        driver = self._listen_driver
-        return driver is not None and not driver.is_closed()
-
-    async def _listen(self) -> None:
-        """LISTEN on a connection of our own; the heartbeat calls it again when that connection dies."""
-        if self._listener is not None:
-            with contextlib.suppress(Exception):
-                await self._listener.invalidate()
-            self._listener = self._listen_driver = None
-        # A connection of the engine itself: the same URL handling (ssl=..., prepared_statement_cache_size,
-        # connect_args) as every query; a hand-made asyncpg DSN rejects those query parameters.
-        self._listener = await self.store.engine.connect()
-        driver = (await self._listener.get_raw_connection()).driver_connection
-
-        def on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
-            debate_id, _, seq = payload.rpartition(":")
-            if debate_id in self.tasks or not self.hub.watched(debate_id) or not seq.isdigit():
-                return
-            self._spawn(self._relay(debate_id, upto=int(seq)))
-
-        def on_watch(_conn: Any, _pid: int, _channel: str, debate_id: str) -> None:
-            if debate_id in self.tasks:
-                self.remote_watch[debate_id] = self.loop_time() + 3 * WATCH_S
-                for gone in [i for i in self.remote_watch if i not in self.tasks]:
-                    del self.remote_watch[gone]
-
-        def on_deltas(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
-            with contextlib.suppress(ValueError, KeyError, TypeError):
-                data = json.loads(payload)
-                debate_id = data["d"]
-                if debate_id in self.tasks or not self.hub.watched(debate_id):
-                    return
-                deltas = [new_event(type_, seq=seq, debate_id=debate_id, round=round_, panelist=panelist, delta=delta,
-                                    data={"restart": True} if restart else None)
-                          for seq, type_, round_, panelist, delta, restart in data["e"]]  # fmt: skip
-                self._spawn(self._relay(debate_id, deltas))
-
-        await driver.add_listener(NOTIFY_CHANNEL, on_notify)
-        await driver.add_listener(WATCH_CHANNEL, on_watch)
-        await driver.add_listener(DELTA_CHANNEL, on_deltas)
-        self._listen_driver = driver
-
-    async def _relay(self, debate_id: str, deltas: Sequence[DebateEvent] = (), upto: int | None = None) -> None:
-        """Publish another replica's stored events (and deltas) here, in seq order, one relay at a time.
-
-        Deltas ride NOTIFY while stored events are read back from the database, so a batch of deltas
-        waits for the stored events before it, and a NOTIFY of event N relays stored events up to N only:
-        the store may already hold later events, whose deltas' NOTIFY is still on its way, and a follower
-        drops anything older than what it has.
-        """
-        lock = self._relay_locks.setdefault(debate_id, asyncio.Lock())
-        async with lock:
-            after = self.remote_seq.get(debate_id, 0)
-            last = deltas[0].seq - 1 if deltas else upto  # the newest stored event this relay may publish
-            stored = [e for e in await self.store.events_after(debate_id, after) if last is None or e.seq <= last]
-            for e in [*stored, *deltas]:
-                if e.seq > self.remote_seq.get(debate_id, 0):
-                    self.remote_seq[debate_id] = e.seq
-                    self.relayed += 1
-                    self.hub.publish(e)
-        if not self.hub.watched(debate_id) and not lock.locked():  # nobody here follows it any more
-            self._relay_locks.pop(debate_id, None)
-            self.remote_seq.pop(debate_id, None)
-
-
-def delta_payloads(batches: dict[str, list[AnswerDelta | ConsensusDelta]]) -> list[str]:
-    """NOTIFY payloads for token deltas, each under PostgreSQL's size limit (a huge delta is dropped)."""
-    out: list[str] = []
-    for debate_id, events in batches.items():
-        rows: list[list[Any]] = []
-        size = 0
-        for e in events:
-            row = [e.seq, e.type, e.round, e.panelist, e.delta, bool(e.data and e.data.get("restart"))]
-            n = len(json.dumps(row, ensure_ascii=False).encode())
-            if n > NOTIFY_MAX_BYTES - 200:
-                continue  # followers still get the whole answer with answer.completed
-            if rows and size + n > NOTIFY_MAX_BYTES - 200:
-                out.append(json.dumps({"d": debate_id, "e": rows}, ensure_ascii=False))
-                rows, size = [], 0
-            rows.append(row)
-            size += n + 1
-        if rows:
-            out.append(json.dumps({"d": debate_id, "e": rows}, ensure_ascii=False))
-    return out
+        return follow(self, debate_id, after)

@@ -171,7 +171,7 @@ def test_other_replica_relays_events_live(stub, pg_database, listen):
         async def no_listen() -> None:
             return None
 
-        b.services.runner._listen = no_listen
+        b.services.runner.relay.listen = no_listen
     a.start()
     b.start()
     try:
@@ -180,7 +180,7 @@ def test_other_replica_relays_events_live(stub, pg_database, listen):
             events = follow_events(cb, debate_id)
             d = cb.get(f"/v1/debates/{debate_id}").json()
             assert d["status"] == "completed", d.get("reason")
-        relayed = b.services.runner.relayed
+        relayed = b.services.runner.relay.relayed
     finally:
         a.stop()
         b.stop()
@@ -223,7 +223,7 @@ def test_a_lost_listen_connection_is_reopened(stub, pg_database):
     b.start()
     try:
         runner = b.services.runner
-        old = runner._listen_driver
+        old = runner.relay._listen_driver
         pid = old.get_server_pid()
 
         async def kill_listener() -> None:
@@ -234,13 +234,13 @@ def test_a_lost_listen_connection_is_reopened(stub, pg_database):
 
         asyncio.run_coroutine_threadsafe(kill_listener(), a.server_loop).result(10)
         deadline = time.monotonic() + 10
-        while not (runner.listening and runner._listen_driver is not old) and time.monotonic() < deadline:
+        while not (runner.relay.listening and runner.relay._listen_driver is not old) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert runner.listening and runner._listen_driver is not old, "b did not LISTEN again"
+        assert runner.relay.listening and runner.relay._listen_driver is not old, "b did not LISTEN again"
         with a.client() as ca, b.client() as cb:
             debate_id = ca.post("/v1/debates", json={"question": "2+2?", "rounds": 0}).json()["id"]
             events = follow_events(cb, debate_id)
-        relayed = runner.relayed
+        relayed = runner.relay.relayed
     finally:
         a.stop()
         b.stop()

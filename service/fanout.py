@@ -1,0 +1,126 @@
+"""Fan-out of live events to this replica's followers (SSE streams, ?wait requests, the OpenAI stream).
+
+The Hub hands each event to every queue subscribed to its debate; `follow` replays the stored events after a
+cursor, then the live ones, until the debate ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from consensus.types import (
+    AnswerDelta,
+    ConsensusDelta,
+    DebateCompleted,
+    DebateEvent,
+    DebateFailed,
+    DebateStatus,
+)
+from service.store import overload_retrying
+
+if TYPE_CHECKING:
+    from service.runner import Runner
+
+T = TypeVar("T")
+FINAL_STATUSES = {s.value for s in DebateStatus} - {"running"}
+WATCH_S = 4.0  # a follower re-announces itself this often; the owner streams for 3 x this after
+WATCH_CHANNEL = "consensus_watch"  # "<debate id>": a replica has a follower for a debate it does not run
+
+
+class Draining(Exception):
+    """The server is shutting down: a waiting request should come back later (another replica, or after restart)."""
+
+
+DRAIN: Any = object()  # put into every follower's queue when the server starts shutting down
+
+
+class Hub:
+    """In-process fan-out of live events to SSE subscribers."""
+
+    def __init__(self) -> None:
+        self.subscribers: dict[str, set[asyncio.Queue[DebateEvent]]] = {}
+
+    def wake_all(self) -> None:
+        for subs in self.subscribers.values():
+            for q in subs:
+                q.put_nowait(DRAIN)
+
+    def subscribe(self, debate_id: str) -> asyncio.Queue[DebateEvent]:
+        q: asyncio.Queue[DebateEvent] = asyncio.Queue()
+        self.subscribers.setdefault(debate_id, set()).add(q)
+        return q
+
+    def unsubscribe(self, debate_id: str, q: asyncio.Queue[DebateEvent]) -> None:
+        subs = self.subscribers.get(debate_id)
+        if subs is not None:
+            subs.discard(q)
+            if not subs:
+                del self.subscribers[debate_id]
+
+    def watched(self, debate_id: str) -> bool:
+        return bool(self.subscribers.get(debate_id))
+
+    def publish(self, event: DebateEvent) -> None:
+        for q in self.subscribers.get(event.debate_id, ()):
+            q.put_nowait(event)
+
+
+async def follow(runner: Runner, debate_id: str, after: int) -> AsyncIterator[DebateEvent | None]:
+    """Replay stored events after `after`, then live ones, until the debate ends (None = keep-alive)."""
+    q = runner.hub.subscribe(debate_id)
+    sent = shown = after  # the last stored event handed out / the last event of any kind
+    try:
+        for e in await _patiently(runner.store.events_after, debate_id, sent):
+            yield e
+            sent = shown = e.seq
+            if isinstance(e, DebateCompleted | DebateFailed):
+                return
+        announced = -WATCH_S
+        while True:
+            local = debate_id in runner.tasks
+            if not local and runner.relay.listening and loop_time() - announced >= WATCH_S:
+                announced = loop_time()
+                await runner.relay.pg_notify(lambda: [(WATCH_CHANNEL, debate_id)])  # the owner: stream its tokens
+            if runner.draining.is_set():
+                return  # the stream ends cleanly; the client resumes with Last-Event-ID elsewhere or later
+            try:
+                e = await asyncio.wait_for(q.get(), timeout=15.0 if local else 1.0)
+                if e is DRAIN:
+                    return
+            except TimeoutError:
+                for e in await _patiently(runner.store.events_after, debate_id, sent):
+                    yield e
+                    sent, shown = e.seq, max(shown, e.seq)
+                    if isinstance(e, DebateCompleted | DebateFailed):
+                        return
+                row = await _patiently(runner.store.get, debate_id)
+                if row is None or row.status in FINAL_STATUSES and row.last_seq <= sent:
+                    return
+                yield None
+                continue
+            # Deltas are never stored, so they do not move the store cursor: an end stored by another
+            # replica (a remote cancel) takes the seq after the last *stored* event, below deltas seen.
+            delta = isinstance(e, AnswerDelta | ConsensusDelta)
+            if e.seq <= (shown if delta else sent):
+                continue
+            yield e
+            shown = max(shown, e.seq)
+            if not delta:
+                sent = e.seq
+            if isinstance(e, DebateCompleted | DebateFailed):
+                return
+    finally:
+        runner.hub.unsubscribe(debate_id, q)
+
+async def _patiently(read: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """A follower's read, retried while the database is overloaded: a stream waits, it does not break."""
+    async for attempt in overload_retrying(10, wait_s=0.5):
+        with attempt:
+            return await read(*args)
+    raise AssertionError("unreachable")  # overload_retrying re-raises the last error
+
+
+def loop_time() -> float:
+    return asyncio.get_running_loop().time()
