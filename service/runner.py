@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from consensus.engine import DebateOptions, run_debate
+from consensus.engine import DebateOptions, QuorumGrace, run_debate
 from consensus.providers.base import Completion, Provider
 from consensus.types import (
     AnswerDelta,
@@ -247,6 +247,9 @@ class Runner:
             start_seq=start_seq,
             on_checkpoint=lambda r: latest.__setitem__("r", r),
             deadline_at=deadline_at,
+            quorum_grace=QuorumGrace(grace_s=self.settings.grace_s, grace_factor=self.settings.grace_factor)
+            if self.settings.quorum_grace
+            else None,
         )
         me = self.settings.replica_id
         provider = LeasedProvider(self.provider, self, debate_id)

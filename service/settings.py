@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     auth_failures_per_minute: int = Field(default=10, ge=1,
                                           description="failed authentications per client address before 429s")  # fmt: skip
     body_timeout_s: float = Field(default=10.0, gt=0, le=600, description="the whole request body within this; then 408")
+    quorum_grace: bool = Field(default=True, description="don't wait for a straggler: once all but one seat answered "
+                               "a round, wait at most max(grace_s, grace_factor x the round's median latency)")  # fmt: skip
+    grace_s: float = Field(default=5.0, ge=0, le=600)
+    grace_factor: float = Field(default=1.5, ge=0, le=100)
     log_level: str = "info"
 
     @field_validator("database_url")

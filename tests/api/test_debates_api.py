@@ -360,3 +360,21 @@ def test_no_route_runs_a_plain_function_in_a_worker_thread(service):
             for call in calls(route.dependant) if call is not None and not inspect.iscoroutinefunction(call)}  # fmt: skip
     sync |= {f"{route.path}: {route.endpoint.__name__}" for route in checked if not inspect.iscoroutinefunction(route.endpoint)}
     assert len(checked) > 10 and sync == set()
+
+
+@pytest.mark.parametrize("grace", [True, False], ids=["grace", "no-grace"])
+def test_the_service_does_not_wait_for_a_straggler_unless_told_to(stub, make_service, grace):
+    """Quorum grace is on by default in the service: carol's 3 s answer is late (kept, marked) while the round
+    moves on after 0.2 s; with CONSENSUS_QUORUM_GRACE off the round waits for her."""
+    for n in ("alice", "bob"):
+        stub.script(n, [{"text": ans("4")}, {"text": "The answer is 4."}])
+    stub.script("carol", [{"text": ans("4"), "delay_s": 3.0}])
+    svc = make_service(quorum_grace=grace, grace_s=0.2, grace_factor=0.0)
+    with svc.client() as c:
+        r = c.post("/v1/debates?wait=true", json={"question": "2+2?", "rounds": 0}).json()
+    opening = r["rounds"][0]["answers"]
+    if grace:
+        assert [a["panelist"] for a in opening] == ["alice", "bob"] and r["consensus"]["answered"] == 2
+    else:
+        assert sorted(a["panelist"] for a in opening) == ["alice", "bob", "carol"]
+        assert not any(a["late"] for a in opening)
