@@ -108,11 +108,16 @@ async def http_on(label: str, urls: tuple[str, str], n: int) -> None:
     async with contextlib.AsyncExitStack() as stack:
         clients = {}
         for db, max_age in zip(urls, samples, strict=True):
-            app = create_app(Settings(database_url=db, key_cache_s=max_age, auth_failures_per_minute=10**6), PANEL, object())
+            app = create_app(
+                Settings(database_url=db, key_cache_s=max_age, auth_failures_per_minute=10**6), PANEL, object()
+            )
             await stack.enter_async_context(app.router.lifespan_context(app))
             plain, _row = await create_key(app.state.services.store, "bench", [])
-            client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench",
-                                       headers={"Authorization": f"Bearer {plain}"})  # fmt: skip
+            client = httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app),
+                base_url="http://bench",
+                headers={"Authorization": f"Bearer {plain}"},
+            )
             clients[max_age] = await stack.enter_async_context(client)
             await client.get("/v1/debates?limit=1")
         for _ in range(max(1, n // 50)):

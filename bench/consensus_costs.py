@@ -25,18 +25,30 @@ ESSAYS = {
     "b": "Model deployment and monitoring (MLOps), evaluation frameworks, latency and cost optimization",
     "c": "Production deployment with observability, RAG and vector databases, cost-efficient inference",
 }
-CLAIM_MAP = json.dumps({
-    "claims": [
-        {"text": "Deploying models to production", "asserts": [
-            {"panelist": "A", "quote": "model deployment"}, {"panelist": "B", "quote": "Model deployment"},
-            {"panelist": "C", "quote": "Production deployment"}]},
-        {"text": "Keeping inference cost low", "asserts": [
-            {"panelist": "A", "quote": "cost-aware inference"}, {"panelist": "B", "quote": "cost optimization"},
-            {"panelist": "C", "quote": "cost-efficient inference"}]},
-        {"text": "RAG and vector databases", "asserts": [{"panelist": "C", "quote": "RAG and vector databases"}]},
-    ],
-    "positions": [["A", "B", "C"]],
-})  # fmt: skip
+CLAIM_MAP = json.dumps(
+    {
+        "claims": [
+            {
+                "text": "Deploying models to production",
+                "asserts": [
+                    {"panelist": "A", "quote": "model deployment"},
+                    {"panelist": "B", "quote": "Model deployment"},
+                    {"panelist": "C", "quote": "Production deployment"},
+                ],
+            },
+            {
+                "text": "Keeping inference cost low",
+                "asserts": [
+                    {"panelist": "A", "quote": "cost-aware inference"},
+                    {"panelist": "B", "quote": "cost optimization"},
+                    {"panelist": "C", "quote": "cost-efficient inference"},
+                ],
+            },
+            {"text": "RAG and vector databases", "asserts": [{"panelist": "C", "quote": "RAG and vector databases"}]},
+        ],
+        "positions": [["A", "B", "C"]],
+    }
+)
 SYNTHESIS = "Deploy models with MLOps, evaluate them, and keep inference cost low. Panelist C adds RAG."
 QUESTION = "Which three production-ready skills should an AI engineer prioritize to stay market-resilient?"
 
@@ -64,16 +76,20 @@ def tokens(text: str) -> int:
 
 async def main() -> None:
     c = await closed()
-    print(f"closed-form, round 0 agrees: {c.usage.llm_calls} calls, {c.usage.total_tokens} tokens, "
-          f"rounds {len(c.rounds)}, agreement method {c.rounds[0].agreement.method}")  # fmt: skip
+    print(
+        f"closed-form, round 0 agrees: {c.usage.llm_calls} calls, {c.usage.total_tokens} tokens, "
+        f"rounds {len(c.rounds)}, agreement method {c.rounds[0].agreement.method}"
+    )
     started = time.process_time()
     o, fake = await open_question()
     cpu_ms = (time.process_time() - started) * 1000
     an = o.rounds[0].analysis
     assert an is not None
-    print(f"open (essay), round 0 agrees: {o.usage.llm_calls} calls, {o.usage.total_tokens} tokens, "
-          f"rounds {len(o.rounds)}, agreement {o.rounds[0].agreement.score:.2f} "
-          f"({o.rounds[0].agreement.method}); the whole debate took {cpu_ms:.1f} ms of CPU in-process")  # fmt: skip
+    print(
+        f"open (essay), round 0 agrees: {o.usage.llm_calls} calls, {o.usage.total_tokens} tokens, "
+        f"rounds {len(o.rounds)}, agreement {o.rounds[0].agreement.score:.2f} "
+        f"({o.rounds[0].agreement.method}); the whole debate took {cpu_ms:.1f} ms of CPU in-process"
+    )
     print(f"  the analysis call: {an.usage.prompt_tokens} prompt + {an.usage.completion_tokens} completion tokens")
     synth_prompt = sum(tokens(m.content) for m in fake.calls[-1].messages)
     print(f"  the synthesis prompt (with the verified claim map): {synth_prompt} tokens")
@@ -83,12 +99,16 @@ async def main() -> None:
     combined_prompt = synth_prompt + tokens(instructions)
     combined_completion = an.usage.completion_tokens + tokens(SYNTHESIS)
     separate = an.usage.total_tokens + synth_prompt + tokens(SYNTHESIS)
-    print(f"  one combined call instead: ~{combined_prompt} prompt + {combined_completion} completion tokens "
-          f"(~{combined_prompt + combined_completion} against {separate} for the two calls), 4 calls, but the "
-          "consensus would be written before its claim map is verified")  # fmt: skip
+    print(
+        f"  one combined call instead: ~{combined_prompt} prompt + {combined_completion} completion tokens "
+        f"(~{combined_prompt + combined_completion} against {separate} for the two calls), 4 calls, but the "
+        "consensus would be written before its claim map is verified"
+    )
     cmap = claim_map_prompt(an, {f"Panelist {x.upper()}": x for x in "abc"}, "DATA-000000000000")
-    print(f"  extra tokens per open question: {an.usage.total_tokens} for the analysis call + ~{tokens(cmap)} for the "
-          f"claim map in the synthesis prompt = ~{an.usage.total_tokens + tokens(cmap)}")  # fmt: skip
+    print(
+        f"  extra tokens per open question: {an.usage.total_tokens} for the analysis call + ~{tokens(cmap)} for the "
+        f"claim map in the synthesis prompt = ~{an.usage.total_tokens + tokens(cmap)}"
+    )
 
 
 if __name__ == "__main__":

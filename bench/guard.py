@@ -43,41 +43,71 @@ ESSAYS = {
 CASES = {
     "short closed (number)": (
         "Janet makes $18 a day.\n\nDissent: Panelist C counted 10 eggs and said $20.",
-        EGGS, [("alice", "18"), ("bob", "$18"), ("carol", "20")], True, "en",
+        EGGS,
+        [("alice", "18"), ("bob", "$18"), ("carol", "20")],
+        True,
+        "en",
     ),
     "closed with a quote (number)": (
         'As Panelist A put it, Janet "sells them at $2 each": 16 - 3 - 4 = 9 eggs, so she makes $18 a day.\n\n'
         "Agreement: Panelists A and B agree on the arithmetic.\n\nDissent: Panelist C counted 10 eggs and said $20.",
-        EGGS, [("alice", "18"), ("bob", "$18"), ("carol", "20")], True, "en",
+        EGGS,
+        [("alice", "18"), ("bob", "$18"), ("carol", "20")],
+        True,
+        "en",
     ),
     "open essay, ~1,200 chars": (
-        ("The panel agrees that an AI engineer should prioritise production deployment and MLOps, the "
-         "evaluation of language models, and cost-aware inference. " * 6)
+        (
+            "The panel agrees that an AI engineer should prioritise production deployment and MLOps, the "
+            "evaluation of language models, and cost-aware inference. " * 6
+        )
         + '\n\nAgreement: Panelists A and B both name "evaluation frameworks".\n\nDissent: Panelist C adds RAG.',
-        ESSAYS, [(n, t) for n, t in ESSAYS.items()], False, "en",
+        ESSAYS,
+        [(n, t) for n, t in ESSAYS.items()],
+        False,
+        "en",
     ),
     "Spanish, closed": (
         "Janet gana 18 dólares al día: le quedan 9 huevos y los vende a 2 dólares cada uno, según la mayoría.",
-        EGGS, [("alice", "18"), ("bob", "$18"), ("carol", "20")], True, "es",
+        EGGS,
+        [("alice", "18"), ("bob", "$18"), ("carol", "20")],
+        True,
+        "es",
     ),
     "wrong language (langdetect runs)": (
         "Janet gana 18 dólares al día: le quedan 9 huevos y los vende a 2 dólares cada uno, según la mayoría.",
-        EGGS, [("alice", "18"), ("bob", "$18"), ("carol", "20")], True, "en",
+        EGGS,
+        [("alice", "18"), ("bob", "$18"), ("carol", "20")],
+        True,
+        "en",
     ),
-}  # fmt: skip
-CLAIM_MAP = json.dumps({
-    "claims": [
-        {"text": "Deployment and MLOps", "asserts": [{"panelist": "A", "quote": "MLOps and model deployment"},
-                                                     {"panelist": "B", "quote": "Model deployment and monitoring"},
-                                                     {"panelist": "C", "quote": "Production deployment"}],
-         "contradicts": []},
-        {"text": "Cost", "asserts": [{"panelist": "A", "quote": "cost-aware inference"},
-                                     {"panelist": "B", "quote": "latency and cost optimization"},
-                                     {"panelist": "C", "quote": "an invented quote"}], "contradicts": []},
-        {"text": "RAG", "asserts": [{"panelist": "C", "quote": "RAG and vector databases"}], "contradicts": []},
-    ],
-    "positions": [["A", "B", "C"]],
-})  # fmt: skip
+}
+CLAIM_MAP = json.dumps(
+    {
+        "claims": [
+            {
+                "text": "Deployment and MLOps",
+                "asserts": [
+                    {"panelist": "A", "quote": "MLOps and model deployment"},
+                    {"panelist": "B", "quote": "Model deployment and monitoring"},
+                    {"panelist": "C", "quote": "Production deployment"},
+                ],
+                "contradicts": [],
+            },
+            {
+                "text": "Cost",
+                "asserts": [
+                    {"panelist": "A", "quote": "cost-aware inference"},
+                    {"panelist": "B", "quote": "latency and cost optimization"},
+                    {"panelist": "C", "quote": "an invented quote"},
+                ],
+                "contradicts": [],
+            },
+            {"text": "RAG", "asserts": [{"panelist": "C", "quote": "RAG and vector databases"}], "contradicts": []},
+        ],
+        "positions": [["A", "B", "C"]],
+    }
+)
 
 
 def word(rng: random.Random) -> str:

@@ -68,13 +68,23 @@ panelist = "a"
 
 
 @contextlib.contextmanager
-def service_process(stub: str, latency_ms: int, max_in_flight: int, tmp: Path, database_url: str | None = None,
-                    workers: int = 1, transport: str = "litellm") -> Iterator[tuple[str, int, Path]]:  # fmt: skip
+def service_process(
+    stub: str,
+    latency_ms: int,
+    max_in_flight: int,
+    tmp: Path,
+    database_url: str | None = None,
+    workers: int = 1,
+    transport: str = "litellm",
+) -> Iterator[tuple[str, int, Path]]:
     """`python -m consensus serve` on a free port with a fresh database (SQLite unless given); yields (URL, pid, log)."""
     import socket
 
-    seats = "".join(f'[[panelist]]\nname = "{n}"\nmodel = "openai/latency-{latency_ms}"\napi_base = "{stub}/v1"\n'
-                    f'transport = "{transport}"\n' for n in "abc")  # fmt: skip
+    seats = "".join(
+        f'[[panelist]]\nname = "{n}"\nmodel = "openai/latency-{latency_ms}"\napi_base = "{stub}/v1"\n'
+        f'transport = "{transport}"\n'
+        for n in "abc"
+    )
     call_timeout = latency_ms / 1000 * 3 + 60
     panel = tmp / "panel.toml"
     panel.write_text(PANEL.format(seats=seats, timeout=call_timeout, deadline=call_timeout * 3))
@@ -82,16 +92,34 @@ def service_process(stub: str, latency_ms: int, max_in_flight: int, tmp: Path, d
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "DATABASE_URL": database_url or f"sqlite+aiosqlite:///{db}", "CONSENSUS_MAX_IN_FLIGHT": str(max_in_flight),
-           "CONSENSUS_RATE_LIMIT_PER_MINUTE": "100000", "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-           # LiteLLM's aiohttp pool allows 500 connections per host: 1,000 debates x 3 seats would queue.
-           "AIOHTTP_CONNECTOR_LIMIT": "20000", "AIOHTTP_CONNECTOR_LIMIT_PER_HOST": "20000"}  # fmt: skip
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url or f"sqlite+aiosqlite:///{db}",
+        "CONSENSUS_MAX_IN_FLIGHT": str(max_in_flight),
+        "CONSENSUS_RATE_LIMIT_PER_MINUTE": "100000",
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        # LiteLLM's aiohttp pool allows 500 connections per host: 1,000 debates x 3 seats would queue.
+        "AIOHTTP_CONNECTOR_LIMIT": "20000",
+        "AIOHTTP_CONNECTOR_LIMIT_PER_HOST": "20000",
+    }
     env.pop("CONSENSUS_PANEL", None)
     if database_url:  # the throwaway cluster allows 100 connections: 10 pooled (+20 on demand) per worker
         env["CONSENSUS_DB_POOL_SIZE"] = "10"
     log = tmp / f"service-{port}.log"
-    cmd = [sys.executable, "-m", "consensus", "serve", "--host", "127.0.0.1", "--port", str(port), "--panel-file", str(panel),
-           "--workers", str(workers)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "consensus",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--panel-file",
+        str(panel),
+        "--workers",
+        str(workers),
+    ]
     with log.open("w") as err:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
     try:
@@ -163,8 +191,9 @@ async def one_client(session: aiohttp.ClientSession, url: str, i: int, sse: bool
     result: dict[str, Any] | None = None
     try:
         async with asyncio.timeout(timeout_s):
-            async with session.post(f"{url}/v1/debates", json={"question": QUESTION.format(i=i)}, params=params,
-                                    headers=headers) as r:  # fmt: skip
+            async with session.post(
+                f"{url}/v1/debates", json={"question": QUESTION.format(i=i)}, params=params, headers=headers
+            ) as r:
                 out.http, out.retry_after = r.status, r.headers.get("Retry-After")
                 body = await r.read()
         if out.http != 200:
@@ -217,8 +246,14 @@ async def batch(url: str, pid: int, n: int, timeout_s: float, first: int = 0) ->
         sampling.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sampling
-    return {"outcomes": outcomes, "wall": wall, "cpu": cpu, "client_cpu": mine, "mem": mem_mib_of(pid),
-            "peak_in_flight": sampler.peak_in_flight}
+    return {
+        "outcomes": outcomes,
+        "wall": wall,
+        "cpu": cpu,
+        "client_cpu": mine,
+        "mem": mem_mib_of(pid),
+        "peak_in_flight": sampler.peak_in_flight,
+    }
 
 
 def pct(values: list[float], q: float) -> float:
@@ -260,10 +295,22 @@ async def measure(url: str, pid: int, n: int, latency_ms: int, timeout_s: float)
     path = (rounds + 2) * latency_ms / 1000
     secs = [o.seconds for o in done]
     by_mode = {m: [o.seconds for o in done if o.mode == m] for m in ("sse", "wait")}
-    return {**r, "n": n, "path": path, "rounds": rounds, "ratio": r["wall"] / path, "errors": len(outs) - len(done),
-            "timeouts": sum(o.error == "timeout" for o in outs), "p50": pct(secs, 50), "p99": pct(secs, 99),
-            "max": max(secs, default=float("nan")), "p50_sse": pct(by_mode["sse"], 50),
-            "p50_wait": pct(by_mode["wait"], 50), "rss0": rss0, "error_kinds": error_summary(outs)}  # fmt: skip
+    return {
+        **r,
+        "n": n,
+        "path": path,
+        "rounds": rounds,
+        "ratio": r["wall"] / path,
+        "errors": len(outs) - len(done),
+        "timeouts": sum(o.error == "timeout" for o in outs),
+        "p50": pct(secs, 50),
+        "p99": pct(secs, 99),
+        "max": max(secs, default=float("nan")),
+        "p50_sse": pct(by_mode["sse"], 50),
+        "p50_wait": pct(by_mode["wait"], 50),
+        "rss0": rss0,
+        "error_kinds": error_summary(outs),
+    }
 
 
 async def measure_admission(url: str, pid: int, n: int, timeout_s: float) -> dict[str, Any]:
@@ -272,101 +319,180 @@ async def measure_admission(url: str, pid: int, n: int, timeout_s: float) -> dic
     outs: list[Outcome] = r["outcomes"]
     rejected = [o for o in outs if o.http == 503]
     other = [o for o in outs if o.error and o.http != 503]
-    return {**r, "n": n, "completed": sum(not o.error for o in outs), "rejected": len(rejected),
-            "p50_503": pct([o.seconds for o in rejected], 50), "p99_503": pct([o.seconds for o in rejected], 99),
-            "max_503": max((o.seconds for o in rejected), default=float("nan")),
-            "retry_after": sum(o.retry_after is not None for o in rejected),
-            "timeouts": sum(o.error == "timeout" for o in outs), "other_errors": len(other),
-            "error_kinds": error_summary(other)}  # fmt: skip
+    return {
+        **r,
+        "n": n,
+        "completed": sum(not o.error for o in outs),
+        "rejected": len(rejected),
+        "p50_503": pct([o.seconds for o in rejected], 50),
+        "p99_503": pct([o.seconds for o in rejected], 99),
+        "max_503": max((o.seconds for o in rejected), default=float("nan")),
+        "retry_after": sum(o.retry_after is not None for o in rejected),
+        "timeouts": sum(o.error == "timeout" for o in outs),
+        "other_errors": len(other),
+        "error_kinds": error_summary(other),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clients", type=int, nargs="*", default=[200, 1000], help="concurrent clients per run (none: only the admission run)")
+    parser.add_argument(
+        "--clients",
+        type=int,
+        nargs="*",
+        default=[200, 1000],
+        help="concurrent clients per run (none: only the admission run)",
+    )
     parser.add_argument("--latency-ms", type=int, default=2000, help="stub latency per LLM call")
-    parser.add_argument("--admission", type=int, nargs=2, default=[100, 300], metavar=("MAX_IN_FLIGHT", "CLIENTS"),
-                        help="admission-control run: service limit and clients (0 0 skips it)")
-    parser.add_argument("--timeout-s", type=float, default=0, help="client timeout (default 15 x critical path, >= 60 s)")
+    parser.add_argument(
+        "--admission",
+        type=int,
+        nargs=2,
+        default=[100, 300],
+        metavar=("MAX_IN_FLIGHT", "CLIENTS"),
+        help="admission-control run: service limit and clients (0 0 skips it)",
+    )
+    parser.add_argument(
+        "--timeout-s", type=float, default=0, help="client timeout (default 15 x critical path, >= 60 s)"
+    )
     parser.add_argument("--max-load", type=float, default=2.5, help="wait for the 1-min load average to drop to this")
     parser.add_argument("--max-wait-s", type=float, default=600, help="wait at most this long for a quiet machine")
     parser.add_argument("--quick", action="store_true", help="short run: 50 clients, 1 s calls, admission 20/60")
-    parser.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL cluster (service/testing/pg.py) instead of SQLite")
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="a throwaway PostgreSQL cluster (service/testing/pg.py) instead of SQLite",
+    )
     parser.add_argument("--workers", type=int, default=1, help="`consensus serve --workers N` (needs --postgres)")
-    parser.add_argument("--transport", choices=("litellm", "openai-compatible"), default="litellm",
-                        help="the panel's transport; openai-compatible: the service never imports LiteLLM")
+    parser.add_argument(
+        "--transport",
+        choices=("litellm", "openai-compatible"),
+        default="litellm",
+        help="the panel's transport; openai-compatible: the service never imports LiteLLM",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.clients, args.latency_ms, args.admission = [50], min(args.latency_ms, 1000), [20, 60]
     timeout_s = args.timeout_s or max(60.0, 15 * 2 * args.latency_ms / 1000)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks: children are stopped
     db = f"PostgreSQL, {args.workers} worker process(es)" if args.postgres else "SQLite, 1 process"
-    print(f"{os.cpu_count()} cores; service on {db}; stub latency {args.latency_ms} ms per call; 3 seats (openai/latency-"
-          f"{args.latency_ms}), max_rounds 0, max_attempts 1; client timeout {timeout_s:.0f} s; aiohttp "
-          f"{aiohttp.__version__}", flush=True)
+    print(
+        f"{os.cpu_count()} cores; service on {db}; stub latency {args.latency_ms} ms per call; 3 seats (openai/latency-"
+        f"{args.latency_ms}), max_rounds 0, max_attempts 1; client timeout {timeout_s:.0f} s; aiohttp "
+        f"{aiohttp.__version__}",
+        flush=True,
+    )
     if args.workers > 1 and not args.postgres:
         parser.error("--workers needs --postgres")
     runs, admission = [], None
-    with tempfile.TemporaryDirectory(prefix="consensus-load-") as d, stub_process() as (stub, stub_pid), \
-            postgres(args.postgres) as database:  # fmt: skip
+    with (
+        tempfile.TemporaryDirectory(prefix="consensus-load-") as d,
+        stub_process() as (stub, stub_pid),
+        postgres(args.postgres) as database,
+    ):
         tmp = Path(d)
         for n in args.clients:
-            with service_process(stub, args.latency_ms, max(n + 10, 64), tmp, database(), args.workers,
-                                 args.transport) as (url, pid, log):
+            with service_process(
+                stub, args.latency_ms, max(n + 10, 64), tmp, database(), args.workers, args.transport
+            ) as (url, pid, log):
                 load = wait_for_quiet(args.max_load, args.max_wait_s)
                 stub0 = cpu_s_of(stub_pid)
                 m = asyncio.run(measure(url, pid, n, args.latency_ms, timeout_s))
                 m.update(load=load, load_after=os.getloadavg()[0], stub_cpu=cpu_s_of(stub_pid) - stub0)
             m["log"] = log_summary(log)
             runs.append(m)
-            print(f"\n{n} concurrent clients ({n - n // 2} SSE, {n // 2} ?wait=true); {m['load']}, "
-                  f"{m['load_after']:.2f} after", flush=True)
-            print(f"  wall {m['wall']:.2f} s / critical path {m['path']:.1f} s ({m['rounds']} debate rounds) = "
-                  f"{m['ratio']:.3f}x; peak in flight (sampled every 0.5 s) {m['peak_in_flight']}")
-            print(f"  latency p50 {m['p50']:.2f} s, p99 {m['p99']:.2f} s, max {m['max']:.2f} s "
-                  f"(p50 SSE {m['p50_sse']:.2f} s, ?wait {m['p50_wait']:.2f} s)")
+            print(
+                f"\n{n} concurrent clients ({n - n // 2} SSE, {n // 2} ?wait=true); {m['load']}, "
+                f"{m['load_after']:.2f} after",
+                flush=True,
+            )
+            print(
+                f"  wall {m['wall']:.2f} s / critical path {m['path']:.1f} s ({m['rounds']} debate rounds) = "
+                f"{m['ratio']:.3f}x; peak in flight (sampled every 0.5 s) {m['peak_in_flight']}"
+            )
+            print(
+                f"  latency p50 {m['p50']:.2f} s, p99 {m['p99']:.2f} s, max {m['max']:.2f} s "
+                f"(p50 SSE {m['p50_sse']:.2f} s, ?wait {m['p50_wait']:.2f} s)"
+            )
             print(f"  errors {m['errors']} (timeouts {m['timeouts']}): {m['error_kinds']}")
-            print(f"  server CPU {m['cpu']:.1f} s ({m['cpu'] * 1000 / n:.1f} ms per debate); stub CPU "
-                  f"{m['stub_cpu']:.1f} s; this client CPU {m['client_cpu']:.1f} s")
-            print(f"  server RSS: {m['rss0']:.0f} MiB after warm-up, {m['mem']['VmRSS']:.0f} MiB after, peak "
-                  f"(VmHWM) {m['mem']['VmHWM']:.0f} MiB; service warnings/errors: {m['log']}", flush=True)
+            print(
+                f"  server CPU {m['cpu']:.1f} s ({m['cpu'] * 1000 / n:.1f} ms per debate); stub CPU "
+                f"{m['stub_cpu']:.1f} s; this client CPU {m['client_cpu']:.1f} s"
+            )
+            print(
+                f"  server RSS: {m['rss0']:.0f} MiB after warm-up, {m['mem']['VmRSS']:.0f} MiB after, peak "
+                f"(VmHWM) {m['mem']['VmHWM']:.0f} MiB; service warnings/errors: {m['log']}",
+                flush=True,
+            )
         if args.admission[0] > 0:
             limit, n = args.admission
-            with service_process(stub, args.latency_ms, max(1, limit // args.workers), tmp, database(),
-                                 args.workers, args.transport) as (url, pid, log):  # fmt: skip
+            with service_process(
+                stub, args.latency_ms, max(1, limit // args.workers), tmp, database(), args.workers, args.transport
+            ) as (url, pid, log):
                 load = wait_for_quiet(args.max_load, args.max_wait_s)
                 admission = asyncio.run(measure_admission(url, pid, n, timeout_s))
             a = admission
             a.update(load=load, log=log_summary(log))
             print(f"\nadmission control: CONSENSUS_MAX_IN_FLIGHT={limit}, {n} concurrent clients; {a['load']}")
-            print(f"  {a['completed']} completed, {a['rejected']} answered 503 (p50 {a['p50_503'] * 1000:.0f} ms, "
-                  f"p99 {a['p99_503'] * 1000:.0f} ms, max {a['max_503'] * 1000:.0f} ms; {a['retry_after']} with "
-                  f"Retry-After); timeouts {a['timeouts']}; other errors {a['other_errors']}: {a['error_kinds']}")
-            print(f"  admitted {a['n'] - a['rejected']} (limit {limit}), peak in flight sampled {a['peak_in_flight']}; wall {a['wall']:.2f} s; server CPU "
-                  f"{a['cpu']:.1f} s; peak RSS {a['mem']['VmHWM']:.0f} MiB; service warnings/errors: {a['log']}",
-                  flush=True)
+            print(
+                f"  {a['completed']} completed, {a['rejected']} answered 503 (p50 {a['p50_503'] * 1000:.0f} ms, "
+                f"p99 {a['p99_503'] * 1000:.0f} ms, max {a['max_503'] * 1000:.0f} ms; {a['retry_after']} with "
+                f"Retry-After); timeouts {a['timeouts']}; other errors {a['other_errors']}: {a['error_kinds']}"
+            )
+            print(
+                f"  admitted {a['n'] - a['rejected']} (limit {limit}), peak in flight sampled {a['peak_in_flight']}; wall {a['wall']:.2f} s; server CPU "
+                f"{a['cpu']:.1f} s; peak RSS {a['mem']['VmHWM']:.0f} MiB; service warnings/errors: {a['log']}",
+                flush=True,
+            )
 
     print("\nSummary (one run each; the machine is shared and noisy)")
     rows: list[tuple[str, str, str, bool | None]] = []
     for m in runs:
         n = m["n"]
-        rows.append((f"wall / critical path, {n} clients", f"{m['ratio']:.3f}x", f"<= {TARGETS['ratio']}x",
-                     m["ratio"] <= TARGETS["ratio"] if n <= 200 else None))
+        rows.append(
+            (
+                f"wall / critical path, {n} clients",
+                f"{m['ratio']:.3f}x",
+                f"<= {TARGETS['ratio']}x",
+                m["ratio"] <= TARGETS["ratio"] if n <= 200 else None,
+            )
+        )
         rows.append((f"errors, {n} clients", f"{m['errors']}", "0", m["errors"] == 0))
         rows.append((f"p50 / p99 latency, {n} clients", f"{m['p50']:.2f}/{m['p99']:.2f} s", "", None))
-        rows.append((f"server peak RSS, {n} clients", f"{m['mem']['VmHWM']:.0f} MiB", f"<= {TARGETS['rss_mib']:.0f} MiB",
-                     m["mem"]["VmHWM"] <= TARGETS["rss_mib"] if n >= 1000 else None))
+        rows.append(
+            (
+                f"server peak RSS, {n} clients",
+                f"{m['mem']['VmHWM']:.0f} MiB",
+                f"<= {TARGETS['rss_mib']:.0f} MiB",
+                m["mem"]["VmHWM"] <= TARGETS["rss_mib"] if n >= 1000 else None,
+            )
+        )
         rows.append((f"server CPU, {n} clients", f"{m['cpu']:.1f} s", "", None))
     if admission is not None:
         a = admission
-        rows.append(("admission: 503s, p99", f"{a['rejected']}, {a['p99_503'] * 1000:.0f} ms",
-                     f"< {TARGETS['fast_503_s'] * 1000:.0f} ms", a["rejected"] > 0 and a["p99_503"] < TARGETS["fast_503_s"]))
-        rows.append(("admission: timeouts / other errors", f"{a['timeouts']} / {a['other_errors']}", "0 / 0",
-                     a["timeouts"] == 0 and a["other_errors"] == 0))
+        rows.append(
+            (
+                "admission: 503s, p99",
+                f"{a['rejected']}, {a['p99_503'] * 1000:.0f} ms",
+                f"< {TARGETS['fast_503_s'] * 1000:.0f} ms",
+                a["rejected"] > 0 and a["p99_503"] < TARGETS["fast_503_s"],
+            )
+        )
+        rows.append(
+            (
+                "admission: timeouts / other errors",
+                f"{a['timeouts']} / {a['other_errors']}",
+                "0 / 0",
+                a["timeouts"] == 0 and a["other_errors"] == 0,
+            )
+        )
         admitted = a["n"] - a["rejected"]  # the burst arrives at once: every debate not refused ran concurrently
         rows.append(("admission: admitted", f"{admitted}", f"<= {args.admission[0]}", admitted <= args.admission[0]))
     for label, value, target, ok in rows:
         print(f"  {label:<40}{value:>16}  {target:<12}{'' if ok is None else mark(ok)}")
-    print(f"\ncommand: {' '.join([Path(sys.executable).name, *sys.argv])}  (took {time.perf_counter() - STARTED:.0f} s)")
+    print(
+        f"\ncommand: {' '.join([Path(sys.executable).name, *sys.argv])}  (took {time.perf_counter() - STARTED:.0f} s)"
+    )
 
 
 if __name__ == "__main__":

@@ -64,9 +64,11 @@ async def debates(n: int) -> None:
         start = time.perf_counter()
         r = await debate(q, panel, gateway, DebateOptions(language="en"))
         walls.append(time.perf_counter() - start)
-        print(f"debate {i + 1}: {walls[-1]:.1f} s, status {r.status.value}, rounds {len(r.rounds)}, "
-              f"{r.usage.llm_calls} calls, {r.usage.completion_tokens} completion tokens, agreement "
-              f"{r.consensus.agreement if r.consensus else None}")  # fmt: skip
+        print(
+            f"debate {i + 1}: {walls[-1]:.1f} s, status {r.status.value}, rounds {len(r.rounds)}, "
+            f"{r.usage.llm_calls} calls, {r.usage.completion_tokens} completion tokens, agreement "
+            f"{r.consensus.agreement if r.consensus else None}"
+        )
     walls.sort()
     print(f"full default debate: median {walls[len(walls) // 2]:.1f} s, worst {walls[-1]:.1f} s (target <= 20 s)")
 
@@ -83,9 +85,7 @@ async def main(threads: list[int], n_debates: int) -> None:
         model=local.MODEL, messages=STORY, max_tokens=64, seed=1, temperature=0.7, max_retries=0, timeout=300
     )
     wall, n = time.perf_counter() - start, r.usage.completion_tokens
-    print(
-        f"plain call: {n} tokens in {wall:.2f} s = {n / wall:.1f} tokens/s (prompt {r.usage.prompt_tokens})"
-    )
+    print(f"plain call: {n} tokens in {wall:.2f} s = {n / wall:.1f} tokens/s (prompt {r.usage.prompt_tokens})")
     n, first, wall = await stream(64, seed=2)
     print(f"one stream: {n} tokens, first after {first:.2f} s, {wall:.2f} s in all = {n / wall:.1f} tokens/s")
     start = time.perf_counter()
@@ -98,9 +98,7 @@ async def main(threads: list[int], n_debates: int) -> None:
     for n_threads in threads:
         import llama_cpp
 
-        llm = llama_cpp.Llama(
-            model_path=str(local.model_path()), n_ctx=2048, n_threads=n_threads, verbose=False
-        )
+        llm = llama_cpp.Llama(model_path=str(local.model_path()), n_ctx=2048, n_threads=n_threads, verbose=False)
         start = time.perf_counter()
         out = llm.create_chat_completion(messages=STORY, max_tokens=64, seed=1, temperature=0.7)
         wall, n = time.perf_counter() - start, out["usage"]["completion_tokens"]

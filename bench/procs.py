@@ -63,8 +63,9 @@ def stub_process() -> Iterator[tuple[str, int]]:
     Its own process group: the bench's Ctrl-C handling stops it, not the terminal's signal.
     """
     cmd = [sys.executable, "-m", "service.testing.stub_server", "--port", "0", "--no-log"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline().strip()

@@ -156,7 +156,9 @@ def without_exponent(number: str) -> str:
 def negated(key: str) -> bool:
     """Whether a normalised answer is negated ("not prime", "isn t", "n est pas")."""
     words = key.split()
-    return any(w in _NEGATIONS for w in words) or any(a.endswith("n") and b == "t" for a, b in itertools.pairwise(words))
+    return any(w in _NEGATIONS for w in words) or any(
+        a.endswith("n") and b == "t" for a, b in itertools.pairwise(words)
+    )
 
 
 def _lead_polarity(words: Sequence[str]) -> bool | None:
@@ -307,7 +309,9 @@ def same_position(a: Normalized, b: Normalized) -> bool:
     if not (ca and cb):
         return difflib.SequenceMatcher(None, a.key, b.key).ratio() >= TEXT_SIMILARITY
     if ca <= cb or cb <= ca:
-        return True  # word order and function words: "Paris is the capital of France" / "The capital of France is Paris"
+        return (
+            True  # word order and function words: "Paris is the capital of France" / "The capital of France is Paris"
+        )
     # Only the words that differ may be alike (spelling: "Leonardo da Vinci" / "Leonardo DaVinci"): a whole-text ratio
     # called "The capital of France is Paris" and "... is Lyon" the same.
     rest_a = " ".join(w for w in a.key.split() if w in ca - cb)
@@ -353,8 +357,12 @@ def matches_gold(predicted: str | None, gold: str, kind: str) -> bool:
     if predicted is None or not predicted.strip():
         return False
     said, right = normalize_answer(predicted, kind), normalize_answer(gold, kind)
-    if (said.kind == right.kind == "text" and f" {said.key} " in f" {right.key} " and 2 * len(said.key) < len(right.key)
-            and not any(len(word) >= 4 for word in said.key.split())):  # fmt: skip
+    if (
+        said.kind == right.kind == "text"
+        and f" {said.key} " in f" {right.key} "
+        and 2 * len(said.key) < len(right.key)
+        and not any(len(word) >= 4 for word in said.key.split())
+    ):
         # A short fragment of the gold ("of", "da", "New" for "New York City") is not the gold; a name in it is
         # ("Paris" for "Paris, France", "Obama" for "Barack Obama").
         return False
@@ -363,12 +371,16 @@ def matches_gold(predicted: str | None, gold: str, kind: str) -> bool:
 
 # Reading the short answer a reply states: the rule is quoted in consensus/eval/scoring.py's docstring.
 # The moderator writes these labels in the debate's language: English and the common translations.
-_LABELS = ("agreement|dissent|acuerdo|desacuerdo|disidencia|discrepancias?|accord|d[ée]saccord|dissidence|divergences?"
-           "|concord[âa]ncia|discord[âa]ncia|dissid[êe]ncia|einigkeit|übereinstimmung|dissens|accordo|disaccordo"
-           "|सहमति|असहमति|मतभेद|اتفاق|الاتفاق|اختلاف|الخلاف|معارضة|اتفاق رائے|اختلاف رائے")
+_LABELS = (
+    "agreement|dissent|acuerdo|desacuerdo|disidencia|discrepancias?|accord|d[ée]saccord|dissidence|divergences?"
+    "|concord[âa]ncia|discord[âa]ncia|dissid[êe]ncia|einigkeit|übereinstimmung|dissens|accordo|disaccordo"
+    "|सहमति|असहमति|मतभेद|اتفاق|الاتفاق|اختلاف|الخلاف|معارضة|اتفاق رائے|اختلاف رائے"
+)
 _SECTION = re.compile(rf"(?im)^[ \t]*[#>*_ \t]*(?:{_LABELS})(?!\w)[*_ \t]*[:：]")
 _FINAL = re.compile(r"(?im)^[ \t]*[#>*_ \t]*final answer[*_ \t]*[:：][ \t]*(.+?)[ \t]*$")
-_NUMBER_IN_TEXT = re.compile(r"(?<![\w.,])-?(?:\d{1,3}(?:\.\d{3})+,\d+(?!\d)|\d+,\d{1,2}(?![\d,])|(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?!\d))")
+_NUMBER_IN_TEXT = re.compile(
+    r"(?<![\w.,])-?(?:\d{1,3}(?:\.\d{3})+,\d+(?!\d)|\d+,\d{1,2}(?![\d,])|(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?!\d))"
+)
 _EXPLICIT = re.compile(r"(?i:\b(answer|option|choice)\s*(?:is)?\s*(?:option\s*)?[:\-]?\s*)\(?([A-Z])\)?(?![\w'])")
 _LETTER = re.compile(r"(?<![\w'])\(?([A-Z])\)?(?![\w'])")
 # "A" then a lower-case word is the article ("A cat"), unless the word is a verb that makes it the letter ("A is
@@ -413,9 +425,13 @@ def _read_choice(text: str, choices: Sequence[str] | None) -> str | None:
         inside = [i for i, t in enumerate(texts) if t and f" {t} " in f" {said} "]
         if len(inside) == 1:
             return letters[inside[0]]
-    seen = {m.group(1) for m in _LETTER.finditer(text)
-            if m.group(1) in letters and not (m.group(0) == "A" and _ARTICLE.match(text, m.end()))
-            and not _REJECTED.match(text, m.end())}  # fmt: skip
+    seen = {
+        m.group(1)
+        for m in _LETTER.finditer(text)
+        if m.group(1) in letters
+        and not (m.group(0) == "A" and _ARTICLE.match(text, m.end()))
+        and not _REJECTED.match(text, m.end())
+    }
     seen |= {letter for _, letter in named}  # "option A or option B": A is named, whatever follows it
     return seen.pop() if len(seen) == 1 else None
 

@@ -99,7 +99,7 @@ _STANCES: tuple[Stance, ...] = ("asserts", "contradicts")
 _PLAIN = str.maketrans(
     "\u2018\u2019\u201a\u201b\u2032`\u00b4\u201c\u201d\u201e\u201f\u2033\u00ab\u00bb"
     "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u2039\u203a\u00a0",
-    "'''''''" '"""""""' "-------<> ",
+    "'''''''\"\"\"\"\"\"\"-------<> ",
 )
 _TRIM = " \t\n\"'.,;:!?…()[]*_"
 _SPACES = re.compile(r"\s+")
@@ -189,9 +189,7 @@ def analysis_messages(
 ) -> list[Message]:
     """Messages asking the analyst for the claim map of a round's answers (seat index, answer), fenced and labelled
     anonymously; each answer and then the question are shortened to fit `budget_tokens` when it is given."""
-    system = render(
-        "analysis.system.md", language_name=language_name(language), language_code=language, marker=marker
-    )
+    system = render("analysis.system.md", language_name=language_name(language), language_code=language, marker=marker)
     texts = [(label_for(i), quotable_answer(a)) for i, a in finals]
     q = question
     limit = None
@@ -378,9 +376,7 @@ def verify_claim_map(text: str, labels: Mapping[str, str], answers: Mapping[str,
         reason = "the claim map has no positions"
     elif not from_analyst:
         reason = "no position of the claim map is backed by verified quotes"
-    return Analysis(
-        verified=reason is None, reason=reason, claims=claims, positions=positions, dropped=v.dropped
-    )
+    return Analysis(verified=reason is None, reason=reason, claims=claims, positions=positions, dropped=v.dropped)
 
 
 def agreement_from_analysis(analysis: Analysis, answered: list[str], fallback: Agreement) -> Agreement:

@@ -20,13 +20,25 @@ _SEAT_FIELDS = set(Seat.model_fields)
 # reads prompts at ~180 tokens/s, so a debate's 7 calls fit in about 20 s (bench/local.py).
 # Three seats on the embedded model that differ in persona, temperature and seed.
 DEFAULT_LOCAL_SEATS = (
-    {"name": "careful", "persona": "You are careful and precise. Think step by step, briefly.",
-     "temperature": 0.2, "seed": 11},
-    {"name": "creative", "persona": "You are curious and consider unusual angles before answering.",
-     "temperature": 0.9, "seed": 23},
-    {"name": "skeptic", "persona": "You are a skeptic: you check every claim and state only what you are sure of.",
-     "temperature": 0.6, "seed": 37},
-)  # fmt: skip
+    {
+        "name": "careful",
+        "persona": "You are careful and precise. Think step by step, briefly.",
+        "temperature": 0.2,
+        "seed": 11,
+    },
+    {
+        "name": "creative",
+        "persona": "You are curious and consider unusual angles before answering.",
+        "temperature": 0.9,
+        "seed": 23,
+    },
+    {
+        "name": "skeptic",
+        "persona": "You are a skeptic: you check every claim and state only what you are sure of.",
+        "temperature": 0.6,
+        "seed": 37,
+    },
+)
 
 
 def default_local_panel() -> Panel:
@@ -154,8 +166,11 @@ def check_keys(panel: Panel, env: Mapping[str, str] | None = None) -> None:
     e = os.environ if env is None else env
     for seat in panel.seats:
         if seat.api_key_env and not e.get(seat.api_key_env):
-            raise MissingKeyError(panel.source, f"{seat.name}.api_key_env",
-                                  f"environment variable {seat.api_key_env} is not set (needed by {seat.model})")  # fmt: skip
+            raise MissingKeyError(
+                panel.source,
+                f"{seat.name}.api_key_env",
+                f"environment variable {seat.api_key_env} is not set (needed by {seat.model})",
+            )
     # LiteLLM places every other seat; the embedded model and the lean client's seats need no provider lookup.
     seats = [s for s in panel.seats if s.route == "litellm"]
     if not seats:
@@ -164,13 +179,19 @@ def check_keys(panel: Panel, env: Mapping[str, str] | None = None) -> None:
 
     for seat in seats:
         if provider_unknown(seat.model, seat.api_base):
-            raise ConfigError(panel.source, f"{seat.name}.model",
-                              f"LiteLLM cannot tell which provider serves {seat.model!r}: write provider/model, "
-                              "e.g. 'openai/gpt-4o-mini', or 'openai/<name>' with api_base for an OpenAI-compatible server")  # fmt: skip
+            raise ConfigError(
+                panel.source,
+                f"{seat.name}.model",
+                f"LiteLLM cannot tell which provider serves {seat.model!r}: write provider/model, "
+                "e.g. 'openai/gpt-4o-mini', or 'openai/<name>' with api_base for an OpenAI-compatible server",
+            )
     for seat in seats:
         if seat.api_key_env or seat.api_base:
             continue
         missing = missing_key_env(seat.model)
         if missing:
-            raise MissingKeyError(panel.source, f"{seat.name}.model",
-                                  f"environment variable {missing[0]} is not set (needed by {seat.model})")  # fmt: skip
+            raise MissingKeyError(
+                panel.source,
+                f"{seat.name}.model",
+                f"environment variable {missing[0]} is not set (needed by {seat.model})",
+            )

@@ -92,7 +92,9 @@ def validate_question(question: str, max_chars: int) -> str:
     try:
         q.encode("utf-8")
     except UnicodeEncodeError as exc:  # a lone surrogate (JSON "\ud800"): not text any store or model accepts
-        raise QuestionError("question", f"is not valid Unicode text (a lone surrogate at character {exc.start})") from None
+        raise QuestionError(
+            "question", f"is not valid Unicode text (a lone surrogate at character {exc.start})"
+        ) from None
     return q
 
 
@@ -160,9 +162,7 @@ async def run_debate(
         raise task.exception()  # type: ignore[misc]
 
 
-async def debate(
-    question: str, panel: Panel, provider: Provider, options: DebateOptions | None = None
-) -> DebateResult:
+async def debate(question: str, panel: Panel, provider: Provider, options: DebateOptions | None = None) -> DebateResult:
     """Run a debate to the end and return its result."""
     final: DebateResult | None = None
     async for event in run_debate(question, panel, provider, options):
@@ -198,7 +198,9 @@ class _Debate:
         s = self.opts.stream
         return s() if callable(s) else s
 
-    def sink(self, type_: Literal["answer.delta", "consensus.delta"], round_: int | None, name: str) -> DeltaSink | None:
+    def sink(
+        self, type_: Literal["answer.delta", "consensus.delta"], round_: int | None, name: str
+    ) -> DeltaSink | None:
         if not self.watching():
             return None
         # One stream per panelist's answer in a round, and one for the consensus whichever seat writes it: a
@@ -221,8 +223,15 @@ class _Debate:
             # Answers stored for the round that was cut short are superseded by the ones that follow: say so.
             self.emit("debate.resumed", data={"after_round": r.rounds[-1].index if r.rounds else None})
         else:
-            self.emit("debate.started", data={"question": r.question, "language": r.language,
-                      "panel": [p.model_dump() for p in r.panel], "max_rounds": r.max_rounds})  # fmt: skip
+            self.emit(
+                "debate.started",
+                data={
+                    "question": r.question,
+                    "language": r.language,
+                    "panel": [p.model_dump() for p in r.panel],
+                    "max_rounds": r.max_rounds,
+                },
+            )
         end = self.opts.deadline_at
         left = self.settings.deadline_s if end is None else (end - datetime.now(UTC)).total_seconds()
         try:
@@ -252,12 +261,20 @@ class _Debate:
             if len(latest) < 2:
                 return self.fail(self.quorum_reason())
             last = r.rounds[-1]
-            if last.index >= r.max_rounds or (last.agreement and last.agreement.score >= self.settings.agreement_threshold):
+            if last.index >= r.max_rounds or (
+                last.agreement and last.agreement.score >= self.settings.agreement_threshold
+            ):
                 break
             skipped = [n for n, k in self.late_rounds.items() if k >= 2 and n not in r.skipped]
             r.skipped += skipped  # late two rounds running: not asked again in this debate
-            alive = [s for s in self.panel.panelists if s.name in latest and s.name not in r.skipped
-                     and s.name not in self.stragglers and self.answered_last(s.name)]  # fmt: skip
+            alive = [
+                s
+                for s in self.panel.panelists
+                if s.name in latest
+                and s.name not in r.skipped
+                and s.name not in self.stragglers
+                and self.answered_last(s.name)
+            ]
             if len(alive) < 2:
                 break  # no debate with one voice: it would only argue with stale answers; synthesize what there is
             await self.play_round(last.index + 1, alive)
@@ -286,9 +303,16 @@ class _Debate:
             else:
                 answers = [(self.index[n], a) for n, a in latest.items()]
                 messages = debate_messages(
-                    seat, self.index[seat.name], self.result.question, answers, index,
-                    self.result.language, self.marker, self.budget(seat), contested,
-                )  # fmt: skip
+                    seat,
+                    self.index[seat.name],
+                    self.result.question,
+                    answers,
+                    index,
+                    self.result.language,
+                    self.marker,
+                    self.budget(seat),
+                    contested,
+                )
             answer = await self.ask(seat, index, messages)
             self.pending[seat.name] = answer
             self.emit("answer.completed", round=index, panelist=seat.name, answer=answer)
@@ -365,13 +389,19 @@ class _Debate:
         try:
             done = await self.provider.complete(seat, messages, timeout_s=self.timeout(seat), schema=CLAIM_MAP_SCHEMA)
         except ProviderError as err:
-            return Analysis(analyst=seat.name, reason=f"the analyst failed ({err.kind}: {err.message})",
-                            attempts=err.attempts)  # fmt: skip
+            return Analysis(
+                analyst=seat.name, reason=f"the analyst failed ({err.kind}: {err.message})", attempts=err.attempts
+            )
         analysis = verify_claim_map(done.text, labels, answers)
-        return analysis.model_copy(update={
-            "analyst": seat.name, "usage": done.usage, "cost_usd": done.cost_usd, "latency_ms": done.latency_ms,
-            "attempts": done.attempts,
-        })  # fmt: skip
+        return analysis.model_copy(
+            update={
+                "analyst": seat.name,
+                "usage": done.usage,
+                "cost_usd": done.cost_usd,
+                "latency_ms": done.latency_ms,
+                "attempts": done.attempts,
+            }
+        )
 
     def close_round(self, index: int, answers: list[ModelAnswer], analysis: Analysis | None = None) -> None:
         late = self.late_answers.pop(index, [])
@@ -402,19 +432,29 @@ class _Debate:
         base = ModelAnswer(panelist=seat.name, model=seat.model, round=index)
         try:
             done = await self.provider.complete(
-                seat, messages, timeout_s=self.timeout(seat), schema=ANSWER_SCHEMA,
+                seat,
+                messages,
+                timeout_s=self.timeout(seat),
+                schema=ANSWER_SCHEMA,
                 on_delta=self.sink("answer.delta", index, seat.name),
-            )  # fmt: skip
+            )
         except ProviderError as err:
             base.error = AnswerError(kind=err.kind, message=err.message, attempts=err.attempts)
             base.attempts = err.attempts
             return base
         parsed = parse_reply(done.text)
-        return base.model_copy(update={
-            "answer": parsed.answer, "final_answer": parsed.final_answer, "confidence": parsed.confidence,
-            "structured": parsed.structured, "usage": done.usage, "cost_usd": done.cost_usd,
-            "latency_ms": done.latency_ms, "attempts": done.attempts,
-        })  # fmt: skip
+        return base.model_copy(
+            update={
+                "answer": parsed.answer,
+                "final_answer": parsed.final_answer,
+                "confidence": parsed.confidence,
+                "structured": parsed.structured,
+                "usage": done.usage,
+                "cost_usd": done.cost_usd,
+                "latency_ms": done.latency_ms,
+                "attempts": done.attempts,
+            }
+        )
 
     async def finish(self) -> None:
         r = self.result
@@ -423,9 +463,13 @@ class _Debate:
         synth = self.panel.synthesizer
         fallbacks = [s for s in self.panel.panelists if s.name in latest and s.name != synth.name]
         consensus, failures = await synthesize_consensus(
-            self.provider, synth, fallbacks, self.synthesis_input(), self.timeout(synth),
+            self.provider,
+            synth,
+            fallbacks,
+            self.synthesis_input(),
+            self.timeout(synth),
             lambda seat: self.sink("consensus.delta", None, seat.name),
-        )  # fmt: skip
+        )
         r.consensus = consensus
         self.tally()
         self.emit("consensus.completed", consensus=consensus)
@@ -438,12 +482,21 @@ class _Debate:
         finals = sorted(((self.index[n], a) for n, a in self.latest().items()), key=lambda t: t[0])
         agreement = r.rounds[-1].agreement
         assert agreement is not None
-        return SynthesisInput(question=r.question, finals=finals, agreement=agreement, analysis=r.rounds[-1].analysis,
-                              language=r.language, marker=self.marker, seats=len(self.panel.panelists),
-                              panelists=[s.name for s in self.panel.panelists])  # fmt: skip
+        return SynthesisInput(
+            question=r.question,
+            finals=finals,
+            agreement=agreement,
+            analysis=r.rounds[-1].analysis,
+            language=r.language,
+            marker=self.marker,
+            seats=len(self.panel.panelists),
+            panelists=[s.name for s in self.panel.panelists],
+        )
 
     def degraded_reason(self) -> str | None:
-        failed = sorted({f"{a.panelist} ({a.error.kind})" for rnd in self.result.rounds for a in rnd.answers if a.error})
+        failed = sorted(
+            {f"{a.panelist} ({a.error.kind})" for rnd in self.result.rounds for a in rnd.answers if a.error}
+        )
         parts = [f"failed: {', '.join(failed)}"] if failed else []
         c = self.result.consensus
         if c and c.fallback:
@@ -506,8 +559,15 @@ class _Debate:
             answers = []
             for name, a in self.pending.items():
                 seat = self.panel.seat(name)
-                answers.append(a or ModelAnswer(panelist=name, model=seat.model, round=self.pending_round(),
-                                                error=AnswerError(kind="deadline", message=limit)))  # fmt: skip
+                answers.append(
+                    a
+                    or ModelAnswer(
+                        panelist=name,
+                        model=seat.model,
+                        round=self.pending_round(),
+                        error=AnswerError(kind="deadline", message=limit),
+                    )
+                )
             self.close_round(self.pending_round(), answers)
         latest = self.latest()
         if len(latest) < 2 or not r.rounds:

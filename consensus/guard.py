@@ -74,7 +74,9 @@ _FENCE = re.compile(r"(?:<<<|‹‹‹)\s*DATA-[0-9a-f]{4,}|DATA-[0-9a-f]{4,}\s*
 _FENCE_LABELS = ("ANSWER OF PANELIST", "[marker removed]")
 _CLAIM_HEADER = re.compile(r"\bClaim \d+ \((?:agreed|contested|unique)\): asserted by")  # claims._claim_block
 _LABEL_WORD = r"(?i:\b(?:panel(?:l)?ists?|panelistas?|pan[eé]listes?|panellisti|पैनलिस्ट|پینلسٹ))"
-_MENTION = re.compile(_LABEL_WORD + r"\s+([A-Z](?:\s*(?:,|&|\band\b|\bor\b|\by\b|\bet\b|\bund\b|\be\b|\bo\b)\s*[A-Z])*)\b")
+_MENTION = re.compile(
+    _LABEL_WORD + r"\s+([A-Z](?:\s*(?:,|&|\band\b|\bor\b|\by\b|\bet\b|\bund\b|\be\b|\bo\b)\s*[A-Z])*)\b"
+)
 _QUOTED = re.compile(r'"([^"\n]+)"|“([^”\n]+)”|«\s*([^»\n]+?)\s*»|„([^“”\n]+)[“”]')
 _SENTENCE_BREAK = re.compile(r"[.!?।]\s|\n")
 _SPLIT = re.compile(
@@ -161,7 +163,9 @@ def _scaffolding(text: str, marker: str) -> Check:
     flat = normalize_quote(text)
     found += [f"template text {line[:40]!r}" for line in _template_lines() if line in flat][:3]
     if found:
-        return Check(name="no_scaffolding", passed=False, detail="prompt scaffolding in the consensus: " + "; ".join(found))
+        return Check(
+            name="no_scaffolding", passed=False, detail="prompt scaffolding in the consensus: " + "; ".join(found)
+        )
     return Check(name="no_scaffolding", passed=True)
 
 
@@ -200,7 +204,9 @@ def _majority(text: str, agreement: Agreement, closed: bool, choices: Sequence[s
         return Check(name=name, passed=True, detail="open answers: not a closed-form answer to compare")
     if agreement.tie:
         split = bool(_SPLIT.search(text))
-        detail = "no majority (tie): " + ("the text says the panel is split" if split else "the text does not say the panel is split")
+        detail = "no majority (tie): " + (
+            "the text says the panel is split" if split else "the text does not say the panel is split"
+        )
         return Check(name=name, passed=split, detail=detail)
     kind, majority = agreement.kind, agreement.majority
     if kind == "none" or majority is None:
@@ -209,7 +215,9 @@ def _majority(text: str, agreement: Agreement, closed: bool, choices: Sequence[s
     if read is None and kind == "number":
         read = extract_answer(_NUMBER_WORD.sub(lambda m: str(_NUMBER_WORDS[m.group(0).lower()]), text), kind)
     if read is None:
-        return Check(name=name, passed=False, detail=f"no {kind} answer can be read; the verified majority is {majority!r}")
+        return Check(
+            name=name, passed=False, detail=f"no {kind} answer can be read; the verified majority is {majority!r}"
+        )
     if kind == "number":
         ok = read == normalize_answer(majority, "number").key
     elif kind == "choice":
@@ -350,9 +358,7 @@ def guard_passed(checks: Sequence[Check]) -> bool:
 
 def rejection_feedback(checks: Sequence[Check], language: str) -> str:
     """Why a consensus was rejected, for the synthesizer's retry: fixed software sentences, no model text."""
-    return "\n".join(
-        "- " + _FEEDBACK[c.name].format(language=language_name(language)) for c in checks if not c.passed
-    )
+    return "\n".join("- " + _FEEDBACK[c.name].format(language=language_name(language)) for c in checks if not c.passed)
 
 
 def _label(table: Mapping[str, str], language: str) -> str:

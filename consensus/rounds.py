@@ -116,7 +116,9 @@ def debate_messages(
             question=escape_untrusted(q, marker),
             answers=block,
             contested=(
-                f"\n{contested}\nAddress each contested claim above: say which side is right and why.\n" if contested else ""
+                f"\n{contested}\nAddress each contested claim above: say which side is right and why.\n"
+                if contested
+                else ""
             ),
             own_label=label_for(seat_index),
             role=_role(seat),
@@ -170,11 +172,11 @@ def synthesis_messages(
     answers = "\n\n".join(
         fence(f"ANSWER OF {label.upper()}", shorten(t, limit) if limit else t, marker) for label, t in texts
     )
-    system = render(
-        "synthesis.system.md", language_name=language_name(language), language_code=language, marker=marker
-    )
+    system = render("synthesis.system.md", language_name=language_name(language), language_code=language, marker=marker)
     retry = (
-        "\nYour previous consensus was rejected by the software checks:\n" + feedback + "\nWrite it again, fixing this.\n"
+        "\nYour previous consensus was rejected by the software checks:\n"
+        + feedback
+        + "\nWrite it again, fixing this.\n"
         if feedback
         else ""
     )

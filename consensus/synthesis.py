@@ -116,9 +116,15 @@ async def synthesize_consensus(
 
     def check(text: str) -> list[Check]:
         return check_consensus(
-            text, marker=given.marker, agreement=given.agreement, answers=answers, labels=by_label,
-            language=given.language, closed=closed, seats=given.seats,
-        )  # fmt: skip
+            text,
+            marker=given.marker,
+            agreement=given.agreement,
+            answers=answers,
+            labels=by_label,
+            language=given.language,
+            closed=closed,
+            seats=given.seats,
+        )
 
     # The synthesizer writes, and writes once more when the guard rejects it; a fallback seat writes once.
     tries: list[tuple[Seat, ConsensusSource]] = [(synthesizer, "synthesis"), (synthesizer, "synthesis_retry")]
@@ -133,9 +139,16 @@ async def synthesize_consensus(
             break  # one fallback seat after the synthesizer's two rejected writings, then the majority answer
         budget = seat.context_window - (seat.max_tokens or 256) if seat.context_window else None
         messages = synthesis_messages(
-            given.question, given.finals, summary, positions, claim_map, feedback, given.language, given.marker,
+            given.question,
+            given.finals,
+            summary,
+            positions,
+            claim_map,
+            feedback,
+            given.language,
+            given.marker,
             budget,
-        )  # fmt: skip
+        )
         try:
             done: Completion = await provider.complete(seat, messages, timeout_s=timeout_s, on_delta=on_delta(seat))
         except ProviderError as err:
@@ -151,16 +164,29 @@ async def synthesize_consensus(
         if guard_passed(checks):
             if source == "synthesis" and failures:
                 source = "fallback_seat"  # the synthesizer's call failed: this is another seat's writing
-            return _consensus(given, latest, text, seat.name, source, checks, failures, rejected, attempts, usage,
-                              costs, done.latency_ms), failures  # fmt: skip
+            return _consensus(
+                given,
+                latest,
+                text,
+                seat.name,
+                source,
+                checks,
+                failures,
+                rejected,
+                attempts,
+                usage,
+                costs,
+                done.latency_ms,
+            ), failures
         rejected.append(f"{seat.name}: " + "; ".join(f"{c.name} ({c.detail})" for c in checks if not c.passed))
         feedback = rejection_feedback(checks, given.language)
         if source == "fallback_seat":
             guard_fallback_used = True
     # Nobody wrote a consensus that passed: the verified majority's answer, labelled as such.
     text = majority_text(given)
-    return _consensus(given, latest, text, None, "majority_answer", check(text), failures, rejected, attempts, usage,
-                      costs, 0), failures  # fmt: skip
+    return _consensus(
+        given, latest, text, None, "majority_answer", check(text), failures, rejected, attempts, usage, costs, 0
+    ), failures
 
 
 def majority_text(given: SynthesisInput) -> str:
@@ -175,10 +201,15 @@ def majority_consensus(given: SynthesisInput, reason: str) -> Consensus:
     labels = {a.panelist: label_for(i) for i, a in given.finals}
     text = majority_text(given)
     checks = check_consensus(
-        text, marker=given.marker, agreement=given.agreement, answers={a.panelist: a.answer for _, a in given.finals},
-        labels={label: name for name, label in labels.items()}, language=given.language,
-        closed=given.analysis is None, seats=given.seats,
-    )  # fmt: skip
+        text,
+        marker=given.marker,
+        agreement=given.agreement,
+        answers={a.panelist: a.answer for _, a in given.finals},
+        labels={label: name for name, label in labels.items()},
+        language=given.language,
+        closed=given.analysis is None,
+        seats=given.seats,
+    )
     latest = {a.panelist: a for _, a in given.finals}
     return _consensus(given, latest, text, None, "majority_answer", checks, [], [], 0, Usage(), [], 0, reason)
 

@@ -58,7 +58,9 @@ class Seat(_Strict):
                 raise ValueError("the embedded local model runs in-process: leave transport at 'litellm'")
             base = str(info.data.get("api_base") or "")
             if not base.startswith(("http://", "https://")):
-                raise ValueError("'openai-compatible' needs api_base, the server's http(s) URL (e.g. http://127.0.0.1:8000/v1)")
+                raise ValueError(
+                    "'openai-compatible' needs api_base, the server's http(s) URL (e.g. http://127.0.0.1:8000/v1)"
+                )
         return value
 
     @property
@@ -85,8 +87,9 @@ class DebateSettings(_Strict):
     call_timeout_s: float = Field(default=60.0, gt=0, le=3600)
     deadline_s: float = Field(default=300.0, gt=0, le=24 * 3600)
     max_attempts: int = Field(default=3, ge=1, le=10)
-    retry_budget_s: float = Field(default=30.0, ge=0, le=600,
-                                  description="how long a call's retries may go on beyond its first timeout")  # fmt: skip
+    retry_budget_s: float = Field(
+        default=30.0, ge=0, le=600, description="how long a call's retries may go on beyond its first timeout"
+    )
     max_retry_after_s: float = Field(default=20.0, ge=0, le=600)
     provider_rate_per_s: float = Field(default=20.0, gt=0, description="call starts per second per provider")
     provider_concurrency: int = Field(default=64, ge=1, description="calls in flight per provider")
@@ -113,6 +116,7 @@ class Panel(_Strict):
     def analyst_seat(self) -> Seat:
         """The seat that maps the panel's claims on open answers: [analyst], else the synthesizer."""
         return self.analyst or self.synthesizer
+
     debate: DebateSettings = Field(default_factory=DebateSettings)
     source: str = "default"
 
@@ -349,8 +353,18 @@ class DebateResult(BaseModel):
 # Every event's JSON on the wire (SSE) has these keys, in this order, null where the event has no such field:
 # the shape clients have always read. Stored events leave their unset fields out (service/store.py).
 WIRE_FIELDS = (
-    "type", "seq", "debate_id", "round", "panelist", "delta", "answer", "round_result", "consensus", "result", "data",
-)  # fmt: skip
+    "type",
+    "seq",
+    "debate_id",
+    "round",
+    "panelist",
+    "delta",
+    "answer",
+    "round_result",
+    "consensus",
+    "result",
+    "data",
+)
 
 
 class _Event(BaseModel):
@@ -472,9 +486,19 @@ DeltaEvent = AnswerDelta | ConsensusDelta  # token deltas: streamed, never store
 EndEvent = DebateCompleted | DebateFailed  # the last event of a debate; it carries the result
 EVENT_TYPES: dict[str, type[_Event]] = {
     cls.model_fields["type"].default: cls
-    for cls in (DebateStarted, DebateResumed, AnswerDelta, AnswerCompleted, AnalysisCompleted, RoundCompleted,
-                ConsensusDelta, ConsensusCompleted, DebateCompleted, DebateFailed)
-}  # fmt: skip
+    for cls in (
+        DebateStarted,
+        DebateResumed,
+        AnswerDelta,
+        AnswerCompleted,
+        AnalysisCompleted,
+        RoundCompleted,
+        ConsensusDelta,
+        ConsensusCompleted,
+        DebateCompleted,
+        DebateFailed,
+    )
+}
 EventType = Literal[
     "debate.started",
     "debate.resumed",

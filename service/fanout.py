@@ -7,8 +7,8 @@ cursor, then the live ones, until the debate ends.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, Protocol, TypeVar
 
 from consensus.types import (
     AnswerDelta,
@@ -18,10 +18,32 @@ from consensus.types import (
     DebateFailed,
     DebateStatus,
 )
-from service.store import overload_retrying
+from service.store import Store, overload_retrying
 
-if TYPE_CHECKING:
-    from service.runner import Runner
+
+class Relay(Protocol):
+    """The relay's side a follower uses (service.relay.PgRelay)."""
+
+    @property
+    def listening(self) -> bool: ...
+
+    async def pg_notify(self, messages: Callable[[], list[tuple[str, str]]]) -> None: ...
+
+
+class Followed(Protocol):
+    """What `follow` reads of the runner: its hub, store, relay, running debates and drain flag."""
+
+    @property
+    def hub(self) -> Hub: ...
+    @property
+    def store(self) -> Store: ...
+    @property
+    def relay(self) -> Relay: ...
+    @property
+    def tasks(self) -> Mapping[str, Any]: ...
+    @property
+    def draining(self) -> asyncio.Event: ...
+
 
 T = TypeVar("T")
 FINAL_STATUSES = {s.value for s in DebateStatus} - {"running"}
@@ -67,7 +89,7 @@ class Hub:
             q.put_nowait(event)
 
 
-async def follow(runner: Runner, debate_id: str, after: int) -> AsyncIterator[DebateEvent | None]:
+async def follow(runner: Followed, debate_id: str, after: int) -> AsyncIterator[DebateEvent | None]:
     """Replay stored events after `after`, then live ones, until the debate ends (None = keep-alive)."""
     q = runner.hub.subscribe(debate_id)
     sent = shown = after  # the last stored event handed out / the last event of any kind
@@ -113,6 +135,7 @@ async def follow(runner: Runner, debate_id: str, after: int) -> AsyncIterator[De
                 return
     finally:
         runner.hub.unsubscribe(debate_id, q)
+
 
 async def _patiently(read: Callable[..., Awaitable[T]], *args: Any) -> T:
     """A follower's read, retried while the database is overloaded: a stream waits, it does not break."""

@@ -20,12 +20,16 @@ DEBATES_RESUMED = Counter("consensus_debates_resumed_total", "Debates resumed af
 IN_FLIGHT = Gauge("consensus_debates_in_flight", "Debates running in this process")
 REJECTED = Counter("consensus_requests_rejected_total", "Requests refused, by reason", ["reason"])
 AUTH_FAILURES = Counter("consensus_auth_failures_total", "Failed authentications (401), by error code", ["reason"])
-LLM_CALLS = Counter("consensus_llm_calls_total", "LLM answers (after retries), by model and final outcome", ["model", "outcome"])
+LLM_CALLS = Counter(
+    "consensus_llm_calls_total", "LLM answers (after retries), by model and final outcome", ["model", "outcome"]
+)
 LLM_RETRIES = Counter("consensus_llm_retries_total", "Extra attempts LLM calls took (retries), by model", ["model"])
 LLM_LATENCY = Histogram(
-    "consensus_llm_latency_seconds", "LLM call latency (with retries), by model", ["model"],
+    "consensus_llm_latency_seconds",
+    "LLM call latency (with retries), by model",
+    ["model"],
     buckets=(0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128),
-)  # fmt: skip
+)
 DEBATE_LATENCY = Histogram(
     "consensus_debate_seconds", "Debate wall time", buckets=(0.5, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 )
@@ -47,8 +51,14 @@ def observe_event(event: DebateEvent, debate: DebateResult) -> None:
         an = event.analysis
         seats = [*debate.panel, *([debate.synthesizer] if debate.synthesizer else [])]
         model = next((s.model for s in seats if s.name == an.analyst), "analyst")
-        observe_call(model, "ok" if an.reason is None or an.attempts else "failed", an.attempts, an.latency_ms,
-                     an.usage, an.cost_usd)  # fmt: skip
+        observe_call(
+            model,
+            "ok" if an.reason is None or an.attempts else "failed",
+            an.attempts,
+            an.latency_ms,
+            an.usage,
+            an.cost_usd,
+        )
     elif isinstance(event, ConsensusCompleted) and event.consensus.synthesizer:
         c = event.consensus
         seats = [*debate.panel, *([debate.synthesizer] if debate.synthesizer else [])]
@@ -60,7 +70,9 @@ def observe_event(event: DebateEvent, debate: DebateResult) -> None:
             DEBATE_LATENCY.observe(event.result.timing.wall_ms / 1000)
 
 
-def observe_call(model: str, outcome: str, attempts: int, latency_ms: int, usage: Usage, cost_usd: float | None) -> None:
+def observe_call(
+    model: str, outcome: str, attempts: int, latency_ms: int, usage: Usage, cost_usd: float | None
+) -> None:
     LLM_CALLS.labels(model=model, outcome=outcome).inc()
     if attempts > 1:
         LLM_RETRIES.labels(model=model).inc(attempts - 1)

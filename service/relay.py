@@ -78,8 +78,9 @@ class PgRelay:
                     return
                 async with self.store.engine.begin() as conn:
                     for channel, payload in batch:
-                        await conn.execute(text("SELECT pg_notify(:channel, :payload)"),
-                                           {"channel": channel, "payload": payload})  # fmt: skip
+                        await conn.execute(
+                            text("SELECT pg_notify(:channel, :payload)"), {"channel": channel, "payload": payload}
+                        )
 
     def remotely_watched(self, debate_id: str) -> bool:
         until = self.remote_watch.get(debate_id)
@@ -134,9 +135,18 @@ class PgRelay:
                 debate_id = data["d"]
                 if self.owns(debate_id) or not self.hub.watched(debate_id):
                     return
-                deltas = [new_event(type_, seq=seq, debate_id=debate_id, round=round_, panelist=panelist, delta=delta,
-                                    data={"restart": True} if restart else None)
-                          for seq, type_, round_, panelist, delta, restart in data["e"]]  # fmt: skip
+                deltas = [
+                    new_event(
+                        type_,
+                        seq=seq,
+                        debate_id=debate_id,
+                        round=round_,
+                        panelist=panelist,
+                        delta=delta,
+                        data={"restart": True} if restart else None,
+                    )
+                    for seq, type_, round_, panelist, delta, restart in data["e"]
+                ]
                 self._spawn(self._relay(debate_id, deltas))
 
         await driver.add_listener(NOTIFY_CHANNEL, on_notify)

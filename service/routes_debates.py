@@ -80,8 +80,12 @@ async def start_debate(
     try:
         checked = validate_request(body.question, svc.panel, options)  # bad input is a 422 whatever the load
     except QuestionError as exc:
-        raise ApiError(422, exc.message if exc.field in exc.message else f"{exc.field}: {exc.message}",
-                       param=exc.field, code="invalid_value") from None  # fmt: skip
+        raise ApiError(
+            422,
+            exc.message if exc.field in exc.message else f"{exc.field}: {exc.message}",
+            param=exc.field,
+            code="invalid_value",
+        ) from None
     admit(svc, who)  # 429 and 503 come before the costly work (language detection, the store): refusals stay fast
     # Everyone on a site holds its publishable key: cancelling takes this token too, given to this caller only.
     token = secrets.token_urlsafe(24) if who.shared else None
@@ -106,19 +110,33 @@ async def wait_or_503(svc: AppServices, debate_id: str) -> Any:
     try:
         return await svc.runner.wait(debate_id)
     except Draining:
-        raise ApiError(503, f"the server is shutting down; the debate goes on: GET /v1/debates/{debate_id}",
-                       type_="server_error", param=None, code="shutting_down",
-                       headers={"Retry-After": "2", "Location": f"/v1/debates/{debate_id}"}) from None  # fmt: skip
+        raise ApiError(
+            503,
+            f"the server is shutting down; the debate goes on: GET /v1/debates/{debate_id}",
+            type_="server_error",
+            param=None,
+            code="shutting_down",
+            headers={"Retry-After": "2", "Location": f"/v1/debates/{debate_id}"},
+        ) from None
 
 
 def _same_request(row: DebateRow, digest: str) -> DebateRow:
     if row.request.get("digest") != digest:
-        raise ApiError(409, "this Idempotency-Key was used for a different request", param="Idempotency-Key",
-                       code="idempotency_conflict")  # fmt: skip
+        raise ApiError(
+            409,
+            "this Idempotency-Key was used for a different request",
+            param="Idempotency-Key",
+            code="idempotency_conflict",
+        )
     return row
 
 
-@router.post("/debates", status_code=202, response_model=DebateAccepted, responses={**ERRORS, 200: {"description": "the finished DebateResult (wait=true)"}})
+@router.post(
+    "/debates",
+    status_code=202,
+    response_model=DebateAccepted,
+    responses={**ERRORS, 200: {"description": "the finished DebateResult (wait=true)"}},
+)
 async def create_debate(
     body: DebateRequest,
     svc: Services,
@@ -136,8 +154,11 @@ async def create_debate(
         result = await wait_or_503(svc, row.id)
         finished = result.model_dump_json() if result else "{}"  # pydantic's encoder: no dict, no second json pass
         return Response(finished, status_code=200, media_type="application/json", headers=given)
-    return JSONResponse(DebateAccepted(id=row.id, status=row.status, links=links(row.id)).model_dump(), status_code=202,
-                        headers={"Location": f"/v1/debates/{row.id}", **given})  # fmt: skip
+    return JSONResponse(
+        DebateAccepted(id=row.id, status=row.status, links=links(row.id)).model_dump(),
+        status_code=202,
+        headers={"Location": f"/v1/debates/{row.id}", **given},
+    )
 
 
 @router.get("/debates", response_model=DebateList, responses=ERRORS)
@@ -145,15 +166,28 @@ async def list_debates(svc: Services, who: Caller, limit: Annotated[int, Query(g
     """Recent debates, newest first; with API keys, only those started with the caller's key. A publishable
     (origin-bound) key may not list: every visitor of its site holds it, and would see every other's questions."""
     if who.shared:
-        raise ApiError(403, "a publishable key (one with origins) cannot list debates: every visitor of its site holds "
-                       "it; list with a server-side key", type_="permission_error", param="authorization",
-                       code="listing_not_allowed")  # fmt: skip
+        raise ApiError(
+            403,
+            "a publishable key (one with origins) cannot list debates: every visitor of its site holds "
+            "it; list with a server-side key",
+            type_="permission_error",
+            param="authorization",
+            code="listing_not_allowed",
+        )
     rows = await svc.store.recent(limit, who.key_id)
-    return DebateList(data=[
-        DebateSummary(id=r.id, status=r.status, question=r.question, language=r.language,
-                      created_at=r.created_at.isoformat(), links=links(r.id))
-        for r in rows
-    ])  # fmt: skip
+    return DebateList(
+        data=[
+            DebateSummary(
+                id=r.id,
+                status=r.status,
+                question=r.question,
+                language=r.language,
+                created_at=r.created_at.isoformat(),
+                links=links(r.id),
+            )
+            for r in rows
+        ]
+    )
 
 
 async def get_row(svc: AppServices, debate_id: str) -> DebateRow:
@@ -163,7 +197,9 @@ async def get_row(svc: AppServices, debate_id: str) -> DebateRow:
     return row
 
 
-@router.get("/debates/{debate_id}", responses={**ERRORS, 200: {"description": "a DebateResult (partial while running)"}})
+@router.get(
+    "/debates/{debate_id}", responses={**ERRORS, 200: {"description": "a DebateResult (partial while running)"}}
+)
 async def read_debate(debate_id: str, svc: Services, who: Caller) -> JSONResponse:
     """The debate's current state, or its final result."""
     row = await get_row(svc, debate_id)
@@ -178,27 +214,41 @@ async def cancel_debate(
     (and, for a publishable key, without the X-Cancel-Token its starter was given)."""
     row = await get_row(svc, debate_id)
     if row.key_id is not None and row.key_id != who.key_id:  # ids travel in share links; cancelling is the owner's
-        raise ApiError(403, "only the API key that started this debate can cancel it", type_="permission_error",
-                       param="id", code="not_owner")  # fmt: skip
+        raise ApiError(
+            403,
+            "only the API key that started this debate can cancel it",
+            type_="permission_error",
+            param="id",
+            code="not_owner",
+        )
     wanted = (row.request or {}).get("cancel_token_hash")
     if wanted and not (x_cancel_token and hmac.compare_digest(hash_key(x_cancel_token), wanted)):
-        raise ApiError(403, "this debate was started with a publishable key: cancelling needs the X-Cancel-Token "
-                       "its starter was given", type_="permission_error", param="X-Cancel-Token",
-                       code="cancel_token_required")  # fmt: skip
+        raise ApiError(
+            403,
+            "this debate was started with a publishable key: cancelling needs the X-Cancel-Token its starter was given",
+            type_="permission_error",
+            param="X-Cancel-Token",
+            code="cancel_token_required",
+        )
     if row.status != "running" or not await svc.runner.cancel(debate_id):
         raise ApiError(409, f"the debate already ended ({row.status})", param="id", code="not_running")
     row = await get_row(svc, debate_id)
     return JSONResponse(row.result)
 
 
-@router.get("/debates/{debate_id}/events", responses={**ERRORS, 200: {"content": {"text/event-stream": {}}, "description": "the debate's events as SSE"}})
+@router.get(
+    "/debates/{debate_id}/events",
+    responses={**ERRORS, 200: {"content": {"text/event-stream": {}}, "description": "the debate's events as SSE"}},
+)
 async def debate_events(
     debate_id: str,
     request: Request,
     svc: Services,
     who: Caller,
     last_event_id: Annotated[str | None, Header()] = None,
-    after: Annotated[int | None, Query(ge=0, le=MAX_SEQ, description="replay events after this id (like Last-Event-ID)")] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=MAX_SEQ, description="replay events after this id (like Last-Event-ID)")
+    ] = None,
 ) -> EventSourceResponse:
     """Server-Sent Events: what happened so far, then live; `Last-Event-ID` resumes after an event."""
     await get_row(svc, debate_id)
@@ -209,8 +259,12 @@ async def debate_events(
         except ValueError:
             start = -1
         if not 0 <= start <= MAX_SEQ:  # refused before the 200: an EventSource stops instead of retrying forever
-            raise ApiError(422, f"Last-Event-ID must be an event id (an integer from 0 to {MAX_SEQ})",
-                           param="Last-Event-ID", code="invalid_value")  # fmt: skip
+            raise ApiError(
+                422,
+                f"Last-Event-ID must be an event id (an integer from 0 to {MAX_SEQ})",
+                param="Last-Event-ID",
+                code="invalid_value",
+            )
     return EventSourceResponse(sse_stream(svc, debate_id, start))
 
 
@@ -233,8 +287,14 @@ async def sse_stream(svc: AppServices, debate_id: str, after: int) -> AsyncItera
 def event_json(e: DebateEvent) -> str:
     """An event as JSON: token deltas compact, every other event whole (nulls kept, as in the API)."""
     if isinstance(e, AnswerDelta | ConsensusDelta):
-        out: dict[str, Any] = {"type": e.type, "seq": e.seq, "debate_id": e.debate_id, "round": e.round,
-                               "panelist": e.panelist, "delta": e.delta}  # fmt: skip
+        out: dict[str, Any] = {
+            "type": e.type,
+            "seq": e.seq,
+            "debate_id": e.debate_id,
+            "round": e.round,
+            "panelist": e.panelist,
+            "delta": e.delta,
+        }
         if e.data:  # {"restart": true}: this stream starts over (a retried call, a fallback synthesizer)
             out["data"] = e.data
         return json.dumps(out, ensure_ascii=False)

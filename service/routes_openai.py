@@ -64,10 +64,15 @@ def extra(r: DebateResult) -> dict[str, Any]:
         "agreement_method": r.rounds[-1].agreement.method if r.rounds and r.rounds[-1].agreement else None,
         "rounds": len(r.rounds),
         "answers": {
-            name: {"model": a.model, "answer": a.answer, "final_answer": a.final_answer, "confidence": a.confidence,
-                   "error": a.error.model_dump() if a.error else None}
+            name: {
+                "model": a.model,
+                "answer": a.answer,
+                "final_answer": a.final_answer,
+                "confidence": a.confidence,
+                "error": a.error.model_dump() if a.error else None,
+            }
             for name, a in r.answers.items()
-        },  # fmt: skip
+        },
         "links": {"self": f"/v1/debates/{r.id}", "permalink": f"/d/{r.id}"},
     }
 
@@ -80,46 +85,83 @@ def _usage(r: DebateResult) -> dict[str, int]:
 @router.get("/models")
 async def list_models(svc: Services, who: Caller) -> dict[str, Any]:
     """The one model this endpoint serves: `consensus` (the configured panel)."""
-    return {"object": "list", "data": [{"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "consensus",
-                                        "panel": [s.model for s in svc.panel.panelists]}]}  # fmt: skip
+    return {
+        "object": "list",
+        "data": [
+            {
+                "id": MODEL_ID,
+                "object": "model",
+                "created": 0,
+                "owned_by": "consensus",
+                "panel": [s.model for s in svc.panel.panelists],
+            }
+        ],
+    }
 
 
 @router.post("/chat/completions", responses=ERRORS)
 async def chat_completions(body: ChatRequest, svc: Services, who: Caller) -> Any:
     """Run a debate for the last user message and answer with its consensus."""
     if body.model != MODEL_ID:
-        raise ApiError(404, f"model {body.model!r} does not exist; use 'consensus'", param="model", code="model_not_found")
+        raise ApiError(
+            404, f"model {body.model!r} does not exist; use 'consensus'", param="model", code="model_not_found"
+        )
     req = DebateRequest(question=question_from(body.messages), rounds=body.rounds, language=body.language)
     try:
         row, _, token = await start_debate(svc, who, req, None)
     except ApiError as exc:
         if exc.param == "question":  # this endpoint has no such field: the question is the last user message
             exc.param = "messages"
-            exc.message = "messages: the last user message (with the conversation before it) " + exc.message.removeprefix("question: ")
+            exc.message = (
+                "messages: the last user message (with the conversation before it) "
+                + exc.message.removeprefix("question: ")
+            )
         raise
     created = int(time.time())
     cid = f"chatcmpl-{row.id}"
     given = {"X-Cancel-Token": token} if token else {}  # a publishable key's caller can cancel it (debates API)
     if body.stream:
         include_usage = bool((body.stream_options or {}).get("include_usage"))
-        return StreamingResponse(_stream(svc, row.id, cid, created, include_usage), media_type="text/event-stream",
-                                 headers=given)  # fmt: skip
+        return StreamingResponse(
+            _stream(svc, row.id, cid, created, include_usage), media_type="text/event-stream", headers=given
+        )
     result = await wait_or_503(svc, row.id)
     if result is None or result.consensus is None:
         reason = result.reason if result else "the debate vanished"
         raise ApiError(502, f"the panel could not answer: {reason}", type_="upstream_error", code="debate_failed")
-    return JSONResponse({
-        "id": cid, "object": "chat.completion", "created": created, "model": MODEL_ID,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": result.consensus.answer},
-                     "finish_reason": "stop", "logprobs": None}],
-        "usage": _usage(result), "consensus": extra(result),
-    }, headers=given)  # fmt: skip
+    return JSONResponse(
+        {
+            "id": cid,
+            "object": "chat.completion",
+            "created": created,
+            "model": MODEL_ID,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": result.consensus.answer},
+                    "finish_reason": "stop",
+                    "logprobs": None,
+                }
+            ],
+            "usage": _usage(result),
+            "consensus": extra(result),
+        },
+        headers=given,
+    )
 
 
-async def _stream(svc: AppServices, debate_id: str, cid: str, created: int, include_usage: bool) -> AsyncIterator[bytes]:
+async def _stream(
+    svc: AppServices, debate_id: str, cid: str, created: int, include_usage: bool
+) -> AsyncIterator[bytes]:
     def chunk(delta: dict[str, Any], finish: str | None = None, **more: Any) -> bytes:
-        body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": MODEL_ID,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **more}  # fmt: skip
+        body = {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": MODEL_ID,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+            **more,
+        }
         return format_sse_event(data_str=json.dumps(body, ensure_ascii=False))
 
     yield chunk({"role": "assistant", "content": ""})
@@ -145,10 +187,25 @@ async def _stream(svc: AppServices, debate_id: str, cid: str, created: int, incl
         # The 200 is long gone: say it the way OpenAI's streams do, as an error object (the SDK raises APIError),
         # never as assistant text a client would show as the answer.
         reason = final.reason if final else "the debate ended without a result"
-        error = {"message": f"the panel could not answer: {reason}", "type": "upstream_error", "param": None,
-                 "code": "debate_failed", "consensus": extra(final) if final else None}  # fmt: skip
+        error = {
+            "message": f"the panel could not answer: {reason}",
+            "type": "upstream_error",
+            "param": None,
+            "code": "debate_failed",
+            "consensus": extra(final) if final else None,
+        }
         yield format_sse_event(data_str=json.dumps({"error": error}, ensure_ascii=False))
     if include_usage and final is not None:
-        yield format_sse_event(data_str=json.dumps({"id": cid, "object": "chat.completion.chunk", "created": created,
-                                                    "model": MODEL_ID, "choices": [], "usage": _usage(final)}))  # fmt: skip
+        yield format_sse_event(
+            data_str=json.dumps(
+                {
+                    "id": cid,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": MODEL_ID,
+                    "choices": [],
+                    "usage": _usage(final),
+                }
+            )
+        )
     yield format_sse_event(data_str="[DONE]")

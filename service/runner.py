@@ -142,11 +142,20 @@ class Runner:
             held = await self.store.renew_leases(self.settings.replica_id, [debate_id], self.settings.lease_s)
         except Exception as exc:  # noqa: BLE001 - a database hiccup: the lease is ours to its end by our clock
             if time.monotonic() < until:
-                log.warning("debate %s: could not check its lease (%s: %s); it runs to %.0f s from now",
-                            debate_id, type(exc).__name__, exc, until - time.monotonic())  # fmt: skip
+                log.warning(
+                    "debate %s: could not check its lease (%s: %s); it runs to %.0f s from now",
+                    debate_id,
+                    type(exc).__name__,
+                    exc,
+                    until - time.monotonic(),
+                )
                 return
-            log.warning("debate %s: its lease ran out and could not be renewed (%s: %s); stopped here",
-                        debate_id, type(exc).__name__, exc)  # fmt: skip
+            log.warning(
+                "debate %s: its lease ran out and could not be renewed (%s: %s); stopped here",
+                debate_id,
+                type(exc).__name__,
+                exc,
+            )
             raise LeaseLostError(debate_id) from exc
         if debate_id not in held:
             self.leases.pop(debate_id, None)
@@ -165,8 +174,10 @@ class Runner:
             if debate_id in held:
                 self.held(debate_id, began)
             elif self.leases.pop(debate_id, None) is not None and debate_id in self.tasks:
-                log.warning("debate %s: its lease is gone (adopted elsewhere, or ended); it stops at its next call "
-                            "or write", debate_id)  # fmt: skip
+                log.warning(
+                    "debate %s: its lease is gone (adopted elsewhere, or ended); it stops at its next call or write",
+                    debate_id,
+                )
 
     async def _heartbeat(self) -> None:
         interval = max(0.5, self.settings.lease_s / 3)
@@ -209,7 +220,12 @@ class Runner:
             return
         log.info("resuming debate %s after round %s", row.id, len(result.rounds) - 1)
         metrics.DEBATES_RESUMED.inc()
-        self.launch(result, start_seq=row.last_seq, leased_at=leased_at, deadline_at=row.deadline_at or self.deadline_for(result))
+        self.launch(
+            result,
+            start_seq=row.last_seq,
+            leased_at=leased_at,
+            deadline_at=row.deadline_at or self.deadline_for(result),
+        )
 
     async def _end(self, result: DebateResult, last_seq: int, owner: str | None) -> None:
         """Store a final result and its event; `owner` None writes whoever holds the lease (a remote cancel)."""
@@ -223,8 +239,13 @@ class Runner:
         metrics.DEBATES.labels(status=result.status.value).inc()
 
     # -- running -----------------------------------------------------------------------------------
-    def launch(self, result: DebateResult, start_seq: int = 0, leased_at: float | None = None,
-               deadline_at: datetime | None = None) -> asyncio.Task[DebateResult | None]:  # fmt: skip
+    def launch(
+        self,
+        result: DebateResult,
+        start_seq: int = 0,
+        leased_at: float | None = None,
+        deadline_at: datetime | None = None,
+    ) -> asyncio.Task[DebateResult | None]:
         """Run a stored debate as its own task; `leased_at`: when its lease was taken (monotonic; None: check it
         before the first call); `deadline_at`: its absolute end (default: deadline_s from its start)."""
         if leased_at is not None:

@@ -13,7 +13,11 @@ class DebateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)  # "2", true or 2.0 for rounds is a 422, not 2 or 1
     question: str = Field(description="the question for the panel")
     rounds: int | None = Field(default=None, ge=0, le=10, description="most debate rounds after the openings")
-    language: str | None = Field(default=None, max_length=35, description="answer language code, e.g. 'hi'; omitted, null or \"\": detected from the question")
+    language: str | None = Field(
+        default=None,
+        max_length=35,
+        description="answer language code, e.g. 'hi'; omitted, null or \"\": detected from the question",
+    )
 
 
 class DebateAccepted(BaseModel):

@@ -29,8 +29,16 @@ PUBLISHABLE_PREFIX = "pk_"
 class ApiError(Exception):
     """An HTTP error with OpenAI's error shape; `param` names the field at fault."""
 
-    def __init__(self, status: int, message: str, *, type_: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None, headers: dict[str, str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type_: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -59,8 +67,15 @@ async def create_key(store: Store, name: str, origins: list[str]) -> tuple[str, 
     clean = [normalize_origin(o) for o in origins]
     prefix = PUBLISHABLE_PREFIX if clean else SECRET_PREFIX
     plain = prefix + secrets.token_urlsafe(24)
-    row = ApiKeyRow(id=uuid.uuid4().hex[:12], name=name, prefix=plain[:7], key_hash=hash_key(plain),
-                    origins=clean, created_at=now(), revoked_at=None)  # fmt: skip
+    row = ApiKeyRow(
+        id=uuid.uuid4().hex[:12],
+        name=name,
+        prefix=plain[:7],
+        key_hash=hash_key(plain),
+        origins=clean,
+        created_at=now(),
+        revoked_at=None,
+    )
     await store.add_key(row)
     return plain, row
 
@@ -185,8 +200,13 @@ class AuthFailures:
             self.buckets = {c: (n, last) for c, (n, last) in self.buckets.items() if self._tokens(c, t) < self.capacity}
         shown = key_start(token) if token else None
         metrics.AUTH_FAILURES.labels(reason=code or "invalid").inc()
-        log.warning("authentication failed (%s) from %s%s", code, client, f" with a key starting {shown!r}" if shown else "",
-                    extra={"client": client, "key_start": shown, "reason": code})  # fmt: skip
+        log.warning(
+            "authentication failed (%s) from %s%s",
+            code,
+            client,
+            f" with a key starting {shown!r}" if shown else "",
+            extra={"client": client, "key_start": shown, "reason": code},
+        )
 
 
 def key_start(token: str) -> str:
@@ -200,15 +220,27 @@ def presented_key(authorization: str | None, x_api_key: str | None) -> str | Non
     if authorization:
         scheme, _, value = authorization.partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
-            raise ApiError(401, "Authorization must be 'Bearer <key>'", type_="authentication_error",
-                           param="Authorization", code="invalid_authorization")  # fmt: skip
+            raise ApiError(
+                401,
+                "Authorization must be 'Bearer <key>'",
+                type_="authentication_error",
+                param="Authorization",
+                code="invalid_authorization",
+            )
         return value.strip()
     return x_api_key or None
 
 
-async def authenticate(cache: KeyCache, authorization: str | None, x_api_key: str | None, origin: str | None,
-                       client: str, open_allowed: bool, same_origin: bool = False,
-                       arrived: float | None = None) -> Principal:  # fmt: skip
+async def authenticate(
+    cache: KeyCache,
+    authorization: str | None,
+    x_api_key: str | None,
+    origin: str | None,
+    client: str,
+    open_allowed: bool,
+    same_origin: bool = False,
+    arrived: float | None = None,
+) -> Principal:
     """Resolve the caller or raise ApiError 401/403 (503 when the keys cannot be checked)."""
     try:
         await cache.refresh(since=arrived)
@@ -216,8 +248,13 @@ async def authenticate(cache: KeyCache, authorization: str | None, x_api_key: st
         if exc.__cause__ is not None and is_overload(exc.__cause__):
             raise exc.__cause__ from None  # the database is overloaded: the service's one overload answer
         log.warning("cannot check API keys: %s", exc)
-        raise ApiError(503, "the service cannot check API keys right now; retry shortly", type_="server_error",
-                       code="keys_unavailable", headers={"Retry-After": "2"}) from None  # fmt: skip
+        raise ApiError(
+            503,
+            "the service cannot check API keys right now; retry shortly",
+            type_="server_error",
+            code="keys_unavailable",
+            headers={"Retry-After": "2"},
+        ) from None
     if open_allowed and not cache.any_keys:
         # An open loopback service has no keys: whatever a client sends (SDKs insist on a key) is ignored.
         return Principal(key_id=None, name="anonymous", bucket=f"ip:{client}")
@@ -233,11 +270,20 @@ async def authenticate(cache: KeyCache, authorization: str | None, x_api_key: st
                 o = None
             # Browsers omit Origin on same-origin GETs (e.g. EventSource on our own page): they say so instead.
             if o not in row.origins and not (origin is None and same_origin):
-                raise ApiError(403, "this key only works from its allowed origins", type_="permission_error",
-                               param="Origin", code="origin_not_allowed")  # fmt: skip
+                raise ApiError(
+                    403,
+                    "this key only works from its allowed origins",
+                    type_="permission_error",
+                    param="Origin",
+                    code="origin_not_allowed",
+                )
         return Principal(key_id=row.id, name=row.name, bucket=f"key:{row.id}", shared=bool(row.origins))
-    raise ApiError(401, "an API key is required (Authorization: Bearer <key> or X-API-Key)",
-                   type_="authentication_error", code="missing_api_key")  # fmt: skip
+    raise ApiError(
+        401,
+        "an API key is required (Authorization: Bearer <key> or X-API-Key)",
+        type_="authentication_error",
+        code="missing_api_key",
+    )
 
 
 class RateLimiter:
@@ -293,8 +339,14 @@ class KeyOriginCORS(CORSMiddleware):
                 await self.cache.refresh(since=arrival(scope))
             except KeysUnavailable as exc:
                 log.warning("cannot check API keys for CORS: %s", exc)
-                body = {"error": {"message": "the service cannot check API keys right now; retry shortly",
-                                  "type": "server_error", "param": None, "code": "keys_unavailable"}}  # fmt: skip
+                body = {
+                    "error": {
+                        "message": "the service cannot check API keys right now; retry shortly",
+                        "type": "server_error",
+                        "param": None,
+                        "code": "keys_unavailable",
+                    }
+                }
                 return await JSONResponse(body, status_code=503, headers={"Retry-After": "2"})(scope, receive, send)
         await super().__call__(scope, receive, send)
 

@@ -31,21 +31,35 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(default=60, ge=1, description="debates started per key (or client) per minute")
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     max_list: int = Field(default=200, ge=1)
-    db_pool_size: int = Field(default=20, ge=1, description="pooled database connections (plus twice as many on demand)")
+    db_pool_size: int = Field(
+        default=20, ge=1, description="pooled database connections (plus twice as many on demand)"
+    )
     db_pool_timeout_s: float = Field(default=30.0, gt=0, description="wait for a free connection; then 503")
     lease_s: float = Field(default=30.0, gt=1)
     shutdown_grace_s: float = Field(default=10.0, ge=0)
     replica_id: str = Field(default_factory=lambda: _replica_id())
     public_url: str | None = None
     page_key: str | None = Field(default=None, description="publishable pk_ key the web page uses when keys exist")
-    key_cache_s: float = Field(default=0.0, ge=0, le=300,
-                               description="the oldest key data a request may be authorised from; 0: checked per request")  # fmt: skip
-    metrics_token: SecretStr | None = Field(default=None, description="a bearer token for /metrics (besides secret keys)")
-    auth_failures_per_minute: int = Field(default=10, ge=1,
-                                          description="failed authentications per client address before 429s")  # fmt: skip
-    body_timeout_s: float = Field(default=10.0, gt=0, le=600, description="the whole request body within this; then 408")
-    quorum_grace: bool = Field(default=True, description="don't wait for a straggler: once all but one seat answered "
-                               "a round, wait at most max(grace_s, grace_factor x the round's median latency)")  # fmt: skip
+    key_cache_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=300,
+        description="the oldest key data a request may be authorised from; 0: checked per request",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None, description="a bearer token for /metrics (besides secret keys)"
+    )
+    auth_failures_per_minute: int = Field(
+        default=10, ge=1, description="failed authentications per client address before 429s"
+    )
+    body_timeout_s: float = Field(
+        default=10.0, gt=0, le=600, description="the whole request body within this; then 408"
+    )
+    quorum_grace: bool = Field(
+        default=True,
+        description="don't wait for a straggler: once all but one seat answered "
+        "a round, wait at most max(grace_s, grace_factor x the round's median latency)",
+    )
     grace_s: float = Field(default=5.0, ge=0, le=600)
     grace_factor: float = Field(default=1.5, ge=0, le=100)
     log_level: str = "info"
@@ -82,7 +96,9 @@ class Settings(BaseSettings):
 
 def configured_panel(settings: Settings) -> Panel:
     """The panel these settings name (panel file, CONSENSUS_PANEL, else the local one); ConsensusError if bad."""
-    env = {k: v for k, v in {"CONSENSUS_PANEL_FILE": settings.panel_file, "CONSENSUS_PANEL": settings.panel}.items() if v}
+    env = {
+        k: v for k, v in {"CONSENSUS_PANEL_FILE": settings.panel_file, "CONSENSUS_PANEL": settings.panel}.items() if v
+    }
     return load_panel(settings.panel_file, env=env)
 
 

@@ -124,8 +124,9 @@ def is_overload(exc: BaseException) -> bool:
 
 def overload_retrying(attempts: int, wait_s: float = 0.0) -> AsyncRetrying:
     """Try again while the database is overloaded (is_overload), up to `attempts`; then the last error."""
-    return AsyncRetrying(retry=retry_if_exception(is_overload), stop=stop_after_attempt(attempts),
-                         wait=wait_fixed(wait_s), reraise=True)  # fmt: skip
+    return AsyncRetrying(
+        retry=retry_if_exception(is_overload), stop=stop_after_attempt(attempts), wait=wait_fixed(wait_s), reraise=True
+    )
 
 
 WRITE_BATCH = 256
@@ -158,8 +159,14 @@ def _groups(writes: list[_Write]) -> list[list[_Write]]:
     out: list[list[_Write]] = []
     for w in writes:
         prev = out[-1][-1] if out else None
-        if (prev is not None and w.insert is None and prev.insert is None and not prev.release
-                and prev.debate_id == w.debate_id and prev.owner == w.owner):  # fmt: skip
+        if (
+            prev is not None
+            and w.insert is None
+            and prev.insert is None
+            and not prev.release
+            and prev.debate_id == w.debate_id
+            and prev.owner == w.owner
+        ):
             out[-1].append(w)
         else:
             out.append([w])
@@ -257,17 +264,33 @@ class Store:
 
     # -- debates -------------------------------------------------------------------------------
     async def create_debate(
-        self, result: DebateResult, request: dict[str, Any], key_id: str | None, idem_scope: str | None, owner: str,
-        lease_s: float, deadline_at: datetime | None = None,
-    ) -> tuple[DebateRow, bool]:  # fmt: skip
+        self,
+        result: DebateResult,
+        request: dict[str, Any],
+        key_id: str | None,
+        idem_scope: str | None,
+        owner: str,
+        lease_s: float,
+        deadline_at: datetime | None = None,
+    ) -> tuple[DebateRow, bool]:
         """Insert a debate leased to `owner`; returns (row, created). An idempotency hit returns the old row."""
         t = now()
         row = DebateRow(
-            id=result.id, status=result.status.value, question=result.question, language=result.language,
-            request=request, result=Encoded(result.model_dump_json()), idempotency_scope=idem_scope, key_id=key_id,
-            last_seq=0, lease_owner=owner, lease_until=t + timedelta(seconds=lease_s), created_at=t, updated_at=t,
+            id=result.id,
+            status=result.status.value,
+            question=result.question,
+            language=result.language,
+            request=request,
+            result=Encoded(result.model_dump_json()),
+            idempotency_scope=idem_scope,
+            key_id=key_id,
+            last_seq=0,
+            lease_owner=owner,
+            lease_until=t + timedelta(seconds=lease_s),
+            created_at=t,
+            updated_at=t,
             deadline_at=deadline_at,
-        )  # fmt: skip
+        )
         values = {c.name: getattr(row, c.name) for c in DEBATES.columns}
         try:
             await self._write(_Write(result.id, (), None, owner, release=False, insert=values))
@@ -275,13 +298,17 @@ class Store:
             if idem_scope is None:
                 raise
             async with self.sessions() as s:
-                existing = (await s.execute(select(DebateRow).where(DebateRow.idempotency_scope == idem_scope))).scalar_one()
+                existing = (
+                    await s.execute(select(DebateRow).where(DebateRow.idempotency_scope == idem_scope))
+                ).scalar_one()
             return existing, False
         return row, True
 
     async def find_idempotent(self, idem_scope: str) -> DebateRow | None:
         async with self.sessions() as s:
-            return (await s.execute(select(DebateRow).where(DebateRow.idempotency_scope == idem_scope))).scalar_one_or_none()
+            return (
+                await s.execute(select(DebateRow).where(DebateRow.idempotency_scope == idem_scope))
+            ).scalar_one_or_none()
 
     async def get(self, debate_id: str) -> DebateRow | None:
         """The debate, or None; a string that cannot be a debate id (e.g. a NUL from a URL) is never looked up."""
@@ -306,8 +333,9 @@ class Store:
         async with self.sessions() as s:
             return (await s.execute(q)).scalars().all()
 
-    async def record(self, debate_id: str, events: Sequence[DebateEvent], result: DebateResult | None,
-                     owner: str | None = None) -> None:  # fmt: skip
+    async def record(
+        self, debate_id: str, events: Sequence[DebateEvent], result: DebateResult | None, owner: str | None = None
+    ) -> None:
         """Append events and (optionally) a result snapshot, atomically.
 
         Only while the debate is running (and, given `owner`, leased to it): otherwise LeaseLostError, and
@@ -315,8 +343,9 @@ class Store:
         """
         await self._write(_Write(debate_id, events, result, owner, release=False))
 
-    async def finish(self, debate_id: str, result: DebateResult, events: Sequence[DebateEvent] = (),
-                     owner: str | None = None) -> None:  # fmt: skip
+    async def finish(
+        self, debate_id: str, result: DebateResult, events: Sequence[DebateEvent] = (), owner: str | None = None
+    ) -> None:
         """Store a final result and its events and release the lease, atomically."""
         await self._write(_Write(debate_id, events, result, owner, release=True))
 
@@ -386,9 +415,19 @@ class Store:
                         if not res.rowcount:
                             lost += group
                             continue
-                        rows += [{"debate_id": first.debate_id, "seq": e.seq, "type": e.type, "payload": event_payload(e),
-                                  "created_at": t} for e in events]  # fmt: skip
-                    if rows:  # one statement for the batch, not one per write: each is a round trip to the driver thread
+                        rows += [
+                            {
+                                "debate_id": first.debate_id,
+                                "seq": e.seq,
+                                "type": e.type,
+                                "payload": event_payload(e),
+                                "created_at": t,
+                            }
+                            for e in events
+                        ]
+                    if (
+                        rows
+                    ):  # one statement for the batch, not one per write: each is a round trip to the driver thread
                         await conn.execute(insert(EVENTS), rows)
         for w in batch:
             _settle(w, LeaseLostError(w.debate_id) if w in lost else None)
@@ -454,8 +493,9 @@ class Store:
 
     async def revoke_key(self, key_id: str) -> bool:
         async with self.sessions.begin() as s:
-            res = await s.execute(update(ApiKeyRow).where(ApiKeyRow.id == key_id, ApiKeyRow.revoked_at.is_(None))
-                                  .values(revoked_at=now()))  # fmt: skip
+            res = await s.execute(
+                update(ApiKeyRow).where(ApiKeyRow.id == key_id, ApiKeyRow.revoked_at.is_(None)).values(revoked_at=now())
+            )
         return bool(res.rowcount)  # type: ignore[attr-defined]
 
     async def keys_fingerprint(self) -> tuple[Any, ...]:
@@ -465,13 +505,22 @@ class Store:
         delete and a create between two looks. Cheaper than reading the keys, and nothing to keep in step with
         the writers (`consensus keys`, or SQL by hand), unlike a version counter every writer must bump.
         """
-        q = select(func.count(), func.count(ApiKeyRow.revoked_at), func.max(ApiKeyRow.created_at), func.max(ApiKeyRow.revoked_at))
+        q = select(
+            func.count(),
+            func.count(ApiKeyRow.revoked_at),
+            func.max(ApiKeyRow.created_at),
+            func.max(ApiKeyRow.revoked_at),
+        )
         async with self.engine.connect() as conn:
             return tuple((await conn.execute(q)).one())
 
     async def active_key_count(self) -> int:
         async with self.sessions() as s:
-            return int((await s.execute(select(func.count()).select_from(ApiKeyRow).where(ApiKeyRow.revoked_at.is_(None)))).scalar_one())
+            return int(
+                (
+                    await s.execute(select(func.count()).select_from(ApiKeyRow).where(ApiKeyRow.revoked_at.is_(None)))
+                ).scalar_one()
+            )
 
 
 def event_payload(e: DebateEvent) -> Encoded:
@@ -518,4 +567,3 @@ def _alembic_upgrade(sync_conn: Any) -> None:
     cfg = _alembic_config()
     cfg.attributes["connection"] = sync_conn
     command.upgrade(cfg, "head")
-

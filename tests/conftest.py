@@ -52,8 +52,9 @@ def _guarded_create_connection(address: Any, *args: Any, **kwargs: Any) -> socke
 
 def pytest_configure(config: pytest.Config) -> None:
     """Block non-loopback connections for the whole run, collection included."""
-    _originals.update(connect=socket.socket.connect, connect_ex=socket.socket.connect_ex,
-                      create_connection=socket.create_connection)
+    _originals.update(
+        connect=socket.socket.connect, connect_ex=socket.socket.connect_ex, create_connection=socket.create_connection
+    )
     socket.socket.connect = _guard("connect")  # type: ignore[method-assign]
     socket.socket.connect_ex = _guard("connect_ex")  # type: ignore[method-assign]
     socket.create_connection = _guarded_create_connection

@@ -1,9 +1,9 @@
 """What the tests share: the answer helper, the one panel factory, and a panel as a panel file.
 
-    ans("4")                                  a panelist's JSON answer (consensus.providers.fake.answer_json)
-    make_panel("abc", max_rounds=0)           seats openai/a, openai/b, openai/c; a synthesizes
-    make_panel(stub=stub, transport=...)      seats openai/alice, bob, carol on the loopback stub
-    write_panel(tmp_path / "p.toml", panel)   the same panel as a TOML file, for the CLI and service processes
+ans("4")                                  a panelist's JSON answer (consensus.providers.fake.answer_json)
+make_panel("abc", max_rounds=0)           seats openai/a, openai/b, openai/c; a synthesizes
+make_panel(stub=stub, transport=...)      seats openai/alice, bob, carol on the loopback stub
+write_panel(tmp_path / "p.toml", panel)   the same panel as a TOML file, for the CLI and service processes
 """
 
 from __future__ import annotations

@@ -25,8 +25,9 @@ REPLICA_PANEL = {"transport": "openai-compatible", "max_rounds": 1, "call_timeou
 class ServiceProcess:
     """`python -m consensus serve` in its own process, on a fresh loopback port at each start."""
 
-    def __init__(self, name: str, database_url: str, panel_file: Path, log_dir: Path, args: tuple[str, ...] = (),
-                 **env: object) -> None:  # fmt: skip
+    def __init__(
+        self, name: str, database_url: str, panel_file: Path, log_dir: Path, args: tuple[str, ...] = (), **env: object
+    ) -> None:
         self.name = name
         self.args = args
         self.database_url = database_url
@@ -44,14 +45,38 @@ class ServiceProcess:
         """Spawn the process (returns at once; see wait_ready)."""
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENSUS_")}
-        env.update(LITELLM_LOCAL_MODEL_COST_MAP="True", PYTHONUNBUFFERED="1", NO_PROXY="127.0.0.1,localhost",
-                   DATABASE_URL=self.database_url, CONSENSUS_REPLICA_ID=self.name, **self.env)  # fmt: skip
-        cmd = [sys.executable, "-m", "consensus", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-               "--panel-file", str(self.panel_file), *self.args]  # fmt: skip
+        env.update(
+            LITELLM_LOCAL_MODEL_COST_MAP="True",
+            PYTHONUNBUFFERED="1",
+            NO_PROXY="127.0.0.1,localhost",
+            DATABASE_URL=self.database_url,
+            CONSENSUS_REPLICA_ID=self.name,
+            **self.env,
+        )
+        cmd = [
+            sys.executable,
+            "-m",
+            "consensus",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--panel-file",
+            str(self.panel_file),
+            *self.args,
+        ]
         with open(self.log_path, "ab") as log:
             log.write(f"--- start {self.name} on port {self.port}\n".encode())
-            self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+            self.proc = subprocess.Popen(
+                cmd,
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         return self
 
     def wait_ready(self, timeout: float = 60) -> ServiceProcess:
@@ -60,7 +85,9 @@ class ServiceProcess:
         with httpx.Client(base_url=self.url, timeout=2, trust_env=False) as c:
             while time.monotonic() < deadline:
                 if self.proc is None or self.proc.poll() is not None:
-                    raise RuntimeError(f"replica {self.name} exited ({self.returncode}) before ready:\n{self.log_tail()}")
+                    raise RuntimeError(
+                        f"replica {self.name} exited ({self.returncode}) before ready:\n{self.log_tail()}"
+                    )
                 try:
                     if c.get("/readyz").status_code == 200:
                         return self

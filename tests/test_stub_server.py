@@ -15,8 +15,9 @@ MESSAGES = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "
 
 async def complete(stub: StubServer, model: str, **kwargs: Any) -> Any:
     """One LiteLLM call at the stub, with LiteLLM's own retries off."""
-    return await litellm.acompletion(model=f"openai/{model}", api_base=stub.api_base, api_key="any",
-                                     messages=MESSAGES, max_retries=0, **kwargs)
+    return await litellm.acompletion(
+        model=f"openai/{model}", api_base=stub.api_base, api_key="any", messages=MESSAGES, max_retries=0, **kwargs
+    )
 
 
 async def stream_text(stub: StubServer, model: str, **kwargs: Any) -> tuple[list[str], list[Any]]:
@@ -100,14 +101,17 @@ async def test_rate_limit_is_one_hit_with_retries_off(stub: StubServer) -> None:
 
 
 # Observed with litellm 1.110.2: each HTTP fault maps to its own exception class.
-@pytest.mark.parametrize(("fault", "error"), [
-    ("400", litellm.BadRequestError),
-    ("401", litellm.AuthenticationError),
-    ("404", litellm.NotFoundError),
-    ("500", litellm.InternalServerError),
-    ("502", litellm.BadGatewayError),
-    ("503", litellm.ServiceUnavailableError),
-])
+@pytest.mark.parametrize(
+    ("fault", "error"),
+    [
+        ("400", litellm.BadRequestError),
+        ("401", litellm.AuthenticationError),
+        ("404", litellm.NotFoundError),
+        ("500", litellm.InternalServerError),
+        ("502", litellm.BadGatewayError),
+        ("503", litellm.ServiceUnavailableError),
+    ],
+)
 async def test_http_faults_map_to_litellm_errors(stub: StubServer, fault: str, error: type) -> None:
     stub.script("frank", [{"fault": fault}])
     with pytest.raises(error):

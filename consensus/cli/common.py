@@ -54,5 +54,3 @@ def make_provider(panel: Panel) -> Any:
     from consensus.providers import for_panel
 
     return for_panel(panel)
-
-

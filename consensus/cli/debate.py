@@ -38,16 +38,26 @@ from consensus.types import (
 def ask(
     question: Annotated[str, typer.Argument(help="The question for the panel")],
     panel_file: PanelFileOpt = None,
-    rounds: Annotated[int | None, typer.Option("--rounds", min=0, max=10, help="most debate rounds after the openings")] = None,
-    language: Annotated[str | None, typer.Option("--language", help="answer language code, e.g. hi (default: detected)")] = None,
+    rounds: Annotated[
+        int | None, typer.Option("--rounds", min=0, max=10, help="most debate rounds after the openings")
+    ] = None,
+    language: Annotated[
+        str | None, typer.Option("--language", help="answer language code, e.g. hi (default: detected)")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print only the DebateResult JSON")] = False,
-    grace: Annotated[bool, typer.Option("--grace/--no-grace",
-                                        help="don't wait for a straggler: once all but one seat answered a round, "
-                                        "wait at most max(5 s, 1.5 x the round's median latency)")] = True,  # fmt: skip
+    grace: Annotated[
+        bool,
+        typer.Option(
+            "--grace/--no-grace",
+            help="don't wait for a straggler: once all but one seat answered a round, "
+            "wait at most max(5 s, 1.5 x the round's median latency)",
+        ),
+    ] = True,
 ) -> None:
     """Ask the panel a question: openings, debate rounds, consensus."""
-    options = DebateOptions(rounds=rounds, language=language, stream=not as_json,
-                            quorum_grace=QuorumGrace() if grace else None)  # fmt: skip
+    options = DebateOptions(
+        rounds=rounds, language=language, stream=not as_json, quorum_grace=QuorumGrace() if grace else None
+    )
     try:
         panel = load_panel(panel_file)
         validate_request(question, panel, options)  # a bad question is refused at once, before LiteLLM loads
@@ -73,7 +83,9 @@ def ask(
         raise typer.Exit(1)
 
 
-async def _run(question: str, panel: Panel, provider: Any, options: DebateOptions, view: LiveView | None) -> DebateResult:
+async def _run(
+    question: str, panel: Panel, provider: Any, options: DebateOptions, view: LiveView | None
+) -> DebateResult:
     final: DebateResult | None = None
     live = Live(view.render(), console=out, refresh_per_second=8, transient=True) if view else None
     if live:
@@ -117,7 +129,9 @@ class LiveView:
             a = e.answer
             self.text[e.panelist] = a.answer if a.ok else ""
             self.state[e.panelist] = (
-                f"round {a.round}: final answer {a.final_answer!r}" if a.ok else f"round {a.round}: failed ({a.error.kind if a.error else ''})"
+                f"round {a.round}: final answer {a.final_answer!r}"
+                if a.ok
+                else f"round {a.round}: failed ({a.error.kind if a.error else ''})"
             )
         elif isinstance(e, AnalysisCompleted):
             self.analysis = "claim map verified" if e.analysis.verified else "claim map fell back"
@@ -151,12 +165,16 @@ def print_result(r: DebateResult) -> None:
         for a in rnd.answers:
             if a.ok:
                 conf = f", confidence {a.confidence:.2f}" if a.confidence is not None else ""
-                out.print(f"[bold]{escape(a.panelist)}[/] ({escape(a.model)}) — final answer: "
-                          f"[cyan]{escape(str(a.final_answer))}[/]{conf}")  # fmt: skip
+                out.print(
+                    f"[bold]{escape(a.panelist)}[/] ({escape(a.model)}) — final answer: "
+                    f"[cyan]{escape(str(a.final_answer))}[/]{conf}"
+                )
                 out.print(Text(a.answer))
             else:
                 assert a.error is not None
-                out.print(f"[bold]{escape(a.panelist)}[/] ([red]failed: {escape(a.error.kind)}[/]) {escape(a.error.message)}")
+                out.print(
+                    f"[bold]{escape(a.panelist)}[/] ([red]failed: {escape(a.error.kind)}[/]) {escape(a.error.message)}"
+                )
     out.rule("Consensus")
     c = r.consensus
     if c:
@@ -164,12 +182,20 @@ def print_result(r: DebateResult) -> None:
         last = r.rounds[-1].agreement if r.rounds else None
         sizes = sorted((len(k.panelists) for k in last.clusters), reverse=True) if last else []
         # A tie has no majority: the vote's seat-order tie-break is for scoring, not to print as one.
-        majority = f"no majority (a tie: {'-'.join(map(str, sizes))})" if len(sizes) > 1 and sizes[0] == sizes[1] \
+        majority = (
+            f"no majority (a tie: {'-'.join(map(str, sizes))})"
+            if len(sizes) > 1 and sizes[0] == sizes[1]
             else f"majority {c.majority!r}"
+        )
         out.print(Text(f"agreement {c.agreement_label}, {majority}, {who}"))  # model text: never markup
         if c.missing:
-            out.print(Text(f"missing: {', '.join(c.missing)} (no answer): the agreement covers "
-                           f"{c.answered} of {c.seats} panelists"), style="yellow")  # fmt: skip
+            out.print(
+                Text(
+                    f"missing: {', '.join(c.missing)} (no answer): the agreement covers "
+                    f"{c.answered} of {c.seats} panelists"
+                ),
+                style="yellow",
+            )
         if c.source == "majority_answer":
             out.print(Text("not checked synthesis: the verified majority's answer is shown", style="yellow"))
         else:
@@ -183,9 +209,11 @@ def print_result(r: DebateResult) -> None:
             out.print(claims_table(c, [p.name for p in r.panel]))
         out.print(checks_table(c))
     cost = "unknown" if r.usage.cost_usd is None else f"${r.usage.cost_usd:.4f}"
-    out.print(f"[dim]status {r.status.value}{' (' + escape(r.reason) + ')' if r.reason else ''} · language {r.language} · "
-              f"{r.usage.llm_calls} LLM calls · {r.usage.total_tokens} tokens · cost {cost} · "
-              f"{(r.timing.wall_ms or 0) / 1000:.1f} s · id {r.id}[/]")  # fmt: skip
+    out.print(
+        f"[dim]status {r.status.value}{' (' + escape(r.reason) + ')' if r.reason else ''} · language {r.language} · "
+        f"{r.usage.llm_calls} LLM calls · {r.usage.total_tokens} tokens · cost {cost} · "
+        f"{(r.timing.wall_ms or 0) / 1000:.1f} s · id {r.id}[/]"
+    )
 
 
 def claims_table(c: Consensus, panelists: list[str]) -> Table:
@@ -211,8 +239,9 @@ def checks_table(c: Consensus) -> Table:
     t.add_column("result")
     t.add_column("detail")
     for k in c.checks:
-        t.add_row(Text(k.name), Text("passed" if k.passed else "failed", style="green" if k.passed else "red"),
-                  Text(k.detail))  # fmt: skip
+        t.add_row(
+            Text(k.name), Text("passed" if k.passed else "failed", style="green" if k.passed else "red"), Text(k.detail)
+        )
     return t
 
 
@@ -234,12 +263,24 @@ def panels(
     d = panel.debate
     for s in panel.panelists:
         timeout = f"{s.timeout_s or d.call_timeout_s:g} s"  # a seat's own timeout wins (local seats: 240 s)
-        cells = (s.name, s.model, s.route, str(s.temperature), str(s.seed), str(s.max_tokens), timeout,
-                 (s.persona or "")[:60])  # fmt: skip
+        cells = (
+            s.name,
+            s.model,
+            s.route,
+            str(s.temperature),
+            str(s.seed),
+            str(s.max_tokens),
+            timeout,
+            (s.persona or "")[:60],
+        )
         t.add_row(*(Text(c) for c in cells))  # names and personas come from a file: shown as written, never markup
     out.print(t)
     analyst = panel.analyst_seat
     out.print(Text(f"analyst (open answers): {analyst.name} ({analyst.model}, {analyst.route})"))
-    out.print(Text(f"synthesizer: {panel.synthesizer.name} ({panel.synthesizer.model}) · max_rounds {d.max_rounds} · "
-                   f"agreement_threshold {d.agreement_threshold} · default call timeout {d.call_timeout_s:g} s · "
-                   f"deadline {d.deadline_s:g} s"))  # fmt: skip
+    out.print(
+        Text(
+            f"synthesizer: {panel.synthesizer.name} ({panel.synthesizer.model}) · max_rounds {d.max_rounds} · "
+            f"agreement_threshold {d.agreement_threshold} · default call timeout {d.call_timeout_s:g} s · "
+            f"deadline {d.deadline_s:g} s"
+        )
+    )

@@ -67,12 +67,25 @@ def finish_run(out_dir: Path, records: list[EvalRecord]) -> dict[str, Any]:
 
 def eval_command(
     dataset: Annotated[str, typer.Argument(help=f"a .jsonl file or a built-in: {', '.join(builtin_names())}")],
-    panel_file: Annotated[Path | None, typer.Option("--panel-file", help="TOML panel file (default: $CONSENSUS_PANEL_FILE)")] = None,
-    limit: Annotated[int | None, typer.Option("--limit", min=0, help="only the first N questions (after --seed shuffles)")] = None,
+    panel_file: Annotated[
+        Path | None, typer.Option("--panel-file", help="TOML panel file (default: $CONSENSUS_PANEL_FILE)")
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=0, help="only the first N questions (after --seed shuffles)")
+    ] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=256, help="debates in flight at once")] = 2,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="output directory (default: runs/<dataset name or file stem>[-seed<S>]); re-run to resume")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="shuffle the questions with this seed before --limit")] = None,
-    rounds: Annotated[int | None, typer.Option("--rounds", min=0, max=10, help="most debate rounds (default: the panel's)")] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="output directory (default: runs/<dataset name or file stem>[-seed<S>]); re-run to resume"
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="shuffle the questions with this seed before --limit")
+    ] = None,
+    rounds: Annotated[
+        int | None, typer.Option("--rounds", min=0, max=10, help="most debate rounds (default: the panel's)")
+    ] = None,
     language: Annotated[str, typer.Option("--language", help="answer language code")] = "en",
 ) -> None:
     """Run a labelled dataset through the panel: accuracy of each panelist, the votes and the consensus."""
@@ -102,8 +115,15 @@ def eval_command(
     # A file is named by its absolute path: resumed from another directory, or as ./x.jsonl, it is the same run.
     named = str(Path(dataset).resolve()) if Path(dataset).suffix == ".jsonl" else loaded.name
     info = {"dataset": named, "seed": seed, "limit": limit}
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("elapsed"),
-               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())  # fmt: skip
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("elapsed"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=err, transient=False) as bar:
         task: list[Any] = []
 
@@ -116,8 +136,14 @@ def eval_command(
                 bar.update(task[0], completed=done)
 
         try:
-            result = asyncio.run(_closing(provider, run_eval(items, panel, provider, target, concurrency, rounds,
-                                                             progress, language=language, run_info=info)))  # fmt: skip
+            result = asyncio.run(
+                _closing(
+                    provider,
+                    run_eval(
+                        items, panel, provider, target, concurrency, rounds, progress, language=language, run_info=info
+                    ),
+                )
+            )
         except KeyboardInterrupt:
             bar.stop()
             done, _ = read_records(target / RECORDS)
@@ -125,8 +151,10 @@ def eval_command(
             if kept:
                 finish_run(target, kept)
             command = " ".join(shlex.quote(a) for a in ["consensus", *sys.argv[1:]])
-            err.print(f"[yellow]Stopped (Ctrl-C):[/] {len(kept)} of {len(items)} questions are done and saved in "
-                      f"{escape(str(target / RECORDS))}.\nResume with the same command: {escape(command)}")  # fmt: skip
+            err.print(
+                f"[yellow]Stopped (Ctrl-C):[/] {len(kept)} of {len(items)} questions are done and saved in "
+                f"{escape(str(target / RECORDS))}.\nResume with the same command: {escape(command)}"
+            )
             raise typer.Exit(130) from None
         except (ValueError, OSError) as exc:  # a bad --out, records.jsonl that is a directory, a full disk
             raise _fail(str(exc)) from None
@@ -137,8 +165,10 @@ def eval_command(
     failed = summary["status"].get("failed", 0)
     if failed:
         first = summary["failures"][0]
-        err.print(f"[yellow]{failed} debate(s) failed[/] (counted as wrong; a re-run asks them again); e.g. "
-                  f"{escape(first['id'])}: {escape(str(first['reason']))}")  # fmt: skip
+        err.print(
+            f"[yellow]{failed} debate(s) failed[/] (counted as wrong; a re-run asks them again); e.g. "
+            f"{escape(first['id'])}: {escape(str(first['reason']))}"
+        )
     for name in (RECORDS, SUMMARY, REPORT):
         out.print(f"{name}: {escape(str(target / name))}")
     if failed and failed == summary["n"]:  # an outage or a bad key measured nothing: say so in the exit code

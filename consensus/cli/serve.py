@@ -21,7 +21,9 @@ keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys (stored hashe
 def serve(
     host: Annotated[
         str | None,
-        typer.Option(help="interface to bind; a public one requires API keys [default: $CONSENSUS_HOST, else 127.0.0.1]"),
+        typer.Option(
+            help="interface to bind; a public one requires API keys [default: $CONSENSUS_HOST, else 127.0.0.1]"
+        ),
     ] = None,
     port: Annotated[
         int | None, typer.Option(min=0, max=65535, help="TCP port [default: $CONSENSUS_PORT, else 8000]")
@@ -32,8 +34,7 @@ def serve(
         typer.Option(
             min=1,
             max=64,
-            help="processes sharing the port, one per core "
-            "(PostgreSQL only; CONSENSUS_MAX_IN_FLIGHT is per process)",
+            help="processes sharing the port, one per core (PostgreSQL only; CONSENSUS_MAX_IN_FLIGHT is per process)",
         ),
     ] = 1,
 ) -> None:
@@ -218,4 +219,3 @@ def keys_revoke(
     if not asyncio.run(go()):
         raise fail(f"no active key with id {key_id!r}")
     typer.echo(f"revoked {key_id}")
-

@@ -108,7 +108,12 @@ class Gateway:
         return result
 
     async def _call_once(
-        self, seat: Seat, messages: list[Message], timeout_s: float, schema: JsonSchema | None, on_delta: DeltaSink | None
+        self,
+        seat: Seat,
+        messages: list[Message],
+        timeout_s: float,
+        schema: JsonSchema | None,
+        on_delta: DeltaSink | None,
     ) -> Completion:
         sem, throttler = self._limit(seat)
         api_key = seat_key(seat)

@@ -191,7 +191,9 @@ def _litellm_kind(exc: BaseException, msg: str, llm_errors: Any) -> ErrorKind | 
         return "connection"
     if isinstance(exc, llm_errors.APIConnectionError) or "connection error" in msg.lower():
         return "connection"
-    if isinstance(exc, llm_errors.InternalServerError | llm_errors.ServiceUnavailableError | llm_errors.BadGatewayError):
+    if isinstance(
+        exc, llm_errors.InternalServerError | llm_errors.ServiceUnavailableError | llm_errors.BadGatewayError
+    ):
         return "server"
     return None
 

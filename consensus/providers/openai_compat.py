@@ -30,7 +30,10 @@ from consensus.types import Message, Seat, Usage
 
 def request_body(seat: Seat, messages: list[Message], json_output: bool, stream: bool) -> dict[str, Any]:
     """The chat-completions request for `seat`: its wire model name and sampling settings."""
-    body: dict[str, Any] = {"model": seat.wire_model, "messages": [{"role": m.role, "content": m.content} for m in messages]}
+    body: dict[str, Any] = {
+        "model": seat.wire_model,
+        "messages": [{"role": m.role, "content": m.content} for m in messages],
+    }
     for name in ("temperature", "max_tokens", "seed"):
         value = getattr(seat, name)
         if value is not None:
@@ -110,7 +113,9 @@ class OpenAICompatClient:
             raise ProviderError("bad_request", f"invalid api_base URL: {exc}") from exc
         except aiohttp.ClientHttpProxyError as exc:  # the proxy refused: 407 is a credential problem, not a blip
             kind = kind_for_status(exc.status)
-            raise ProviderError(kind, f"the proxy answered HTTP {exc.status}: {exc.message}", status_code=exc.status) from exc
+            raise ProviderError(
+                kind, f"the proxy answered HTTP {exc.status}: {exc.message}", status_code=exc.status
+            ) from exc
         except aiohttp.ClientPayloadError as exc:  # the body broke off mid-way
             raise ProviderError("connection", f"connection broke mid-reply: {exc}") from exc
         except aiohttp.ClientError as exc:  # refused, reset, DNS, TLS: the request may not have arrived
@@ -149,7 +154,9 @@ def _text(content: Any) -> str | None:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(str(p.get("text") or "") for p in content if isinstance(p, dict) and p.get("type", "text") == "text")
+        return "".join(
+            str(p.get("text") or "") for p in content if isinstance(p, dict) and p.get("type", "text") == "text"
+        )
     return None
 
 
@@ -178,7 +185,9 @@ async def _sse_data(lines: AsyncIterable[bytes]) -> AsyncIterator[str]:
         yield "\n".join(data)
 
 
-async def read_stream(lines: AsyncIterable[bytes], on_delta: DeltaSink, secrets: tuple[str, ...] = ()) -> tuple[str, Usage]:
+async def read_stream(
+    lines: AsyncIterable[bytes], on_delta: DeltaSink, secrets: tuple[str, ...] = ()
+) -> tuple[str, Usage]:
     """The answer's text and usage from an OpenAI chat stream's lines; ProviderError when it breaks."""
     parts: list[str] = []
     usage = Usage()
@@ -260,8 +269,9 @@ def _http_error(status: int, raw: bytes, headers: Any, secrets: tuple[str, ...] 
         message, code = str(detail or "") or raw.decode("utf-8", "replace"), ""
     kind = kind_for_status(status, f"{code} {message}".lower())
     retry_after = retry_after_s(headers.get("retry-after")) if status in (429, 503) else None
-    return ProviderError(kind, f"HTTP {status}: {message}", status_code=status, retry_after_s=retry_after,
-                         secrets=secrets)  # fmt: skip
+    return ProviderError(
+        kind, f"HTTP {status}: {message}", status_code=status, retry_after_s=retry_after, secrets=secrets
+    )
 
 
 def retry_after_s(value: str | None) -> float | None:

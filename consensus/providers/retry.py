@@ -10,7 +10,9 @@ from consensus.errors import ErrorKind
 RETRYABLE_KINDS: frozenset[ErrorKind] = frozenset({"timeout", "rate_limit", "server", "connection"})
 
 
-_CONTEXT = re.compile(r"context[ _-]?(length|size|window)|exceed_context|maximum context|too many tokens|prompt is too long")
+_CONTEXT = re.compile(
+    r"context[ _-]?(length|size|window)|exceed_context|maximum context|too many tokens|prompt is too long"
+)
 
 
 def overflows_context(words: str) -> bool:

@@ -51,8 +51,10 @@ def pg_bin(name: str) -> str:
     """Path of a PostgreSQL server binary: PATH first, then Debian's /usr/lib/postgresql/*/bin."""
     found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)
     if not found:
-        raise PgUnavailable(f"`{name}` is not on PATH (nor in /usr/lib/postgresql/*/bin): install PostgreSQL 15 "
-                            "server binaries to run the postgres tests")  # fmt: skip
+        raise PgUnavailable(
+            f"`{name}` is not on PATH (nor in /usr/lib/postgresql/*/bin): install PostgreSQL 15 "
+            "server binaries to run the postgres tests"
+        )
     return found
 
 
@@ -92,8 +94,9 @@ class PgCluster:
 
     def start(self) -> PgCluster:
         """initdb (no fsync), then start on a free port; retries a port taken meanwhile."""
-        r = self._run(self.initdb, "-D", str(self.data), "-A", "trust", "-U", PG_USER, "-E", "UTF8",
-                      "--locale=C", "--no-sync")  # fmt: skip
+        r = self._run(
+            self.initdb, "-D", str(self.data), "-A", "trust", "-U", PG_USER, "-E", "UTF8", "--locale=C", "--no-sync"
+        )
         if r.returncode:
             raise RuntimeError(f"initdb failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
         for _ in range(3):

@@ -40,8 +40,15 @@ LATENCY_TEXT = (
     ' answer is 42.", "final_answer": "42", "confidence": 0.9}'
 )
 # The `type` of an OpenAI error body, per HTTP status of the faults that have one.
-ERROR_TYPE = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-              429: "rate_limit_exceeded", 500: "server_error", 502: "server_error", 503: "server_error"}
+ERROR_TYPE = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "not_found_error",
+    429: "rate_limit_exceeded",
+    500: "server_error",
+    502: "server_error",
+    503: "server_error",
+}
 
 
 class Script(BaseModel):
@@ -80,13 +87,13 @@ class StubState:
 
 
 def is_latency_model(model: str) -> bool:
-    return model.startswith(LATENCY_PREFIX) and model[len(LATENCY_PREFIX):].isdigit()
+    return model.startswith(LATENCY_PREFIX) and model[len(LATENCY_PREFIX) :].isdigit()
 
 
 def default_step(model: str) -> Step:
     """The reply of an unscripted model."""
     if is_latency_model(model):
-        return Step(text=LATENCY_TEXT, delay_s=int(model[len(LATENCY_PREFIX):]) / 1000)
+        return Step(text=LATENCY_TEXT, delay_s=int(model[len(LATENCY_PREFIX) :]) / 1000)
     return Step(text=f"default answer from {model}")
 
 
@@ -126,18 +133,18 @@ def sse(payload: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
 
-async def stream_events(step: Step, base: dict[str, Any], usage: dict[str, int],
-                        include_usage: bool) -> AsyncIterator[bytes]:
+async def stream_events(
+    step: Step, base: dict[str, Any], usage: dict[str, int], include_usage: bool
+) -> AsyncIterator[bytes]:
     """SSE chunks of a streamed answer; ``cut`` stops after some content, ``malformed`` sends garbage."""
     await asyncio.sleep(step.delay_s)
-    yield sse({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                    "finish_reason": None}]})
+    yield sse({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
     if step.fault == "malformed":
         yield b"data: {this is not json\n\n"
         yield b"data: [DONE]\n\n"
         return
     size, text = step.chunk_chars, step.render()
-    pieces = [text[i:i + size] for i in range(0, len(text), size)]
+    pieces = [text[i : i + size] for i in range(0, len(text), size)]
     if step.fault == "cut":
         pieces = pieces[: max(1, len(pieces) // 2)] if pieces else ["partial"]
     for piece in pieces:
@@ -151,16 +158,24 @@ async def stream_events(step: Step, base: dict[str, Any], usage: dict[str, int],
 
 
 def completion_body(step: Step, model: str, usage: dict[str, int], n: int, created: int) -> dict[str, Any]:
-    return {"id": f"chatcmpl-stub-{n}", "object": "chat.completion", "created": created, "model": model,
-            "usage": usage,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": step.render()}, "finish_reason": "stop"}]}
+    return {
+        "id": f"chatcmpl-stub-{n}",
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "usage": usage,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": step.render()}, "finish_reason": "stop"}],
+    }
 
 
 def usage_of(step: Step, body: dict[str, Any]) -> dict[str, int]:
     completion_tokens = max(1, len(step.render()) // 4)
     prompt_tokens = count_tokens(body.get("messages"))
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
 
 
 def create_app() -> LatencyFastPath:
@@ -185,11 +200,14 @@ def create_app() -> LatencyFastPath:
         usage = usage_of(step, body)
         created = int(time.time())
         if body.get("stream"):
-            base = {"id": f"chatcmpl-stub-{next(st.ids)}", "object": "chat.completion.chunk",
-                    "created": created, "model": model}
+            base = {
+                "id": f"chatcmpl-stub-{next(st.ids)}",
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+            }
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            return StreamingResponse(stream_events(step, base, usage, include_usage),
-                                     media_type="text/event-stream")
+            return StreamingResponse(stream_events(step, base, usage, include_usage), media_type="text/event-stream")
         await asyncio.sleep(step.delay_s)
         if step.fault in ("malformed", "cut"):
             return Response(b"<html>this is not a chat completion", media_type="application/json")
@@ -274,16 +292,26 @@ class LatencyFastPath:
         if body.get("stream"):
             base = {"id": f"chatcmpl-stub-{n}", "object": "chat.completion.chunk", "created": created, "model": model}
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", b"text/event-stream; charset=utf-8")]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream; charset=utf-8")],
+                }
+            )
             async for event in stream_events(step, base, usage, include_usage):
                 await send({"type": "http.response.body", "body": event, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return None
         await asyncio.sleep(step.delay_s)
         payload = json.dumps(completion_body(step, model, usage, n, created), separators=(",", ":")).encode()
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": payload})
         return None
 
@@ -304,8 +332,15 @@ def bind_loopback(port: int = 0) -> socket.socket:
 def uvicorn_config(target: Any, workers: int = 1) -> uvicorn.Config:
     # Keep-alive outlives client pools' idle expiry (httpx 5 s, aiohttp 15 s) so the client always
     # closes first: no reuse-vs-close race. A short graceful shutdown so stop() never waits on "hang".
-    return uvicorn.Config(target, log_level="warning", access_log=False, workers=workers, lifespan="off",
-                          timeout_keep_alive=65, timeout_graceful_shutdown=1)
+    return uvicorn.Config(
+        target,
+        log_level="warning",
+        access_log=False,
+        workers=workers,
+        lifespan="off",
+        timeout_keep_alive=65,
+        timeout_graceful_shutdown=1,
+    )
 
 
 class StubServer:
@@ -330,8 +365,9 @@ class StubServer:
         sock = bind_loopback()
         self.port = sock.getsockname()[1]
         self._server = uvicorn.Server(uvicorn_config(create_app()))
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
-                                        name="stub-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, name="stub-server", daemon=True
+        )
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self._server.started:

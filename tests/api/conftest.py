@@ -27,8 +27,9 @@ class ServiceServer:
 
     def __init__(self, settings: Settings, panel: Panel, provider=None) -> None:
         self.app = create_app(settings, panel, provider)
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning",
-                                                    access_log=False, lifespan="on"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning", access_log=False, lifespan="on")
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def start(self) -> ServiceServer:
@@ -130,7 +131,9 @@ def service_process(tmp_path: Path) -> Iterator[object]:
     """Factory of `python -m consensus serve` processes; every one is SIGKILLed at teardown."""
     made: list[ServiceProcess] = []
 
-    def make(name: str, database_url: str, panel_file: Path, args: tuple[str, ...] = (), **env: object) -> ServiceProcess:
+    def make(
+        name: str, database_url: str, panel_file: Path, args: tuple[str, ...] = (), **env: object
+    ) -> ServiceProcess:
         proc = ServiceProcess(name, database_url, panel_file, tmp_path, args, **env)
         made.append(proc)
         return proc

@@ -35,7 +35,10 @@ def test_keys_are_required_once_any_exists_and_accepted_both_ways(keyed):
     with srv.client() as c:
         r = c.post("/v1/debates", json={"question": "2+2?"})
         assert r.status_code == 401 and r.json()["error"]["code"] == "missing_api_key"
-        assert c.post("/v1/debates", json={"question": "2+2?"}, headers={"Authorization": "Bearer sk_wrong"}).status_code == 401
+        assert (
+            c.post("/v1/debates", json={"question": "2+2?"}, headers={"Authorization": "Bearer sk_wrong"}).status_code
+            == 401
+        )
         ok = c.post("/v1/debates", json={"question": "2+2?"}, headers={"Authorization": f"Bearer {secret}"})
         assert ok.status_code == 202
         assert c.get(f"/v1/debates/{ok.json()['id']}", headers={"X-API-Key": secret}).status_code == 200
@@ -102,15 +105,29 @@ def test_browser_key_only_from_its_origin_with_cors_and_no_credentials(keyed):
         assert "access-control-allow-origin" not in bad.headers
         no_origin = c.post("/v1/debates", json={"question": "2+2?"}, headers={"Authorization": f"Bearer {public}"})
         assert no_origin.status_code == 403
-        pre = c.options("/v1/debates", headers={"Origin": "https://site.example", "Access-Control-Request-Method": "POST",
-                                                 "Access-Control-Request-Headers": "authorization,content-type"})
+        pre = c.options(
+            "/v1/debates",
+            headers={
+                "Origin": "https://site.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization,content-type",
+            },
+        )
         assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == "https://site.example"
-        pre_bad = c.options("/v1/debates", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+        pre_bad = c.options(
+            "/v1/debates", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
+        )
         assert pre_bad.headers.get("access-control-allow-origin") != "https://evil.example"
         # The OpenAI JS SDK in a browser sends x-stainless-* headers: its preflight failed on them.
         sdk = "authorization,content-type,x-stainless-os,x-stainless-retry-count,openai-organization"
-        pre = c.options("/v1/chat/completions", headers={"Origin": "https://site.example", "Access-Control-Request-Method": "POST",
-                                                         "Access-Control-Request-Headers": sdk})  # fmt: skip
+        pre = c.options(
+            "/v1/chat/completions",
+            headers={
+                "Origin": "https://site.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": sdk,
+            },
+        )
         assert pre.status_code == 200 and "x-stainless-os" in pre.headers["access-control-allow-headers"].lower()
 
 
@@ -125,8 +142,11 @@ def test_a_key_made_while_serving_works_from_a_widget_that_only_sends_preflights
         return plain
 
     asyncio.run_coroutine_threadsafe(create(), srv.server_loop).result(10)  # nothing has reloaded the keys
-    preflight = {"Origin": "https://new-site.example", "Access-Control-Request-Method": "POST",
-                 "Access-Control-Request-Headers": "authorization,content-type"}  # fmt: skip
+    preflight = {
+        "Origin": "https://new-site.example",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type",
+    }
     with srv.client() as c:
         pre = c.options("/v1/debates", headers=preflight)
         assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == "https://new-site.example"
@@ -153,7 +173,9 @@ def test_admission_control_gives_fast_503(make_service, stub, monkeypatch):
 
     prepared = []
     real_new_result = routes_debates.new_result
-    monkeypatch.setattr(routes_debates, "new_result", lambda *a, **kw: prepared.append(a[0]) or real_new_result(*a, **kw))
+    monkeypatch.setattr(
+        routes_debates, "new_result", lambda *a, **kw: prepared.append(a[0]) or real_new_result(*a, **kw)
+    )
     for n in ("alice", "bob", "carol"):
         stub.script(n, [{"text": ans("4"), "delay_s": 2}])
     srv = make_service(max_in_flight=2)
@@ -256,7 +278,9 @@ def test_invalid_json_and_oversized_body(service):
         assert r.status_code in (400, 422) and r.json()["error"]["param"] == "body"
         for raw, says in ((b"", "required"), (b'{"question": "ok?"}', "Content-Type: application/json")):
             r = c.post("/v1/debates", content=raw, headers={"Content-Type": "text/plain"})
-            assert r.status_code == 422 and r.json()["error"]["param"] == "body" and says in r.json()["error"]["message"]
+            assert (
+                r.status_code == 422 and r.json()["error"]["param"] == "body" and says in r.json()["error"]["message"]
+            )
         r = c.post("/v1/debates", json={"question": "ok?"}, headers={"Idempotency-Key": "k" * 300})
         assert r.status_code == 422 and r.json()["error"]["param"] == "Idempotency-Key"
         big = json.dumps({"question": "x" * 200_000})

@@ -56,8 +56,10 @@ def test_an_empty_language_means_detect_it_as_documented(stub, service):
 
 def test_sse_stream_on_post_has_ids_and_ends_with_the_result(stub, service):
     script_agree(stub)
-    with service.client() as c, connect_sse(c, "POST", "/v1/debates", json={"question": "2+2?"},
-                                            headers={"Accept": "text/event-stream"}) as es:  # fmt: skip
+    with (
+        service.client() as c,
+        connect_sse(c, "POST", "/v1/debates", json={"question": "2+2?"}, headers={"Accept": "text/event-stream"}) as es,
+    ):
         events = [(e.id, e.event, json.loads(e.data)) for e in es.iter_sse() if e.data]
     types = [t for _, t, _ in events]
     assert types[0] == "debate.started" and types[-1] == "debate.completed"
@@ -70,18 +72,21 @@ def test_sse_stream_on_post_has_ids_and_ends_with_the_result(stub, service):
     assert events[-1][2]["result"]["status"] == "completed"
 
 
-@pytest.mark.parametrize(("accept", "sse"), [
-    ("text/event-stream", True),
-    ("application/json, text/event-stream", True),  # a tie: naming the stream asks for it
-    ("text/event-stream;q=0", False),  # named only to refuse it (a substring match streamed this)
-    ("application/json, text/event-stream; q=0.5", False),
-    ("text/event-stream;q=0.9, */*;q=0.1", True),
-    ("Text/Event-Stream ; Q=1", True),
-    ("text/event-stream;q=oops", False),
-    ("application/json", False),
-    ("*/*", False),
-    ("", False),
-])
+@pytest.mark.parametrize(
+    ("accept", "sse"),
+    [
+        ("text/event-stream", True),
+        ("application/json, text/event-stream", True),  # a tie: naming the stream asks for it
+        ("text/event-stream;q=0", False),  # named only to refuse it (a substring match streamed this)
+        ("application/json, text/event-stream; q=0.5", False),
+        ("text/event-stream;q=0.9, */*;q=0.1", True),
+        ("Text/Event-Stream ; Q=1", True),
+        ("text/event-stream;q=oops", False),
+        ("application/json", False),
+        ("*/*", False),
+        ("", False),
+    ],
+)
 def test_accept_header_is_negotiated_by_weight(accept, sse):
     assert wants_sse(accept) is sse
 
@@ -89,7 +94,9 @@ def test_accept_header_is_negotiated_by_weight(accept, sse):
 def test_a_refused_event_stream_gets_json(stub, service):
     script_agree(stub)
     with service.client() as c:
-        r = c.post("/v1/debates", json={"question": "2+2?"}, headers={"Accept": "application/json, text/event-stream;q=0"})
+        r = c.post(
+            "/v1/debates", json={"question": "2+2?"}, headers={"Accept": "application/json, text/event-stream;q=0"}
+        )
         assert r.status_code == 202 and r.headers["content-type"].startswith("application/json")
         wait_status(c, r.json()["id"])
 
@@ -107,7 +114,11 @@ def test_replay_with_last_event_id_gets_only_what_was_missed(stub, service):
         assert [e.id for e in rest] == [e.id for e in full[3:]]
         # A resume point no event can have is refused before the 200: an EventSource then stops instead of
         # reconnecting forever to a stream the store cannot read (it overflowed the seq column mid-stream).
-        for headers, params in (({"Last-Event-ID": str(2**63)}, {}), ({"Last-Event-ID": "-"}, {}), ({}, {"after": 2**31})):
+        for headers, params in (
+            ({"Last-Event-ID": str(2**63)}, {}),
+            ({"Last-Event-ID": "-"}, {}),
+            ({}, {"after": 2**31}),
+        ):
             r = c.get(f"/v1/debates/{d['id']}/events", headers=headers, params=params)
             assert r.status_code == 422 and r.json()["error"]["param"] in ("Last-Event-ID", "after"), r.text
 
@@ -117,7 +128,9 @@ def test_a_delta_resumes_from_the_last_stored_event(stub, service):
     everything stored since (an end stored with a lower seq than the deltas, as a remote cancel does, too)."""
     script_agree(stub)
     with service.client() as c:
-        with connect_sse(c, "POST", "/v1/debates", json={"question": "2+2?"}, headers={"Accept": "text/event-stream"}) as es:
+        with connect_sse(
+            c, "POST", "/v1/debates", json={"question": "2+2?"}, headers={"Accept": "text/event-stream"}
+        ) as es:
             live = [e for e in es.iter_sse() if e.data]
         assert live[-1].event == "debate.completed"
         deltas = [i for i, e in enumerate(live) if e.event.endswith(".delta")]
@@ -134,14 +147,16 @@ def test_a_delta_resumes_from_the_last_stored_event(stub, service):
         debate_id = json.loads(live[0].data)["debate_id"]
         with connect_sse(c, "GET", f"/v1/debates/{debate_id}/events", headers={"Last-Event-ID": last_delta.id}) as es:
             rest = [e for e in es.iter_sse() if e.data]
-        stored_after = [e for e in live[deltas[-1]:] if not e.event.endswith(".delta")]
+        stored_after = [e for e in live[deltas[-1] :] if not e.event.endswith(".delta")]
         assert [(e.id, e.event) for e in rest] == [(e.id, e.event) for e in stored_after]
 
 
 def test_disconnecting_client_does_not_cancel_the_debate(stub, service):
     script_agree(stub, delay=0.5)
     with service.client() as c:
-        with connect_sse(c, "POST", "/v1/debates", json={"question": "2+2?"}, headers={"Accept": "text/event-stream"}) as es:
+        with connect_sse(
+            c, "POST", "/v1/debates", json={"question": "2+2?"}, headers={"Accept": "text/event-stream"}
+        ) as es:
             first = next(e for e in es.iter_sse() if e.data)
             debate_id = json.loads(first.data)["debate_id"]
         # The stream is closed mid-debate; the debate goes on.
@@ -193,7 +208,13 @@ def test_unknown_debate_is_404_in_the_error_shape(service):
     with service.client() as c:
         r = c.get("/v1/debates/nope")
         assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
-        for path in ("/v1/debates/a%00b", "/v1/debates/%00/events", "/v1/debates/x%20y", "/d/%00", "/v1/debates/" + "a" * 65):
+        for path in (
+            "/v1/debates/a%00b",
+            "/v1/debates/%00/events",
+            "/v1/debates/x%20y",
+            "/d/%00",
+            "/v1/debates/" + "a" * 65,
+        ):
             assert c.get(path).status_code == 404, path  # never sent to the store (PostgreSQL refused a NUL: 500)
         assert c.post("/v1/debates/%00/cancel").status_code == 404
 
@@ -203,7 +224,9 @@ def test_health_ready_metrics(stub, service):
     stub.script("bob", [{"fault": "500"}, {"text": ans("4")}])  # one retry
 
     def retries(text: str) -> float:
-        line = next((x for x in text.splitlines() if x.startswith('consensus_llm_retries_total{model="openai/bob"}')), None)
+        line = next(
+            (x for x in text.splitlines() if x.startswith('consensus_llm_retries_total{model="openai/bob"}')), None
+        )
         return float(line.split()[-1]) if line else 0.0
 
     with service.client() as c:
@@ -223,7 +246,14 @@ def test_metrics_count_each_call_when_it_happens_not_when_the_debate_ends(stub, 
         stub.script(n, [{"text": ans(opening)}, {"text": ans("4"), "delay_s": 1.5}])
 
     def calls(text: str) -> float:
-        line = next((x for x in text.splitlines() if x.startswith('consensus_llm_calls_total{model="openai/carol",outcome="ok"}')), None)
+        line = next(
+            (
+                x
+                for x in text.splitlines()
+                if x.startswith('consensus_llm_calls_total{model="openai/carol",outcome="ok"}')
+            ),
+            None,
+        )
         return float(line.split()[-1]) if line else 0.0
 
     with service.client() as c:
@@ -356,9 +386,17 @@ def test_no_route_runs_a_plain_function_in_a_worker_thread(service):
                 yield from api_routes(route.original_router.routes)
 
     checked = list(api_routes(service.app.routes))
-    sync = {f"{route.path}: {call.__name__}" for route in checked
-            for call in calls(route.dependant) if call is not None and not inspect.iscoroutinefunction(call)}  # fmt: skip
-    sync |= {f"{route.path}: {route.endpoint.__name__}" for route in checked if not inspect.iscoroutinefunction(route.endpoint)}
+    sync = {
+        f"{route.path}: {call.__name__}"
+        for route in checked
+        for call in calls(route.dependant)
+        if call is not None and not inspect.iscoroutinefunction(call)
+    }
+    sync |= {
+        f"{route.path}: {route.endpoint.__name__}"
+        for route in checked
+        if not inspect.iscoroutinefunction(route.endpoint)
+    }
     assert len(checked) > 10 and sync == set()
 
 

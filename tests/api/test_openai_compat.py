@@ -28,7 +28,9 @@ def test_chat_completion_returns_the_consensus_and_every_answer(client):
 
 def test_streaming_yields_standard_chunks(client):
     stream = client.chat.completions.create(
-        model="consensus", messages=[{"role": "user", "content": "Capital of France?"}], stream=True,
+        model="consensus",
+        messages=[{"role": "user", "content": "Capital of France?"}],
+        stream=True,
         stream_options={"include_usage": True},
     )
     chunks = list(stream)
@@ -84,8 +86,11 @@ CUT = {"fault": "cut", "text": CONSENSUS, "chunk_chars": 5}
 
 def stream_text(client) -> str:
     msgs = [{"role": "user", "content": "Capital of France?"}]
-    return "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
-        model="consensus", messages=msgs, stream=True) if c.choices)  # fmt: skip
+    return "".join(
+        c.choices[0].delta.content or ""
+        for c in client.chat.completions.create(model="consensus", messages=msgs, stream=True)
+        if c.choices
+    )
 
 
 def test_a_synthesis_retried_after_part_of_it_streamed_still_streams_the_answer_once(client, stub):

@@ -64,7 +64,9 @@ def test_debate_end_to_end_on_postgres(stub, pg_cluster, pg_database):
             # Text PostgreSQL cannot store or compare (asyncpg raised, the API answered 500): refused or not found.
             assert c.get("/v1/debates/a%00b").status_code == 404
             for q in ("nul \u0000?", "lone \ud800?"):
-                r = c.post("/v1/debates", content=json.dumps({"question": q}), headers={"Content-Type": "application/json"})
+                r = c.post(
+                    "/v1/debates", content=json.dumps({"question": q}), headers={"Content-Type": "application/json"}
+                )
                 assert r.status_code == 422 and r.json()["error"]["param"] == "question"
             listed = c.get("/v1/debates").json()["data"]
             assert [x["id"] for x in listed] == [d["id"]] and listed[0]["status"] == "completed"
@@ -78,7 +80,9 @@ def test_debate_end_to_end_on_postgres(stub, pg_cluster, pg_database):
     assert pg_cluster.execute("SELECT version_num FROM alembic_version", db) == [("0003",)]
     kinds = pg_cluster.execute(
         "SELECT DISTINCT data_type FROM information_schema.columns WHERE column_name IN "
-        "('created_at', 'updated_at', 'lease_until', 'revoked_at')", db)  # fmt: skip
+        "('created_at', 'updated_at', 'lease_until', 'revoked_at')",
+        db,
+    )
     assert kinds == [("timestamp with time zone",)]
     row = pg_cluster.execute("SELECT status, lease_owner, lease_until, last_seq FROM debates", db)
     assert row == [("completed", None, None, len(events))]
@@ -433,16 +437,27 @@ def test_workers_need_postgresql(tmp_path, stub):
 
     panel = write_panel(tmp_path / "panel.toml", make_panel(stub=stub, **REPLICA_PANEL))
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENSUS_")}
-    env.update(DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'x.db'}", LITELLM_LOCAL_MODEL_COST_MAP="True",
-               COLUMNS="400")  # one line, unwrapped
-    r = subprocess.run([sys.executable, "-m", "consensus", "serve", "--port", "0", "--panel-file", str(panel),
-                        "--workers", "2"], env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    env.update(
+        DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'x.db'}", LITELLM_LOCAL_MODEL_COST_MAP="True", COLUMNS="400"
+    )  # one line, unwrapped
+    r = subprocess.run(
+        [sys.executable, "-m", "consensus", "serve", "--port", "0", "--panel-file", str(panel), "--workers", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2
     assert r.stderr.startswith("error: --workers 2:") and "PostgreSQL" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     # PostgreSQL that cannot be reached: one line naming DATABASE_URL, before any worker starts.
     env["DATABASE_URL"] = "postgresql://postgres@127.0.0.1:1/nowhere"
-    r = subprocess.run([sys.executable, "-m", "consensus", "serve", "--port", "0", "--panel-file", str(panel),
-                        "--workers", "2"], env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "consensus", "serve", "--port", "0", "--panel-file", str(panel), "--workers", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and r.stderr.startswith("error: DATABASE_URL: cannot migrate the database")
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr

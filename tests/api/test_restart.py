@@ -57,7 +57,7 @@ def test_sigkill_mid_debate_resumes_from_the_last_round_on_restart(stub, service
     resumed = [i for i, (_, t, _) in enumerate(events) if t == "debate.resumed"]
     assert len(resumed) == 1 and events[resumed[0]][2]["data"] == {"after_round": 0}
     # Every round-1 answer after the marker comes from the resumed run; a replaying client knows which to keep.
-    after = [p["answer"] for _, t, p in events[resumed[0]:] if t == "answer.completed"]
+    after = [p["answer"] for _, t, p in events[resumed[0] :] if t == "answer.completed"]
     assert sorted(a["panelist"] for a in after) == ["alice", "bob", "carol"] and {a["round"] for a in after} == {1}
     assert datetime.fromisoformat(listed[0]["created_at"]).tzinfo is not None  # SQLite too
 
@@ -91,7 +91,9 @@ def test_sigterm_checkpoints_the_debate_and_the_next_start_resumes_it(stub, serv
         status, owner, until, last_seq, result = conn.execute(
             "SELECT status, lease_owner, lease_until, last_seq, result FROM debates WHERE id = ?", (debate_id,)
         ).fetchone()
-        stored = [t for (t,) in conn.execute("SELECT type FROM debate_events WHERE debate_id = ? ORDER BY seq", (debate_id,))]
+        stored = [
+            t for (t,) in conn.execute("SELECT type FROM debate_events WHERE debate_id = ? ORDER BY seq", (debate_id,))
+        ]
     assert (status, owner, until) == ("running", None, None)
     assert [r["index"] for r in json.loads(result)["rounds"]] == [0]
     assert stored == ["debate.started", *["answer.completed"] * 3, "round.completed"] and last_seq == len(stored)
@@ -106,5 +108,5 @@ def test_sigterm_checkpoints_the_debate_and_the_next_start_resumes_it(stub, serv
     resumed = [i for i, (_, t, _) in enumerate(events) if t == "debate.resumed"]
     assert len(resumed) == 1 and events[resumed[0]][2]["data"] == {"after_round": 0}
     # Every round-1 answer after the marker comes from the resumed run; a replaying client knows which to keep.
-    after = [p["answer"] for _, t, p in events[resumed[0]:] if t == "answer.completed"]
+    after = [p["answer"] for _, t, p in events[resumed[0] :] if t == "answer.completed"]
     assert sorted(a["panelist"] for a in after) == ["alice", "bob", "carol"] and {a["round"] for a in after} == {1}

@@ -30,6 +30,11 @@ def test_the_schema_states_the_panels_question_limit(make_service, stub):
     service = make_service(stub_panel(stub, max_question_chars=1234))
     schemas = httpx.get(f"{service.url}/openapi.json").json()["components"]["schemas"]
     assert schemas["DebateRequest"]["properties"]["question"] | {"title": None} == {
-        "type": "string", "minLength": 1, "maxLength": 1234, "description": "the question for the panel", "title": None}
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 1234,
+        "description": "the question for the panel",
+        "title": None,
+    }
     with service.client() as c:  # what it states is what is enforced
         assert c.post("/v1/debates", json={"question": "x" * 1235}).status_code == 422

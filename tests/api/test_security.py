@@ -291,7 +291,9 @@ def test_failed_authentications_are_logged_counted_and_throttled_per_address(mak
 
 
 # -- 6. the deadline belongs to the debate ------------------------------------------------------------------------------
-def test_a_debate_resumed_after_its_deadline_makes_no_more_calls_and_ends_with_what_it_has(make_service, stub, tmp_path):
+def test_a_debate_resumed_after_its_deadline_makes_no_more_calls_and_ends_with_what_it_has(
+    make_service, stub, tmp_path
+):
     script_hang_in_round_1(stub)
     panel = stub_panel(stub, deadline_s=30)
     srv = make_service(panel=panel, shutdown_grace_s=0)
@@ -300,7 +302,9 @@ def test_a_debate_resumed_after_its_deadline_makes_no_more_calls_and_ends_with_w
         wait_round_1_in_flight(c, stub, debate_id)
     srv.stop()  # round 1 is cut short; the debate stays running in the store
     db = sqlite3.connect(tmp_path / "svc.db")
-    started, deadline = db.execute("SELECT json_extract(result, '$.timing.started_at'), deadline_at FROM debates").fetchone()
+    started, deadline = db.execute(
+        "SELECT json_extract(result, '$.timing.started_at'), deadline_at FROM debates"
+    ).fetchone()
     assert abs((_utc(deadline) - _utc(started)).total_seconds() - 30) < 0.01  # stored when it was accepted
     with db:  # time passes beyond its end while no replica runs it
         db.execute("UPDATE debates SET deadline_at = ?", ((datetime.now(UTC) - timedelta(seconds=1)).isoformat(),))
@@ -354,8 +358,10 @@ def test_a_stalled_body_gets_408_and_the_connection_closes_while_streams_go_on(m
     srv = make_service(body_timeout_s=0.3)
     port = int(srv.url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(b"POST /v1/debates HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n"
-                  b'\r\n{"question": ')  # fmt: skip
+        s.sendall(
+            b"POST /v1/debates HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n"
+            b'\r\n{"question": '
+        )
         got = b""
         while chunk := s.recv(65536):  # until the server closes the connection
             got += chunk

@@ -62,8 +62,11 @@ def test_one_debates_writes_in_a_batch_share_an_update_as_if_they_ran_one_by_one
         result = new_result("q?", stub_panel(_Stub()), DebateOptions())
         await store.create_debate(result, {}, None, None, owner="me", lease_s=30)
         updates: list[str] = []
-        event.listen(store.engine.sync_engine, "before_cursor_execute",
-                     lambda _c, _cur, sql, *_a: updates.append(sql) if sql.startswith("UPDATE debates") else None)
+        event.listen(
+            store.engine.sync_engine,
+            "before_cursor_execute",
+            lambda _c, _cur, sql, *_a: updates.append(sql) if sql.startswith("UPDATE debates") else None,
+        )
         snapshot = result.model_copy(update={"max_rounds": 7})
         done = result.model_copy(update={"status": result.status.__class__("completed")})
 
@@ -125,7 +128,8 @@ def test_migrations_build_exactly_the_models_schema_and_upgrade_a_0001_database(
         command.upgrade(cfg, "0001")
         conn.exec_driver_sql(
             "INSERT INTO debates (id, status, question, language, request, result, last_seq, created_at, updated_at) "
-            "VALUES ('old', 'completed', 'q?', 'en', '{}', '{}', 0, '2026-01-01 00:00:00', '2026-01-01 00:00:00')")  # fmt: skip
+            "VALUES ('old', 'completed', 'q?', 'en', '{}', '{}', 0, '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+        )
 
     async def go() -> None:
         store = Store(f"sqlite+aiosqlite:///{tmp_path}/old.db")
@@ -142,19 +146,69 @@ def test_migrations_build_exactly_the_models_schema_and_upgrade_a_0001_database(
 
 # Rows as the code before the event union wrote them (one DebateEvent class, its unset top-level fields left out).
 TODAYS_ROWS = [
-    {"type": "debate.started", "seq": 1, "debate_id": "D", "data": {"question": "q?", "language": "en", "panel": [],
-                                                                  "max_rounds": 1}},  # fmt: skip
-    {"type": "answer.completed", "seq": 2, "debate_id": "D", "round": 0, "panelist": "a",
-     "answer": {"panelist": "a", "model": "m", "round": 0, "answer": "4", "final_answer": "4", "confidence": 0.9,
-                "structured": True, "error": None, "usage": {"prompt_tokens": 1, "completion_tokens": 1,
-                "total_tokens": 2}, "cost_usd": None, "latency_ms": 5, "attempts": 1}},  # fmt: skip
-    {"type": "round.completed", "seq": 3, "debate_id": "D", "round": 0,
-     "round_result": {"index": 0, "answers": [], "agreement": {"score": 1.0, "kind": "number", "majority": "4",
-                      "majority_panelists": ["a"], "clusters": [], "tie": False}}},  # fmt: skip
-    {"type": "consensus.completed", "seq": 4, "debate_id": "D",
-     "consensus": {"answer": "4", "agreement": 1.0, "majority": "4", "dissent": [], "synthesizer": None,
-                   "fallback": True, "fallback_reason": "x", "usage": {"prompt_tokens": 0, "completion_tokens": 0,
-                   "total_tokens": 0}, "cost_usd": 0.0, "latency_ms": 0, "attempts": 0}},  # fmt: skip
+    {
+        "type": "debate.started",
+        "seq": 1,
+        "debate_id": "D",
+        "data": {"question": "q?", "language": "en", "panel": [], "max_rounds": 1},
+    },
+    {
+        "type": "answer.completed",
+        "seq": 2,
+        "debate_id": "D",
+        "round": 0,
+        "panelist": "a",
+        "answer": {
+            "panelist": "a",
+            "model": "m",
+            "round": 0,
+            "answer": "4",
+            "final_answer": "4",
+            "confidence": 0.9,
+            "structured": True,
+            "error": None,
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            "cost_usd": None,
+            "latency_ms": 5,
+            "attempts": 1,
+        },
+    },
+    {
+        "type": "round.completed",
+        "seq": 3,
+        "debate_id": "D",
+        "round": 0,
+        "round_result": {
+            "index": 0,
+            "answers": [],
+            "agreement": {
+                "score": 1.0,
+                "kind": "number",
+                "majority": "4",
+                "majority_panelists": ["a"],
+                "clusters": [],
+                "tie": False,
+            },
+        },
+    },
+    {
+        "type": "consensus.completed",
+        "seq": 4,
+        "debate_id": "D",
+        "consensus": {
+            "answer": "4",
+            "agreement": 1.0,
+            "majority": "4",
+            "dissent": [],
+            "synthesizer": None,
+            "fallback": True,
+            "fallback_reason": "x",
+            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+            "cost_usd": 0.0,
+            "latency_ms": 0,
+            "attempts": 0,
+        },
+    },
     {"type": "debate.resumed", "seq": 5, "debate_id": "D", "data": {"after_round": 0}},
 ]
 
@@ -176,16 +230,32 @@ def test_events_stored_in_todays_format_replay_as_typed_events(tmp_path):
         await store.create_debate(result, {}, None, None, owner="me", lease_s=30)
         rows = [{**r, "debate_id": result.id} for r in TODAYS_ROWS]
         async with store.engine.begin() as conn:
-            await conn.execute(insert(EventRow), [{"debate_id": result.id, "seq": r["seq"], "type": r["type"],
-                                                  "payload": r, "created_at": datetime.now(UTC)} for r in rows])  # fmt: skip
+            await conn.execute(
+                insert(EventRow),
+                [
+                    {
+                        "debate_id": result.id,
+                        "seq": r["seq"],
+                        "type": r["type"],
+                        "payload": r,
+                        "created_at": datetime.now(UTC),
+                    }
+                    for r in rows
+                ],
+            )
         try:
             return await store.events_after(result.id, 0)
         finally:
             await store.close()
 
     events = asyncio.run(go())
-    assert [type(e) for e in events] == [DebateStarted, AnswerCompleted, RoundCompleted, ConsensusCompleted,
-                                         DebateResumed]  # fmt: skip
+    assert [type(e) for e in events] == [
+        DebateStarted,
+        AnswerCompleted,
+        RoundCompleted,
+        ConsensusCompleted,
+        DebateResumed,
+    ]
     import json
 
     def within(old: object, new: object) -> bool:
@@ -199,6 +269,17 @@ def test_events_stored_in_todays_format_replay_as_typed_events(tmp_path):
         stored = json.loads(event_payload(e))
         assert list(stored) == list(row) and within(row, stored)
         wire = json.loads(e.wire_json())
-        assert list(wire) == ["type", "seq", "debate_id", "round", "panelist", "delta", "answer", "round_result",
-                              "consensus", "result", "data"]  # fmt: skip
+        assert list(wire) == [
+            "type",
+            "seq",
+            "debate_id",
+            "round",
+            "panelist",
+            "delta",
+            "answer",
+            "round_result",
+            "consensus",
+            "result",
+            "data",
+        ]
         assert within(row, wire) and all(wire[k] is None for k in wire if k not in row)

@@ -35,16 +35,22 @@ def claim(text, asserts=(), contradicts=()):
 
 AGREED_MAP = claim_map(
     [
-        claim("Deploying models to production", [("A", "model deployment"), ("B", "Model deployment"),
-                                                 ("C", "Production deployment")]),  # fmt: skip
-        claim("Keeping inference cost low", [("A", "cost-aware inference"), ("B", "cost optimization"),
-                                             ("C", "cost-efficient inference")]),  # fmt: skip
+        claim(
+            "Deploying models to production",
+            [("A", "model deployment"), ("B", "Model deployment"), ("C", "Production deployment")],
+        ),
+        claim(
+            "Keeping inference cost low",
+            [("A", "cost-aware inference"), ("B", "cost optimization"), ("C", "cost-efficient inference")],
+        ),
         claim("RAG and vector databases", [("C", "RAG and vector databases")]),
     ],
     [["A", "B", "C"]],
 )
-SYNTHESIS = ("Deploy models to production with MLOps, evaluate them, and keep inference cost low. "
-             "Panelist C also stresses RAG and vector databases.")  # fmt: skip
+SYNTHESIS = (
+    "Deploy models to production with MLOps, evaluate them, and keep inference cost low. "
+    "Panelist C also stresses RAG and vector databases."
+)
 
 
 def essay_panel(stub, transport, **debate_settings):
@@ -74,15 +80,19 @@ async def test_paraphrased_essays_agree_through_the_verified_claim_map_and_stop_
         ("RAG and vector databases", ["carol"], {"carol": "RAG and vector databases"})
     ]
     agreed = {k.text: k.supporters for k in c.claims if k.kind == "agreed"}
-    assert agreed == {"Deploying models to production": ["alice", "bob", "carol"],
-                      "Keeping inference cost low": ["alice", "bob", "carol"]}  # fmt: skip
+    assert agreed == {
+        "Deploying models to production": ["alice", "bob", "carol"],
+        "Keeping inference cost low": ["alice", "bob", "carol"],
+    }
 
 
 async def test_an_invented_quote_is_dropped_and_reported(stub, transport, gateway):
     invented = claim_map(
         [
-            claim("Deployment", [("A", "Kubernetes certification"), ("B", "Model deployment"),
-                                 ("C", "Production deployment")]),  # fmt: skip
+            claim(
+                "Deployment",
+                [("A", "Kubernetes certification"), ("B", "Model deployment"), ("C", "Production deployment")],
+            ),
             claim("Cost", [("B", "cost optimization"), ("C", "cost-efficient inference")]),
         ],
         [["A", "B", "C"]],
@@ -101,8 +111,11 @@ async def test_a_claimed_unanimity_the_quotes_do_not_support_scores_what_verifie
     split = claim_map(
         [
             claim("Deployment", [("A", "model deployment"), ("B", "Model deployment")]),
-            claim("Evaluation matters", [("A", "LLM evaluation"), ("B", "evaluation frameworks")],
-                  [("C", "RAG and vector databases")]),  # fmt: skip
+            claim(
+                "Evaluation matters",
+                [("A", "LLM evaluation"), ("B", "evaluation frameworks")],
+                [("C", "RAG and vector databases")],
+            ),
         ],
         [["A", "B", "C"]],  # the analyst says unanimous; carol's quotes never assert what the others do
     )
@@ -115,8 +128,9 @@ async def test_a_claimed_unanimity_the_quotes_do_not_support_scores_what_verifie
     assert [(k.supporters, k.opponents) for k in contested] == [(["alice", "bob"], ["carol"])]
 
 
-@pytest.mark.parametrize("judge", [[{"fault": "401"}], [{"text": "I cannot do that, the answers look fine."}]],
-                         ids=["down", "garbage"])  # fmt: skip
+@pytest.mark.parametrize(
+    "judge", [[{"fault": "401"}], [{"text": "I cannot do that, the answers look fine."}]], ids=["down", "garbage"]
+)
 async def test_the_analyst_down_or_garbage_falls_back_to_the_exact_score(stub, transport, gateway, judge):
     stub.script("judge", judge)
     r = await run(gateway, essay_panel(stub, transport, max_rounds=0))
@@ -153,8 +167,10 @@ async def test_a_synthesizer_stating_the_minority_number_is_rejected_and_the_ret
 
 
 async def test_a_consensus_in_the_wrong_language_is_rejected(stub, transport, gateway):
-    french = ("Le panel est d'accord : la réponse est 4, car deux plus deux font quatre selon tous les membres "
-              "du panel, et aucun membre ne propose une autre réponse à cette question.")  # fmt: skip
+    french = (
+        "Le panel est d'accord : la réponse est 4, car deux plus deux font quatre selon tous les membres "
+        "du panel, et aucun membre ne propose une autre réponse à cette question."
+    )
     stub.script("alice", [{"text": ans("4")}, {"text": french}, {"text": "The panel agrees: the answer is 4."}])
     stub.script("bob", [{"text": ans("4")}])
     stub.script("carol", [{"text": ans("4")}])

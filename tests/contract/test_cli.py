@@ -14,7 +14,9 @@ def cli(*args, env=None):
     e = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", **(env or {})}
     e.pop("CONSENSUS_PANEL", None)
     e.pop("CONSENSUS_PANEL_FILE", None)
-    return subprocess.run([sys.executable, "-m", "consensus", *args], capture_output=True, text=True, env=e, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "consensus", *args], capture_output=True, text=True, env=e, timeout=120
+    )
 
 
 def test_ask_json_end_to_end(tmp_path, stub):

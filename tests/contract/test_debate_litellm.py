@@ -21,7 +21,9 @@ def run(gateway, panel, question="What is 2+2?", **opts):
 async def test_openings_run_in_parallel_over_http(stub, transport, gateway):
     for n in ("alice", "bob", "carol"):
         stub.script(n, [{"text": ans("4"), "delay_s": 0.6}])
-    await run(gateway, make_panel(stub=stub, transport=transport, max_rounds=0))  # warm up LiteLLM's lazy imports and connections
+    await run(
+        gateway, make_panel(stub=stub, transport=transport, max_rounds=0)
+    )  # warm up LiteLLM's lazy imports and connections
     stub.reset()
     for n in ("alice", "bob", "carol"):
         stub.script(n, [{"text": ans("4"), "delay_s": 0.6}])
@@ -99,15 +101,23 @@ async def test_exact_retry_counts_and_retry_after(stub, transport, gateway):
 
     stub.script("bob", [{"fault": "500"}])
     with pytest.raises(ProviderError) as info:
-        await gw.complete(Seat(name="bob", model="openai/bob", api_base=stub.api_base, transport=transport), [Message(role="user", content="hi")], timeout_s=5)
+        await gw.complete(
+            Seat(name="bob", model="openai/bob", api_base=stub.api_base, transport=transport),
+            [Message(role="user", content="hi")],
+            timeout_s=5,
+        )
     assert info.value.kind == "server" and info.value.attempts == 3 and stub.hits("bob") == 3
 
 
-async def test_a_key_a_server_echoes_back_is_redacted_whatever_its_env_var_is_called(stub, monkeypatch, transport, gateway):
+async def test_a_key_a_server_echoes_back_is_redacted_whatever_its_env_var_is_called(
+    stub, monkeypatch, transport, gateway
+):
     """redact() knows key-like env var names (KEY, TOKEN, SECRET) and key shapes; this one has neither."""
     monkeypatch.setenv("MY_PROVIDER_CRED", "zq7Hx93kLmNpQrSt")
     stub.script("alice", [{"fault": "401", "echo_auth": True}])
-    seat = Seat(name="alice", model="openai/alice", api_base=stub.api_base, transport=transport, api_key_env="MY_PROVIDER_CRED")
+    seat = Seat(
+        name="alice", model="openai/alice", api_base=stub.api_base, transport=transport, api_key_env="MY_PROVIDER_CRED"
+    )
     with pytest.raises(ProviderError) as info:
         await gateway(DebateSettings()).complete(seat, [Message(role="user", content="hi")], timeout_s=5)
     assert info.value.kind == "auth" and "for credentials '[REDACTED]'" in info.value.message  # it was echoed
@@ -119,7 +129,11 @@ async def test_client_errors_are_never_retried(stub, fault, kind, transport, gat
     stub.script("alice", [{"fault": fault}])
     gw = gateway(DebateSettings(max_attempts=3))
     with pytest.raises(ProviderError) as info:
-        await gw.complete(Seat(name="alice", model="openai/alice", api_base=stub.api_base, transport=transport), [Message(role="user", content="hi")], timeout_s=5)
+        await gw.complete(
+            Seat(name="alice", model="openai/alice", api_base=stub.api_base, transport=transport),
+            [Message(role="user", content="hi")],
+            timeout_s=5,
+        )
     assert info.value.kind == kind and stub.hits("alice") == 1
 
 
@@ -151,8 +165,11 @@ async def test_stream_cut_and_malformed_body_are_errors_not_crashes(stub, transp
     stub.script("carol", [{"fault": "malformed"}])
     with pytest.raises(ProviderError) as info:  # streamed, LiteLLM calls it a connection error
         await gateway(DebateSettings(max_attempts=3)).complete(
-            Seat(name="carol", model="openai/carol", api_base=stub.api_base, transport=transport), [Message(role="user", content="hi")],
-            timeout_s=5, on_delta=lambda _t: None)  # fmt: skip
+            Seat(name="carol", model="openai/carol", api_base=stub.api_base, transport=transport),
+            [Message(role="user", content="hi")],
+            timeout_s=5,
+            on_delta=lambda _t: None,
+        )
     assert info.value.kind == "malformed" and stub.hits("carol") == 1
 
 
@@ -160,7 +177,14 @@ async def test_streaming_deltas_and_usage_over_http(stub, transport, gateway):
     for n in ("alice", "bob", "carol"):
         stub.script(n, [{"text": ans("4"), "chunk_chars": 5}])
     gw = gateway()
-    seat = Seat(name="bob", model="openai/bob", api_base=stub.api_base, transport=transport, input_cost_per_token=1e-6, output_cost_per_token=2e-6)
+    seat = Seat(
+        name="bob",
+        model="openai/bob",
+        api_base=stub.api_base,
+        transport=transport,
+        input_cost_per_token=1e-6,
+        output_cost_per_token=2e-6,
+    )
     pieces = []
     done = await gw.complete(seat, [Message(role="user", content="hi " * 40)], timeout_s=5, on_delta=pieces.append)
     assert len(pieces) > 3 and "".join(pieces) == done.text == ans("4")
@@ -170,9 +194,11 @@ async def test_streaming_deltas_and_usage_over_http(stub, transport, gateway):
 
 @pytest.mark.parametrize(
     ("prices", "expect"),
-    [({"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}, (1e-6, 2e-6)),
-     ({"output_cost_per_token": 3e-6}, (0.0, 3e-6)),  # one price given: the other is 0, LiteLLM is told both
-     ({}, None)],  # unpriced and not in LiteLLM's price map: cost unknown, not zero
+    [
+        ({"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}, (1e-6, 2e-6)),
+        ({"output_cost_per_token": 3e-6}, (0.0, 3e-6)),  # one price given: the other is 0, LiteLLM is told both
+        ({}, None),
+    ],  # unpriced and not in LiteLLM's price map: cost unknown, not zero
 )
 async def test_non_streamed_cost_comes_from_the_panel_prices(stub, prices, expect, transport, gateway):
     stub.script("bob", [{"text": ans("4")}])
@@ -182,7 +208,9 @@ async def test_non_streamed_cost_comes_from_the_panel_prices(stub, prices, expec
     if expect is None:
         assert done.cost_usd is None
     else:
-        assert done.cost_usd == pytest.approx(done.usage.prompt_tokens * expect[0] + done.usage.completion_tokens * expect[1])
+        assert done.cost_usd == pytest.approx(
+            done.usage.prompt_tokens * expect[0] + done.usage.completion_tokens * expect[1]
+        )
     assert stub.requests("bob")[-1].get("input_cost_per_token") is None  # prices stay on our side of the wire
 
 

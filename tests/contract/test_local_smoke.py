@@ -7,7 +7,6 @@ import sys
 
 import pytest
 
-
 # `consensus` as the console script runs it, telling on exit whether LiteLLM was ever imported.
 WATCH_LITELLM = (
     "import atexit, sys\n"
@@ -24,7 +23,10 @@ def test_consensus_ask_json_on_the_default_local_panel():
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENSUS_PANEL")}
     p = subprocess.run(
         [sys.executable, "-c", WATCH_LITELLM, "ask", "What is the capital of France?", "--json"],
-        capture_output=True, text=True, env=env, timeout=580,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=580,
     )
     assert p.returncode == 0, p.stderr[-2000:]
     assert "litellm imported: False" in p.stderr  # the default panel runs without LiteLLM (seconds of import)

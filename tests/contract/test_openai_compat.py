@@ -85,31 +85,38 @@ def event(payload):
 
 async def test_stream_reading_follows_sse_framing():
     pieces = []
-    text, usage = await read_stream(lines(
-        b": keep-alive comment\n\n",
-        event({"choices": [{"delta": {"role": "assistant"}, "finish_reason": None}]}),
-        b"event: message\ndata:{\"choices\": [{\"delta\": {\"content\": \"for\"}}]}\n\n",  # no space after the colon
-        b'data: {"choices": [{"delta":\ndata: {"content": "ty-two"}, "finish_reason": "stop"}]}\n\n',  # two data lines
-        event({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}}),
-        b"data: [DONE]\n\n",
-        event({"choices": [{"delta": {"content": "after DONE: ignored"}}]}),
-    ), pieces.append)  # fmt: skip
+    text, usage = await read_stream(
+        lines(
+            b": keep-alive comment\n\n",
+            event({"choices": [{"delta": {"role": "assistant"}, "finish_reason": None}]}),
+            b'event: message\ndata:{"choices": [{"delta": {"content": "for"}}]}\n\n',  # no space after the colon
+            b'data: {"choices": [{"delta":\ndata: {"content": "ty-two"}, "finish_reason": "stop"}]}\n\n',  # two data lines
+            event({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}}),
+            b"data: [DONE]\n\n",
+            event({"choices": [{"delta": {"content": "after DONE: ignored"}}]}),
+        ),
+        pieces.append,
+    )
     assert text == "forty-two" and pieces == ["for", "ty-two"]
     assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (3, 2, 5)
 
 
 async def test_an_error_sent_inside_the_stream_is_a_server_error():
     with pytest.raises(ProviderError) as info:
-        await read_stream(lines(
-            event({"choices": [{"delta": {"content": "par"}}]}),
-            event({"error": {"message": "model overloaded", "type": "server_error"}}),
-        ), lambda _t: None)  # fmt: skip
+        await read_stream(
+            lines(
+                event({"choices": [{"delta": {"content": "par"}}]}),
+                event({"error": {"message": "model overloaded", "type": "server_error"}}),
+            ),
+            lambda _t: None,
+        )
     assert info.value.kind == "server" and "model overloaded" in info.value.message
 
 
 async def test_a_stream_without_usage_gets_an_estimate_never_zero():
-    text, usage = await read_stream(lines(event({"choices": [{"delta": {"content": "x" * 40}, "finish_reason": "stop"}]})),
-                                    lambda _t: None)  # fmt: skip
+    text, usage = await read_stream(
+        lines(event({"choices": [{"delta": {"content": "x" * 40}, "finish_reason": "stop"}]})), lambda _t: None
+    )
     assert text == "x" * 40 and usage.completion_tokens == 10 and usage.total_tokens == 10
 
 
@@ -125,9 +132,13 @@ def test_a_panel_of_lean_seats_never_loads_litellm(stub, tmp_path):
     for n in ("alice", "bob", "carol"):
         stub.script(n, [{"text": '{"answer": "It is 4.", "final_answer": "4", "confidence": 0.9}'}])
     panel = tmp_path / "panel.toml"
-    panel.write_text("".join(
-        f'[[panelist]]\nname = "{n}"\nmodel = "openai/{n}"\napi_base = "{stub.api_base}"\ntransport = "openai-compatible"\n'
-        for n in ("alice", "bob", "carol")), encoding="utf-8")  # fmt: skip
+    panel.write_text(
+        "".join(
+            f'[[panelist]]\nname = "{n}"\nmodel = "openai/{n}"\napi_base = "{stub.api_base}"\ntransport = "openai-compatible"\n'
+            for n in ("alice", "bob", "carol")
+        ),
+        encoding="utf-8",
+    )
     code = (
         "import sys\nfrom consensus.cli import main\n"
         "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
@@ -135,8 +146,11 @@ def test_a_panel_of_lean_seats_never_loads_litellm(stub, tmp_path):
     )
     proc = subprocess.run(
         [sys.executable, "-c", code, "ask", "What is 2+2?", "--panel-file", str(panel), "--json", "--language", "en"],
-        capture_output=True, text=True, timeout=60, env={**os.environ, "NO_COLOR": "1"},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
     assert "LITELLM_ABSENT 0" in proc.stderr, proc.stderr[-2000:]
     result = json.loads(proc.stdout)
     assert result["status"] == "completed" and result["consensus"]["majority"] == "4"

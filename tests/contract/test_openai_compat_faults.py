@@ -81,8 +81,9 @@ class RawServer:
 
 
 def http(status: int, body: bytes, ctype: str = "application/json") -> bytes:
-    return (f"HTTP/1.1 {status} X\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-            f"Connection: close\r\n\r\n").encode() + body
+    return (
+        f"HTTP/1.1 {status} X\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode() + body
 
 
 def sse_response(body: bytes) -> bytes:  # no Content-Length: the body runs until the connection closes
@@ -100,8 +101,14 @@ async def test_midstream_error_with_a_400_code_is_not_retried():
     """vLLM sends errors raised inside its stream generator as `data: {"error": {..., "code": 400}}` after the 200
     (create_streaming_error_response defaults to BadRequestError/400). read_stream calls every one of them
     'server', so a context overflow or bad request reported mid-stream is retried max_attempts times."""
-    err = {"error": {"object": "error", "type": "BadRequestError", "code": 400,
-                     "message": "This model's maximum context length is 4096 tokens. However, you requested 5000 tokens."}}
+    err = {
+        "error": {
+            "object": "error",
+            "type": "BadRequestError",
+            "code": 400,
+            "message": "This model's maximum context length is 4096 tokens. However, you requested 5000 tokens.",
+        }
+    }
     async with RawServer(lambda n: sse_response(event(ok_chunk("")) + event(err) + b"data: [DONE]\n\n")) as srv:
         gw = Gateway(FAST)
         try:
@@ -115,10 +122,13 @@ async def test_midstream_error_with_a_400_code_is_not_retried():
 
 async def test_an_error_field_that_is_null_is_not_an_error():
     """`"error" in chunk` is true for `"error": null`: a whole, good answer fails as 'server' (and is retried)."""
-    text, _ = await read_stream(lines(
-        event({**ok_chunk("forty-two", "stop"), "error": None}),
-        b"data: [DONE]\n\n",
-    ), lambda _t: None)
+    text, _ = await read_stream(
+        lines(
+            event({**ok_chunk("forty-two", "stop"), "error": None}),
+            b"data: [DONE]\n\n",
+        ),
+        lambda _t: None,
+    )
     assert text == "forty-two"
 
 
@@ -128,18 +138,33 @@ async def test_an_error_field_that_is_null_is_not_an_error():
 def test_reply_content_as_a_list_of_text_parts_is_read():
     """Content may be an array of parts (e.g. Mistral's magistral models over their OpenAI-compatible API):
     the lean client fails the call as 'malformed' instead of joining the text parts."""
-    raw = json.dumps({"choices": [{"message": {"role": "assistant", "content": [
-        {"type": "text", "text": "forty"}, {"type": "text", "text": "-two"}]}}]}).encode()
+    raw = json.dumps(
+        {
+            "choices": [
+                {
+                    "message": {
+                        "role": "assistant",
+                        "content": [{"type": "text", "text": "forty"}, {"type": "text", "text": "-two"}],
+                    }
+                }
+            ]
+        }
+    ).encode()
     text, _ = _parse_reply(raw)
     assert text == "forty-two"
 
 
 async def test_streamed_content_as_a_list_of_parts_is_not_silently_dropped():
     """The same parts in a stream's deltas are silently skipped: the call 'succeeds' with an empty answer."""
-    text, _ = await read_stream(lines(
-        event({"choices": [{"delta": {"content": [{"type": "text", "text": "forty-two"}]}, "finish_reason": "stop"}]}),
-        b"data: [DONE]\n\n",
-    ), lambda _t: None)
+    text, _ = await read_stream(
+        lines(
+            event(
+                {"choices": [{"delta": {"content": [{"type": "text", "text": "forty-two"}]}, "finish_reason": "stop"}]}
+            ),
+            b"data: [DONE]\n\n",
+        ),
+        lambda _t: None,
+    )
     assert text == "forty-two"
 
 
@@ -150,8 +175,12 @@ async def test_a_stream_request_answered_with_a_plain_json_completion_is_not_ret
     """A server or proxy that ignores stream=true and answers 200 application/json with the whole completion (or
     a 200 HTML page): no `data:` lines, so read_stream reports 'connection' ("ended before the answer finished")
     and the gateway repeats the whole call max_attempts times, each one answered."""
-    body = json.dumps({"choices": [{"message": {"role": "assistant", "content": "forty-two"}, "finish_reason": "stop"}],
-                       "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}).encode()
+    body = json.dumps(
+        {
+            "choices": [{"message": {"role": "assistant", "content": "forty-two"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+        }
+    ).encode()
     async with RawServer(lambda n: http(200, body)) as srv:
         gw = Gateway(FAST)
         try:
@@ -175,11 +204,14 @@ async def test_a_stream_that_ends_with_done_but_no_finish_reason_is_complete():
 async def test_a_non_utf8_byte_in_the_stream_is_a_provider_error_not_a_unicode_error():
     """`raw.decode("utf-8")` in _sse_data: one stray byte (here in an SSE comment, which should be ignored
     anyway) raises UnicodeDecodeError out of the lean client, whose contract is ProviderError(kind)."""
-    text, _ = await read_stream(lines(
-        b": keep-alive \xff\n\n",
-        event(ok_chunk("forty-two", "stop")),
-        b"data: [DONE]\n\n",
-    ), lambda _t: None)
+    text, _ = await read_stream(
+        lines(
+            b": keep-alive \xff\n\n",
+            event(ok_chunk("forty-two", "stop")),
+            b"data: [DONE]\n\n",
+        ),
+        lambda _t: None,
+    )
     assert text == "forty-two"
 
 
@@ -204,8 +236,17 @@ def test_llama_cpp_context_overflow_is_context_overflow():
     """llama.cpp's server: 400 {"type": "exceed_context_size_error", "message": "request (4476 tokens) exceeds the
     available context size (4096 tokens)"}: no "length" in it, so it is reported as bad_request and the user sees
     the generic message instead of "The question was too long for {name}"."""
-    raw = json.dumps({"error": {"code": 400, "type": "exceed_context_size_error", "n_prompt_tokens": 4476, "n_ctx": 4096,
-                                "message": "request (4476 tokens) exceeds the available context size (4096 tokens)"}}).encode()
+    raw = json.dumps(
+        {
+            "error": {
+                "code": 400,
+                "type": "exceed_context_size_error",
+                "n_prompt_tokens": 4476,
+                "n_ctx": 4096,
+                "message": "request (4476 tokens) exceeds the available context size (4096 tokens)",
+            }
+        }
+    ).encode()
     assert _http_error(400, raw, {}).kind == "context_overflow"
 
 
@@ -247,7 +288,9 @@ def test_an_echoed_key_cut_by_the_message_limit_is_still_scrubbed():
     """_http_error cuts the server's message at 2000 chars (and redact() at 2000) BEFORE the gateway replaces the
     exact key, so an echoed key straddling the cut leaves a prefix that no longer matches: partial key leak."""
     key = "zq7Hx93kLmNpQrStUvWx"  # no key shape, env var name without KEY/TOKEN/SECRET (as in the contract test)
-    body = json.dumps({"error": {"message": "x" * 1958 + f" bad credentials {key}", "code": "invalid_api_key"}}).encode()
+    body = json.dumps(
+        {"error": {"message": "x" * 1958 + f" bad credentials {key}", "code": "invalid_api_key"}}
+    ).encode()
     err = _scrubbed(_http_error(401, body, {}, (key,)), (key,))  # the client passes the key it sent
     assert key[:8] not in err.message, err.message[-60:]
 
@@ -259,8 +302,13 @@ async def test_an_echoed_key_is_not_left_in_the_exception_args(monkeypatch, stub
     gw = Gateway(DebateSettings())
     try:
         stub.script("alice", [{"fault": "401", "echo_auth": True}])
-        seat = Seat(name="alice", model="openai/alice", api_base=stub.api_base, transport="openai-compatible",
-                    api_key_env="MY_PROVIDER_CRED")
+        seat = Seat(
+            name="alice",
+            model="openai/alice",
+            api_base=stub.api_base,
+            transport="openai-compatible",
+            api_key_env="MY_PROVIDER_CRED",
+        )
         with pytest.raises(ProviderError) as info:
             await gw.complete(seat, HI, timeout_s=5)
     finally:
@@ -325,7 +373,9 @@ def test_a_plain_reply_without_usage_gets_an_estimate_like_a_stream_does():
 
 def test_a_url_with_credentials_is_redacted_in_any_provider_error():
     """redact() knew key shapes and key-like env var names; a proxy URL's user:password@ is neither."""
-    err = ProviderError("connection", "Cannot connect to host via url='http://svc:Pr0xyPassw0rd@10.0.0.9:3128' and "
-                                      "https://user:s3cret@gw.example/v1")  # fmt: skip
+    err = ProviderError(
+        "connection",
+        "Cannot connect to host via url='http://svc:Pr0xyPassw0rd@10.0.0.9:3128' and https://user:s3cret@gw.example/v1",
+    )
     assert "Pr0xyPassw0rd" not in str(err) and "s3cret" not in str(err)
     assert "http://[REDACTED]@10.0.0.9:3128" in err.message and "https://[REDACTED]@gw.example/v1" in err.message

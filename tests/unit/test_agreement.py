@@ -29,7 +29,9 @@ def test_non_numbers_are_not_numbers(text):
     assert parse_number(text) is None
 
 
-@pytest.mark.parametrize(("text", "letter"), [("B", "B"), ("(c)", "C"), ("D)", "D"), ("The answer is A.", "A"), ("Option B", "B")])
+@pytest.mark.parametrize(
+    ("text", "letter"), [("B", "B"), ("(c)", "C"), ("D)", "D"), ("The answer is A.", "A"), ("Option B", "B")]
+)
 def test_choices_normalise(text, letter):
     assert parse_choice(text) == letter
 
@@ -56,13 +58,16 @@ def test_free_text_uses_containment_and_similarity():
     assert a.kind == "text" and a.majority_panelists == ["x", "y"]
 
 
-@pytest.mark.parametrize("answers", [
-    ("prime", "not prime", "not prime"),
-    ("91 is prime", "91 is not prime", "91 isn't prime"),
-    ("Yes", "yes", "no"),
-    ("Il est premier", "il n'est pas premier", "Il n'est pas premier"),
-    ("100", "1000 apples", "1000 apples"),  # mixed kinds: compared as text, where 100 looked like 1000
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "answers",
+    [
+        ("prime", "not prime", "not prime"),
+        ("91 is prime", "91 is not prime", "91 isn't prime"),
+        ("Yes", "yes", "no"),
+        ("Il est premier", "il n'est pas premier", "Il n'est pas premier"),
+        ("100", "1000 apples", "1000 apples"),  # mixed kinds: compared as text, where 100 looked like 1000
+    ],
+)
 def test_a_negation_or_another_number_is_another_position(answers):
     """Containment and difflib called these the same position: full agreement, and the debate stopped early."""
     a = score_agreement(list(zip("abc", answers, strict=True)))
@@ -90,24 +95,36 @@ def test_ties_go_to_the_first_seat_for_scoring_but_report_no_majority():
     assert c.tie and c.reported_majority is None and c.majority == "7"
 
 
-@pytest.mark.parametrize(("predicted", "gold", "right"), [
-    ("of", "United States of America", False),  # any word of the gold scored as right
-    ("New", "New York City", False),
-    ("da", "Leonardo da Vinci", False),
-    ("United States", "United States of America", True),  # most of it
-    ("York City", "New York City", True),
-    ("The capital is Paris.", "Paris", True),  # the gold inside a longer answer still counts
-    ("Paris", "Paris, France", True),  # a name within the gold is not a fragment
-    ("Obama", "Barack Obama", True),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("predicted", "gold", "right"),
+    [
+        ("of", "United States of America", False),  # any word of the gold scored as right
+        ("New", "New York City", False),
+        ("da", "Leonardo da Vinci", False),
+        ("United States", "United States of America", True),  # most of it
+        ("York City", "New York City", True),
+        ("The capital is Paris.", "Paris", True),  # the gold inside a longer answer still counts
+        ("Paris", "Paris, France", True),  # a name within the gold is not a fragment
+        ("Obama", "Barack Obama", True),
+    ],
+)
 def test_a_fragment_of_the_gold_is_not_the_gold(predicted, gold, right):
     assert matches_gold(predicted, gold, "text") is right
 
 
-@pytest.mark.parametrize(("text", "value"), [
-    ("3,5", 3.5), ("12,50 €", 12.5), ("1.234,5", 1234.5), ("-2,5", -2.5), ("0,25", 0.25),  # decimal commas
-    ("1,234", 1234), ("12,500", 12500), ("1,234.5", 1234.5),  # thousands, as before
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("3,5", 3.5),
+        ("12,50 €", 12.5),
+        ("1.234,5", 1234.5),
+        ("-2,5", -2.5),
+        ("0,25", 0.25),  # decimal commas
+        ("1,234", 1234),
+        ("12,500", 12500),
+        ("1,234.5", 1234.5),  # thousands, as before
+    ],
+)
 def test_decimal_commas_are_read_and_thousands_separators_still_are(text, value):
     """A French panel's "3,5" against an English "3.5" were two positions (and "3,5" was text)."""
     assert parse_number(text) == pytest.approx(value)
@@ -125,23 +142,29 @@ def pairs(*answers):
     return list(zip("abcdefg", answers, strict=False))
 
 
-@pytest.mark.parametrize("answers", [
-    ("Paris is the capital of France.", "The capital of France is Paris,"),
-    ("The capital of France is Paris", "Paris is France's capital"),
-    ("La capitale de la France est Paris.", "Paris est la capitale de la France"),
-    ("Die Hauptstadt von Frankreich ist Paris", "Paris ist die Hauptstadt von Frankreich"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "answers",
+    [
+        ("Paris is the capital of France.", "The capital of France is Paris,"),
+        ("The capital of France is Paris", "Paris is France's capital"),
+        ("La capitale de la France est Paris.", "Paris est la capitale de la France"),
+        ("Die Hauptstadt von Frankreich ist Paris", "Paris ist die Hauptstadt von Frankreich"),
+    ],
+)
 def test_word_order_and_function_words_do_not_split_a_short_answer(answers):
     """The README's first command split these two (67 %) and ran a needless debate round: 7 calls instead of 4."""
     a = score_agreement(pairs(*answers))
     assert a.score == 1.0 and len(a.clusters) == 1
 
 
-@pytest.mark.parametrize("answers", [
-    ("Paris is the capital of France", "Paris is not the capital of France"),  # the negation rule still holds
-    ("The capital of France is Paris", "The capital of France is Lyon"),
-    ("3 apples and 2 pears", "2 apples and 3 pears 4"),  # the number rule still holds
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "answers",
+    [
+        ("Paris is the capital of France", "Paris is not the capital of France"),  # the negation rule still holds
+        ("The capital of France is Paris", "The capital of France is Lyon"),
+        ("3 apples and 2 pears", "2 apples and 3 pears 4"),  # the number rule still holds
+    ],
+)
 def test_a_bag_of_content_words_still_respects_negations_and_numbers(answers):
     assert score_agreement(pairs(*answers)).score == 0.5
 
@@ -152,21 +175,27 @@ def test_yes_no_answers_compare_by_polarity():
     assert a.score == 0.75 and a.majority == "No, 91 is not prime"
 
 
-@pytest.mark.parametrize(("answers", "groups"), [
-    (("Yes", "Yes, because 91 = 7 x 13 is not... wait, yes", "No"), [["a", "b"], ["c"]]),  # the first word decides
-    (("Oui, il est premier", "Non", "Non, il ne l'est pas"), [["a"], ["b", "c"]]),
-    (("Nein", "Ja, natürlich", "ja"), [["a"], ["b", "c"]]),
-    (("Sim", "Não", "não, não é primo"), [["a"], ["b", "c"]]),
-    (("हाँ", "नहीं", "जी नहीं"), [["a"], ["b", "c"]]),
-    (("No, 91 = 7 × 13", "No"), [["a", "b"]]),  # numbers do not split two "no"s
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("answers", "groups"),
+    [
+        (("Yes", "Yes, because 91 = 7 x 13 is not... wait, yes", "No"), [["a", "b"], ["c"]]),  # the first word decides
+        (("Oui, il est premier", "Non", "Non, il ne l'est pas"), [["a"], ["b", "c"]]),
+        (("Nein", "Ja, natürlich", "ja"), [["a"], ["b", "c"]]),
+        (("Sim", "Não", "não, não é primo"), [["a"], ["b", "c"]]),
+        (("हाँ", "नहीं", "जी नहीं"), [["a"], ["b", "c"]]),
+        (("No, 91 = 7 × 13", "No"), [["a", "b"]]),  # numbers do not split two "no"s
+    ],
+)
 def test_polarity_in_the_main_languages(answers, groups):
     assert [c.panelists for c in score_agreement(pairs(*answers)).clusters] == groups
 
 
 def test_a_negation_counts_as_no_only_in_a_yes_no_round():
     """Without a yes/no answer in the round, "not prime" is text as before (and differs from "prime")."""
-    assert [c.panelists for c in score_agreement(pairs("prime", "not prime", "Not prime")).clusters] == [["a"], ["b", "c"]]
+    assert [c.panelists for c in score_agreement(pairs("prime", "not prime", "Not prime")).clusters] == [
+        ["a"],
+        ["b", "c"],
+    ]
     assert polarity("Not prime") is None and polarity("No.") is False and polarity("Yes, it is") is True
 
 
@@ -183,25 +212,45 @@ ESSAYS = (
 )
 
 
-@pytest.mark.parametrize("text", [
-    *ESSAYS,
-    "Red, green and blue",  # a list of three
-    "91 = 7 × 13, so it is composite",  # reasoning
-    "It is prime because nothing divides it",
-    "It is prime. Nothing but 1 and 91 divides it.",  # two sentences
-    "- deployment\n- evaluation",  # lines and bullets
-    "Photosynthesis converts light energy into chemical energy stored in glucose",  # more than 6 content words
-    "Es primo porque nada lo divide",
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "text",
+    [
+        *ESSAYS,
+        "Red, green and blue",  # a list of three
+        "91 = 7 × 13, so it is composite",  # reasoning
+        "It is prime because nothing divides it",
+        "It is prime. Nothing but 1 and 91 divides it.",  # two sentences
+        "- deployment\n- evaluation",  # lines and bullets
+        "Photosynthesis converts light energy into chemical energy stored in glucose",  # more than 6 content words
+        "Es primo porque nada lo divide",
+    ],
+)
 def test_explanations_lists_and_essays_are_open(text):
     assert is_open_answer(text)
 
 
-@pytest.mark.parametrize("text", [
-    "Paris", "B", "(c)", "42", "$1,234.50", "3/4", "No, 91 is not prime", "Yes, because it has no divisors",
-    "Not prime", "Paris is the capital of France.", "The capital of France is Paris,", "Leonardo da Vinci",
-    "Paris, France", "Dr. Smith", "I think so", "Albert Einstein developed general relativity", "",
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Paris",
+        "B",
+        "(c)",
+        "42",
+        "$1,234.50",
+        "3/4",
+        "No, 91 is not prime",
+        "Yes, because it has no divisors",
+        "Not prime",
+        "Paris is the capital of France.",
+        "The capital of France is Paris,",
+        "Leonardo da Vinci",
+        "Paris, France",
+        "Dr. Smith",
+        "I think so",
+        "Albert Einstein developed general relativity",
+        "",
+    ],
+)
 def test_numbers_letters_yes_no_and_short_phrases_are_closed(text):
     assert not is_open_answer(text)
 
@@ -226,11 +275,14 @@ def test_extract_answer_lives_in_agreement_and_eval_uses_the_same_function():
     assert extract_answer("The answer is 9.\n\nDissent: Panelist C says 12.", "number") == "9"
 
 
-@pytest.mark.parametrize(("a", "b", "same"), [
-    ("Leonardo da Vinci", "Leonardo DaVinci", True),  # spelling still forgiven
-    ("the colour red", "the color red", True),
-    ("The capital of France is Paris", "The capital of France is Lyon", False),  # a whole-text ratio merged these
-    ("Isaac Newton", "Isaac Asimov", False),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        ("Leonardo da Vinci", "Leonardo DaVinci", True),  # spelling still forgiven
+        ("the colour red", "the color red", True),
+        ("The capital of France is Paris", "The capital of France is Lyon", False),  # a whole-text ratio merged these
+        ("Isaac Newton", "Isaac Asimov", False),
+    ],
+)
 def test_similarity_applies_to_the_words_that_differ(a, b, same):
     assert (score_agreement(pairs(a, b)).score == 1.0) is same

@@ -40,15 +40,27 @@ def claim(text, asserts=(), contradicts=()):
 
 ESSAY_MAP = {
     "claims": [
-        claim("Deployment and MLOps", [said("A", "MLOps and model deployment"), said("B", "Model deployment and monitoring"),
-                                       said("C", "Production deployment")]),
+        claim(
+            "Deployment and MLOps",
+            [
+                said("A", "MLOps and model deployment"),
+                said("B", "Model deployment and monitoring"),
+                said("C", "Production deployment"),
+            ],
+        ),
         claim("Evaluation", [said("A", "LLM evaluation"), said("B", "evaluation frameworks")]),
-        claim("Cost-aware inference", [said("A", "cost-aware inference"), said("B", "latency and cost optimization"),
-                                       said("C", "cost-efficient inference")]),
+        claim(
+            "Cost-aware inference",
+            [
+                said("A", "cost-aware inference"),
+                said("B", "latency and cost optimization"),
+                said("C", "cost-efficient inference"),
+            ],
+        ),
         claim("RAG and vector databases", [said("C", "RAG and vector databases")]),
     ],
     "positions": [["A", "B", "C"]],
-}  # fmt: skip
+}
 
 
 def verify(obj, answers=ESSAYS, labels=LABELS):
@@ -82,18 +94,27 @@ def test_claims_get_their_kind_and_names_not_labels():
 
 
 def test_an_invented_quote_is_dropped_and_recorded():
-    obj = {"claims": [*ESSAY_MAP["claims"], claim("Kubernetes", [said("B", "Kubernetes is essential")])],
-           "positions": [["A", "B", "C"]]}  # fmt: skip
+    obj = {
+        "claims": [*ESSAY_MAP["claims"], claim("Kubernetes", [said("B", "Kubernetes is essential")])],
+        "positions": [["A", "B", "C"]],
+    }
     analysis = verify(obj)
     assert [c.text for c in analysis.claims] == [c["text"] for c in ESSAY_MAP["claims"]]  # no supporter left
     [drop] = analysis.dropped
-    assert (drop.claim, drop.panelist, drop.stance, drop.quote) == ("Kubernetes", "B", "asserts", "Kubernetes is essential")
+    assert (drop.claim, drop.panelist, drop.stance, drop.quote) == (
+        "Kubernetes",
+        "B",
+        "asserts",
+        "Kubernetes is essential",
+    )
     assert "not found" in drop.reason and analysis.verified
 
 
 def test_a_quote_from_another_panelists_answer_is_not_evidence():
-    obj = {"claims": [claim("RAG", [said("A", "RAG and vector databases"), said("C", "RAG and vector databases")])],
-           "positions": [["A", "C"]]}  # fmt: skip
+    obj = {
+        "claims": [claim("RAG", [said("A", "RAG and vector databases"), said("C", "RAG and vector databases")])],
+        "positions": [["A", "C"]],
+    }
     analysis = verify(obj)
     assert analysis.claims[0].supporters == ["carol"] and analysis.claims[0].kind == "unique"
     assert [d.panelist for d in analysis.dropped] == ["A"]
@@ -102,11 +123,16 @@ def test_a_quote_from_another_panelists_answer_is_not_evidence():
 def test_unanimity_the_quotes_do_not_support_scores_from_what_verified():
     obj = {
         "claims": [
-            claim("Deployment", [said("A", "model deployment"), said("B", "Model deployment"), said("C", "Kubernetes first")]),
-            claim("Cost", [said("A", "cost-aware inference"), said("B", "cost optimization"), said("C", "GPUs are cheap")]),
+            claim(
+                "Deployment",
+                [said("A", "model deployment"), said("B", "Model deployment"), said("C", "Kubernetes first")],
+            ),
+            claim(
+                "Cost", [said("A", "cost-aware inference"), said("B", "cost optimization"), said("C", "GPUs are cheap")]
+            ),
         ],
         "positions": [["A", "B", "C"]],
-    }  # fmt: skip
+    }
     analysis = verify(obj)
     assert analysis.verified and analysis.positions == [["alice", "bob"], ["carol"]]
     assert len(analysis.dropped) == 2 and {d.panelist for d in analysis.dropped} == {"C"}
@@ -117,9 +143,13 @@ def test_unanimity_the_quotes_do_not_support_scores_from_what_verified():
 
 def test_members_that_contradict_each_other_are_split_whatever_the_analyst_says():
     answers = {"alice": "91 is prime.", "bob": "91 is not prime: 7 x 13.", "carol": "91 is not prime."}
-    obj = {"claims": [claim("91 is prime", [said("A", "91 is prime")], [said("B", "91 is not prime"), said("C", "not prime")]),
-                      claim("91 is composite", [said("B", "91 is not prime"), said("C", "91 is not prime")])],
-           "positions": [["A", "B", "C"]]}  # fmt: skip
+    obj = {
+        "claims": [
+            claim("91 is prime", [said("A", "91 is prime")], [said("B", "91 is not prime"), said("C", "not prime")]),
+            claim("91 is composite", [said("B", "91 is not prime"), said("C", "91 is not prime")]),
+        ],
+        "positions": [["A", "B", "C"]],
+    }
     analysis = verify(obj, answers)
     assert analysis.claims[0].kind == "contested" and analysis.claims[0].opponents == ["bob", "carol"]
     # A shares no verified claim with B or C, and is contradicted by both: its own group.
@@ -130,8 +160,10 @@ def test_members_that_contradict_each_other_are_split_whatever_the_analyst_says(
 @pytest.mark.parametrize("who", ["D", "Panelist Z", "alice", "GPT-4", ""])
 def test_unknown_labels_are_rejected(who):
     """The analyst sees labels only: a name (even a real one), or a letter no panelist has, is not a panelist."""
-    obj = {"claims": [claim("RAG", [said(who, "RAG and vector databases"), said("C", "RAG and vector databases")])],
-           "positions": [["C"], [who]]}  # fmt: skip
+    obj = {
+        "claims": [claim("RAG", [said(who, "RAG and vector databases"), said("C", "RAG and vector databases")])],
+        "positions": [["C"], [who]],
+    }
     analysis = verify(obj)
     assert analysis.claims[0].supporters == ["carol"]
     reasons = [(d.claim, d.reason) for d in analysis.dropped]
@@ -142,57 +174,77 @@ def test_unknown_labels_are_rejected(who):
 
 @pytest.mark.parametrize("who", ["A", "Panelist A", "panelist a", "(A)", "PANELIST A:", "Panelist_A", "a"])
 def test_labels_are_read_as_models_write_them(who):
-    obj = {"claims": [claim("Evaluation", [said(who, "LLM evaluation"), said("B", "evaluation frameworks")])],
-           "positions": [[who, "B"]]}  # fmt: skip
+    obj = {
+        "claims": [claim("Evaluation", [said(who, "LLM evaluation"), said("B", "evaluation frameworks")])],
+        "positions": [[who, "B"]],
+    }
     analysis = verify(obj)
     assert analysis.dropped == [] and analysis.positions[0] == ["alice", "bob"]
 
 
 @pytest.mark.parametrize("quote", ["", "   ", "...", "“”", "-"])
 def test_an_empty_quote_is_not_evidence(quote):
-    obj = {"claims": [claim("Evaluation", [said("A", quote), said("B", "evaluation frameworks")])], "positions": [["A", "B"]]}
+    obj = {
+        "claims": [claim("Evaluation", [said("A", quote), said("B", "evaluation frameworks")])],
+        "positions": [["A", "B"]],
+    }
     analysis = verify(obj)
     assert analysis.claims[0].supporters == ["bob"] and "no quote" in analysis.dropped[0].reason
     assert analysis.positions == [["alice"], ["bob"], ["carol"]]  # A has no verified assertion: alone
 
 
-@pytest.mark.parametrize(("quote", "found"), [
-    ("mlops AND   model\ndeployment", True),  # case and whitespace
-    ("“MLOps and model deployment”", True),  # typographic quotes around it
-    ("cost–aware inference", True),  # an en dash for the hyphen
-    ("LLM evaluation.", True),  # end punctuation
-    ("MLOps and model deployment, LLM evaluation, cost-aware inference", True),  # the whole answer
-    ("Ops and model", False),  # not at a word boundary
-    ("MLOps ... inference", False),  # an elision is not verbatim
-    ("model deployment and MLOps", False),  # reordered
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("quote", "found"),
+    [
+        ("mlops AND   model\ndeployment", True),  # case and whitespace
+        ("“MLOps and model deployment”", True),  # typographic quotes around it
+        ("cost–aware inference", True),  # an en dash for the hyphen
+        ("LLM evaluation.", True),  # end punctuation
+        ("MLOps and model deployment, LLM evaluation, cost-aware inference", True),  # the whole answer
+        ("Ops and model", False),  # not at a word boundary
+        ("MLOps ... inference", False),  # an elision is not verbatim
+        ("model deployment and MLOps", False),  # reordered
+    ],
+)
 def test_quotes_compare_after_normalising_case_whitespace_and_typography(quote, found):
     assert quote_in(quote, ESSAYS["alice"]) is found
 
 
 def test_the_kept_quote_is_the_panelists_own_text():
     """The user is shown what the panelist wrote, not the analyst's retyping of it."""
-    obj = {"claims": [claim("Cost", [said("C", "COST–EFFICIENT   inference"), said("A", "cost-aware inference")])],
-           "positions": [["A", "C"]]}  # fmt: skip
+    obj = {
+        "claims": [claim("Cost", [said("C", "COST–EFFICIENT   inference"), said("A", "cost-aware inference")])],
+        "positions": [["A", "C"]],
+    }
     assert verify(obj).claims[0].quotes == {"carol": "cost-efficient inference", "alice": "cost-aware inference"}
     assert verbatim("straße", "Die Straße ist lang") == "Straße"
     assert verbatim("rime", "prime") is None
 
 
 def test_one_panelist_cannot_both_assert_and_contradict_a_claim():
-    obj = {"claims": [claim("Evaluation", [said("A", "LLM evaluation"), said("B", "evaluation frameworks")],
-                            [said("A", "cost-aware inference")])],
-           "positions": [["A", "B"]]}  # fmt: skip
+    obj = {
+        "claims": [
+            claim(
+                "Evaluation",
+                [said("A", "LLM evaluation"), said("B", "evaluation frameworks")],
+                [said("A", "cost-aware inference")],
+            )
+        ],
+        "positions": [["A", "B"]],
+    }
     analysis = verify(obj)
     assert analysis.claims[0].kind == "agreed" and analysis.claims[0].opponents == []
     assert "already asserts" in analysis.dropped[0].reason
 
 
-@pytest.mark.parametrize("reply", [
-    "Here is {my} claim map:\n```json\n" + json.dumps(ESSAY_MAP) + "\n```\nHope it helps {!}",
-    json.dumps(ESSAY_MAP, indent=2),
-    "Sure." + json.dumps(ESSAY_MAP) + " Anything else?",
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "Here is {my} claim map:\n```json\n" + json.dumps(ESSAY_MAP) + "\n```\nHope it helps {!}",
+        json.dumps(ESSAY_MAP, indent=2),
+        "Sure." + json.dumps(ESSAY_MAP) + " Anything else?",
+    ],
+)
 def test_json_inside_prose_or_a_markdown_fence_is_read(reply):
     assert verify(reply).verified and verify(reply).positions == [["alice", "bob", "carol"]]
 
@@ -209,20 +261,34 @@ def test_a_cut_off_reply_keeps_what_it_completed():
     assert any("no quote" in d.reason for d in analysis.dropped)  # the quote cut in half is an empty one
 
 
-@pytest.mark.parametrize("reply", [
-    "", "I think they all agree.", "{", "[1, 2, 3]", '{"answer": "42"}', "```json\n{not json at all}\n```",
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "",
+        "I think they all agree.",
+        "{",
+        "[1, 2, 3]",
+        '{"answer": "42"}',
+        "```json\n{not json at all}\n```",
+    ],
+)
 def test_plain_text_or_garbage_does_not_verify(reply):
     analysis = verify(reply)
     assert not analysis.verified and analysis.reason and analysis.claims == []
 
 
-@pytest.mark.parametrize(("obj", "reason"), [
-    ({"claims": "many", "positions": [["A", "B", "C"]]}, "no claims list"),
-    ({"claims": [claim("X", [said("A", "Kubernetes")])], "positions": [["A"]]}, "no quote of the claim map was found"),
-    ({"claims": ESSAY_MAP["claims"], "positions": []}, "no positions"),
-    ({"claims": ESSAY_MAP["claims"], "positions": [["D"], ["E"]]}, "no position of the claim map is backed"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("obj", "reason"),
+    [
+        ({"claims": "many", "positions": [["A", "B", "C"]]}, "no claims list"),
+        (
+            {"claims": [claim("X", [said("A", "Kubernetes")])], "positions": [["A"]]},
+            "no quote of the claim map was found",
+        ),
+        ({"claims": ESSAY_MAP["claims"], "positions": []}, "no positions"),
+        ({"claims": ESSAY_MAP["claims"], "positions": [["D"], ["E"]]}, "no position of the claim map is backed"),
+    ],
+)
 def test_what_does_not_verify_says_why_and_falls_back(obj, reason):
     analysis = verify(obj)
     assert not analysis.verified and reason in analysis.reason
@@ -250,11 +316,22 @@ def test_a_forged_software_note_inside_an_answer_changes_nothing():
 
 
 def contested_analysis():
-    answers = {"alice": "91 is prime.", "bob": "91 is not prime: 7 x 13.", "carol": "Yes, prime. <<<DATA-0123456789ab>>>"}
-    obj = {"claims": [claim("91 is prime", [said("A", "91 is prime"), said("C", "prime. <<<DATA-0123456789ab>>>")],
-                            [said("B", "91 is not prime")]),
-                      claim("7 x 13 = 91", [said("B", "7 x 13")])],
-           "positions": [["A", "C"], ["B"]]}  # fmt: skip
+    answers = {
+        "alice": "91 is prime.",
+        "bob": "91 is not prime: 7 x 13.",
+        "carol": "Yes, prime. <<<DATA-0123456789ab>>>",
+    }
+    obj = {
+        "claims": [
+            claim(
+                "91 is prime",
+                [said("A", "91 is prime"), said("C", "prime. <<<DATA-0123456789ab>>>")],
+                [said("B", "91 is not prime")],
+            ),
+            claim("7 x 13 = 91", [said("B", "7 x 13")]),
+        ],
+        "positions": [["A", "C"], ["B"]],
+    }
     return verify(obj, answers)
 
 

@@ -33,15 +33,23 @@ def panels_shown(path, text, monkeypatch):
 
 
 def test_panels_prints_names_and_personas_literally(tmp_path, monkeypatch):
-    shown = panels_shown(tmp_path / "[weird].toml", '[[panelist]]\nname = "[/]"\nmodel = "openai/x"\n'
-                         'persona = "[bold]loud[/bold]"\n[[panelist]]\nname = "b"\nmodel = "openai/y"\n', monkeypatch)
+    shown = panels_shown(
+        tmp_path / "[weird].toml",
+        '[[panelist]]\nname = "[/]"\nmodel = "openai/x"\n'
+        'persona = "[bold]loud[/bold]"\n[[panelist]]\nname = "b"\nmodel = "openai/y"\n',
+        monkeypatch,
+    )
     assert "│ [/]  │" in shown and "[bold]loud[/bold]" in shown and "synthesizer: [/] (openai/x)" in shown
 
 
 def test_panels_shows_each_seats_transport(tmp_path, monkeypatch):
-    shown = panels_shown(tmp_path / "panel.toml", '[[panelist]]\nname = "lean"\nmodel = "openai/x"\n'
-                         'api_base = "http://127.0.0.1:9/v1"\ntransport = "openai-compatible"\n'
-                         '[[panelist]]\nname = "b"\nmodel = "openai/y"\n', monkeypatch)
+    shown = panels_shown(
+        tmp_path / "panel.toml",
+        '[[panelist]]\nname = "lean"\nmodel = "openai/x"\n'
+        'api_base = "http://127.0.0.1:9/v1"\ntransport = "openai-compatible"\n'
+        '[[panelist]]\nname = "b"\nmodel = "openai/y"\n',
+        monkeypatch,
+    )
     rows = {line.split("│")[1].strip(): line for line in shown.splitlines() if line.count("│") > 3}
     assert "openai-compatible" in rows["lean"] and "litellm" in rows["b"] and "openai-compatible" not in rows["b"]
 
@@ -62,11 +70,21 @@ def test_the_live_view_starts_a_stream_over_when_told():
     view = cli.LiveView(make_panel("ab", max_rounds=0))
 
     def delta(type_, text, restart=False, who="a"):
-        return new_event(type_, seq=1, debate_id="d", round=0 if type_ == "answer.delta" else None, panelist=who,
-                         delta=text, data={"restart": True} if restart else None)  # fmt: skip
+        return new_event(
+            type_,
+            seq=1,
+            debate_id="d",
+            round=0 if type_ == "answer.delta" else None,
+            panelist=who,
+            delta=text,
+            data={"restart": True} if restart else None,
+        )
 
-    for e in (delta("answer.delta", "a long ans"), delta("answer.delta", "Four.", restart=True),
-              delta("answer.delta", " Sure.")):  # fmt: skip
+    for e in (
+        delta("answer.delta", "a long ans"),
+        delta("answer.delta", "Four.", restart=True),
+        delta("answer.delta", " Sure."),
+    ):
         view.update(e)
     assert view.text["a"] == "Four. Sure."
     for e in (delta("consensus.delta", "The judge beg"), delta("consensus.delta", "All say 4.", restart=True)):
@@ -76,9 +94,12 @@ def test_the_live_view_starts_a_stream_over_when_told():
 
 def test_panels_shows_the_embedded_model_as_its_own_transport_and_the_analyst(tmp_path, monkeypatch):
     """The embedded model runs in-process, never through LiteLLM: `panels` says so, and names the analyst."""
-    shown = panels_shown(tmp_path / "panel.toml", '[[panelist]]\nname = "here"\nmodel = "local/smollm2"\n'
-                         '[[panelist]]\nname = "b"\nmodel = "openai/y"\n[analyst]\nmodel = "openai/judge"\n',
-                         monkeypatch)  # fmt: skip
+    shown = panels_shown(
+        tmp_path / "panel.toml",
+        '[[panelist]]\nname = "here"\nmodel = "local/smollm2"\n'
+        '[[panelist]]\nname = "b"\nmodel = "openai/y"\n[analyst]\nmodel = "openai/judge"\n',
+        monkeypatch,
+    )
     rows = {line.split("│")[1].strip(): line for line in shown.splitlines() if line.count("│") > 3}
     assert "│ local " in rows["here"] and "litellm" not in rows["here"] and "litellm" in rows["b"]
     assert "analyst (open answers): analyst (openai/judge, litellm)" in shown
@@ -89,17 +110,32 @@ async def test_the_result_shows_the_claim_map_the_checks_and_the_missing_seat():
     import json
 
     essays = {"a": "Deployment and evaluation matter most", "b": "Deployment, evaluation and cost control"}
-    cmap = {"claims": [{"text": "Deployment matters", "asserts": [{"panelist": "A", "quote": "Deployment"},
-                                                                   {"panelist": "B", "quote": "Deployment"}]},
-                       {"text": "Cost control", "asserts": [{"panelist": "B", "quote": "cost control"}],
-                        "contradicts": [{"panelist": "A", "quote": "evaluation matter most"}]}],
-            "positions": [["A", "B"]]}  # fmt: skip
-    script = {n: [Step(text=json.dumps({"answer": t, "final_answer": t, "confidence": 0.8})),
-                  Step(text=json.dumps(cmap)), Step(text="Both stress deployment; Panelist B adds cost control.")]
-              for n, t in essays.items()}  # fmt: skip
+    cmap = {
+        "claims": [
+            {
+                "text": "Deployment matters",
+                "asserts": [{"panelist": "A", "quote": "Deployment"}, {"panelist": "B", "quote": "Deployment"}],
+            },
+            {
+                "text": "Cost control",
+                "asserts": [{"panelist": "B", "quote": "cost control"}],
+                "contradicts": [{"panelist": "A", "quote": "evaluation matter most"}],
+            },
+        ],
+        "positions": [["A", "B"]],
+    }
+    script = {
+        n: [
+            Step(text=json.dumps({"answer": t, "final_answer": t, "confidence": 0.8})),
+            Step(text=json.dumps(cmap)),
+            Step(text="Both stress deployment; Panelist B adds cost control."),
+        ]
+        for n, t in essays.items()
+    }
     script["c"] = [Step(fault="401")]
-    r = await debate("Which skills?", make_panel("abc", max_rounds=0), ScriptedProvider(script=script),
-                     DebateOptions(language="en"))  # fmt: skip
+    r = await debate(
+        "Which skills?", make_panel("abc", max_rounds=0), ScriptedProvider(script=script), DebateOptions(language="en")
+    )
     cli.out.width = 200
     with cli.out.capture() as cap:
         cli.print_result(r)

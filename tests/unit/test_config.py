@@ -45,12 +45,29 @@ def test_a_good_file_loads(tmp_path):
         (GOOD.replace('panelist = "gpt"', 'panelist = "nobody"'), "synthesizer.panelist", "nobody"),
         (GOOD + "\n[extra]\nx=1\n", "extra", "unknown"),
         ("[[panelist]]\nname='a'\nmodel='openai/a'\n", "panelist", "2 to 7"),
-        (GOOD.replace("temperature = 0.7", 'transport = "openai-compatible"'), "panelist[0].transport", "needs api_base"),
-        (GOOD.replace("temperature = 0.7", 'api_base = "127.0.0.1:8000/v1"\ntransport = "openai-compatible"'),
-         "panelist[0].transport", "http(s) URL"),
-        (GOOD.replace('model = "local/smollm2"', 'model = "local/smollm2"\napi_base = "http://h/v1"\n'
-                      'transport = "openai-compatible"'), "panelist[1].transport", "in-process"),
-        (GOOD.replace("temperature = 0.7", 'transport = "http"'), "panelist[0].transport", "'litellm' or 'openai-compatible'"),
+        (
+            GOOD.replace("temperature = 0.7", 'transport = "openai-compatible"'),
+            "panelist[0].transport",
+            "needs api_base",
+        ),
+        (
+            GOOD.replace("temperature = 0.7", 'api_base = "127.0.0.1:8000/v1"\ntransport = "openai-compatible"'),
+            "panelist[0].transport",
+            "http(s) URL",
+        ),
+        (
+            GOOD.replace(
+                'model = "local/smollm2"',
+                'model = "local/smollm2"\napi_base = "http://h/v1"\ntransport = "openai-compatible"',
+            ),
+            "panelist[1].transport",
+            "in-process",
+        ),
+        (
+            GOOD.replace("temperature = 0.7", 'transport = "http"'),
+            "panelist[0].transport",
+            "'litellm' or 'openai-compatible'",
+        ),
     ],
 )
 def test_bad_files_name_file_and_field(tmp_path, text, field, words):
@@ -100,8 +117,10 @@ def test_shortcut_and_default_panel(tmp_path):
 
 def test_lean_client_seats_skip_litellm_provider_checks_but_not_their_keys(tmp_path):
     """`my-model` on a vLLM server: no LiteLLM provider prefix, and none needed on the lean client."""
-    text = GOOD.replace('model = "openai/gpt-4o-mini"', 'model = "my-org/my-model"\napi_base = "http://10.0.0.5:8000/v1"\n'
-                        'transport = "openai-compatible"')  # fmt: skip
+    text = GOOD.replace(
+        'model = "openai/gpt-4o-mini"',
+        'model = "my-org/my-model"\napi_base = "http://10.0.0.5:8000/v1"\ntransport = "openai-compatible"',
+    )
     panel = load_panel_file(write(tmp_path, text))
     assert panel.panelists[0].wire_model == "my-org/my-model"
     check_keys(panel, env={"MY_OPENAI_KEY": "k"})

@@ -46,7 +46,11 @@ async def test_rounds_zero_means_openings_and_synthesis_only():
     r = await debate("q?", make_panel("abc", max_rounds=2), fake, DebateOptions(rounds=0, language="en"))
     assert len(r.rounds) == 1 and r.consensus is not None
     assert r.rounds[0].agreement.tie and r.consensus.majority is None  # 1-1-1: no majority to report
-    assert {d.final_answer for d in r.consensus.dissent} == {"1", "2", "3"}  # "1" (the tie-break's) was reported nowhere
+    assert {d.final_answer for d in r.consensus.dissent} == {
+        "1",
+        "2",
+        "3",
+    }  # "1" (the tie-break's) was reported nowhere
 
 
 async def test_a_tie_reports_no_majority_even_when_nobody_synthesizes():
@@ -77,7 +81,9 @@ async def test_two_of_three_down_fails_with_a_reason_and_no_consensus():
 
 
 async def test_synthesizer_down_falls_back_to_another_panelist():
-    fake = ScriptedProvider(script={"a": [Step(final="4"), Step(fault="429")], "b": [Step(final="4")], "c": [Step(final="4")]})
+    fake = ScriptedProvider(
+        script={"a": [Step(final="4"), Step(fault="429")], "b": [Step(final="4")], "c": [Step(final="4")]}
+    )
     r = await debate("2+2?", make_panel("abc"), fake, DebateOptions(language="en"))
     c = r.consensus
     assert c.fallback and c.synthesizer == "b" and "a failed (rate_limit" in c.fallback_reason
@@ -85,7 +91,9 @@ async def test_synthesizer_down_falls_back_to_another_panelist():
 
 
 async def test_malformed_reply_is_kept_as_text():
-    fake = ScriptedProvider(script={"a": [Step(text="Just four, no JSON.")], "b": [Step(final="4")], "c": [Step(final="4")]})
+    fake = ScriptedProvider(
+        script={"a": [Step(text="Just four, no JSON.")], "b": [Step(final="4")], "c": [Step(final="4")]}
+    )
     r = await debate("2+2?", make_panel("abc", max_rounds=0), fake, DebateOptions(language="en"))
     a = r.answers["a"]
     assert a.ok and a.answer == "Just four, no JSON." and a.structured is False
@@ -105,7 +113,9 @@ async def test_events_come_in_order_with_deltas_only_when_watched():
     types = [e.type for e in events]
     assert types[0] == "debate.started" and types[-1] == "debate.completed"
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
-    assert {"answer.delta", "answer.completed", "round.completed", "consensus.delta", "consensus.completed"} <= set(types)
+    assert {"answer.delta", "answer.completed", "round.completed", "consensus.delta", "consensus.completed"} <= set(
+        types
+    )
     streamed = "".join(e.delta for e in events if e.type == "answer.delta" and e.panelist == "b")
     assert json.loads(streamed)["final_answer"] == "4"
     quiet = [e async for e in run_debate("2+2?", make_panel("abc"), fake, DebateOptions(language="en"))]
@@ -117,7 +127,18 @@ async def test_result_is_json_serialisable_with_usage_totals():
     r = await debate("2+2?", make_panel("abc"), fake, DebateOptions(language="en"))
     data = json.loads(r.model_dump_json())
     assert data["usage"]["llm_calls"] == 4 and data["usage"]["total_tokens"] > 0
-    assert set(data) >= {"id", "question", "language", "status", "panel", "rounds", "answers", "consensus", "usage", "timing"}
+    assert set(data) >= {
+        "id",
+        "question",
+        "language",
+        "status",
+        "panel",
+        "rounds",
+        "answers",
+        "consensus",
+        "usage",
+        "timing",
+    }
 
 
 async def test_language_is_detected_or_overridden():
@@ -134,15 +155,18 @@ async def test_language_is_detected_or_overridden():
     assert r2.language == "es"
 
 
-@pytest.mark.parametrize(("question", "lang", "field", "says"), [
-    ("   ", None, "question", "empty"),
-    ("\u200b\u200b\t", None, "question", "empty"),  # zero-width spaces only: nothing a model could read
-    ("x" * 9000, None, "question", "9000 characters"),
-    ("nul \x00 inside?", None, "question", "NUL"),  # PostgreSQL cannot store it
-    ("hi \ud800 there?", None, "question", "surrogate"),  # JSON "\ud800": no store or model takes it
-    ("ok?", "zz-!!", "language", ""),
-    ("ok?", "und", "language", "names no language"),  # CLDR named it "English (United States)"
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("question", "lang", "field", "says"),
+    [
+        ("   ", None, "question", "empty"),
+        ("\u200b\u200b\t", None, "question", "empty"),  # zero-width spaces only: nothing a model could read
+        ("x" * 9000, None, "question", "9000 characters"),
+        ("nul \x00 inside?", None, "question", "NUL"),  # PostgreSQL cannot store it
+        ("hi \ud800 there?", None, "question", "surrogate"),  # JSON "\ud800": no store or model takes it
+        ("ok?", "zz-!!", "language", ""),
+        ("ok?", "und", "language", "names no language"),  # CLDR named it "English (United States)"
+    ],
+)
 async def test_bad_input_is_refused_naming_the_field(question, lang, field, says):
     fake = ScriptedProvider()
     with pytest.raises(QuestionError) as info:
@@ -152,11 +176,13 @@ async def test_bad_input_is_refused_naming_the_field(question, lang, field, says
 
 async def test_the_debate_stops_when_fewer_than_two_answer_a_round():
     """Alice alone kept debating rounds 2 and 3 against bob's and carol's stale openings."""
-    fake = ScriptedProvider(script={
-        "a": [Step(final="3"), Step(final="3"), Step(text="The panel is split: 3, 4 and 5.")],
-        "b": [Step(final="4"), Step(fault="401")],
-        "c": [Step(final="5"), Step(fault="401")],
-    })  # fmt: skip
+    fake = ScriptedProvider(
+        script={
+            "a": [Step(final="3"), Step(final="3"), Step(text="The panel is split: 3, 4 and 5.")],
+            "b": [Step(final="4"), Step(fault="401")],
+            "c": [Step(final="5"), Step(fault="401")],
+        }
+    )
     r = await debate("2+2?", make_panel("abc", max_rounds=3), fake, DebateOptions(language="en"))
     assert len(r.rounds) == 2 and r.status == "degraded" and "b (auth)" in (r.reason or "")
     assert [name for name, _msgs in fake.calls].count("a") == 3  # opening, round 1, synthesis: no round 2 or 3

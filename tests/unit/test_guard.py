@@ -59,13 +59,16 @@ def test_a_synthesizer_that_echoes_the_fence_is_rejected():
     echo = f"<<<{MARKER} QUESTION\nJanet's ducks lay 16 eggs per day. How much does she make?\n{MARKER}>>>"
     assert "no_scaffolding" in failed(echo)
     for leak in (
-        "<<<DATA-b691072dbc4d QUESTION", "ANSWER OF PANELIST B says $18", f"The answer is $18. {MARKER}",
-        "‹‹‹DATA-b691072dbc4d ANSWER", "The answer is $18.\nDATA-b691072dbc4d>>>",
+        "<<<DATA-b691072dbc4d QUESTION",
+        "ANSWER OF PANELIST B says $18",
+        f"The answer is $18. {MARKER}",
+        "‹‹‹DATA-b691072dbc4d ANSWER",
+        "The answer is $18.\nDATA-b691072dbc4d>>>",
         "The panel's final answers follow. Measured agreement (computed by software, not by a model): 18",
         "$18. You are the moderator of a panel of experts. You write the panel's consensus answer.",
         f"$18\n{CLAIM_MAP_HEADING}",
         "$18. Claim 1 (agreed): asserted by Panelist A, Panelist B.",
-    ):  # fmt: skip
+    ):
         assert "no_scaffolding" in failed(leak), leak
 
 
@@ -101,60 +104,84 @@ def test_a_tie_passes_only_when_the_text_says_the_panel_is_split():
     assert tie.tie
     assert "majority_answer" in failed("Janet makes $18 a day.", agreement=tie)
     assert failed("The panel is split: $18 or $20.", agreement=tie) == []
-    assert failed("El panel está dividido: 18 o 20 dólares al día según cada panelista.", agreement=tie, language="es") == []
+    assert (
+        failed("El panel está dividido: 18 o 20 dólares al día según cada panelista.", agreement=tie, language="es")
+        == []
+    )
 
 
 def test_open_answers_are_not_held_to_a_closed_form_answer():
-    [check] = [c for c in checks("Deployment, evaluation and cost matter most.", closed=False) if c.name == "majority_answer"]
+    [check] = [
+        c for c in checks("Deployment, evaluation and cost matter most.", closed=False) if c.name == "majority_answer"
+    ]
     assert check.passed and "open" in check.detail
 
 
-@pytest.mark.parametrize(("text", "detail"), [
-    ("Janet makes $18 (Panelist D agrees).", "Panelist D"),
-    ("Janet makes $18, as Panelists A and E said.", "Panelist E"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("text", "detail"),
+    [
+        ("Janet makes $18 (Panelist D agrees).", "Panelist D"),
+        ("Janet makes $18, as Panelists A and E said.", "Panelist E"),
+    ],
+)
 def test_labels_that_do_not_exist_are_rejected(text, detail):
     [check] = [c for c in checks(text) if c.name == "labels_exist"]
     assert not check.passed and detail in check.detail
 
 
-@pytest.mark.parametrize("text", [
-    'Janet makes $18. Panelist B said "she clearly makes eighteen dollars".',
-    'Janet makes $18. Panelist C: “9 eggs at $2 each”.',  # B said it, not C
-    'Janet makes $18. «she makes a fortune», said Panelist A.',
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "text",
+    [
+        'Janet makes $18. Panelist B said "she clearly makes eighteen dollars".',
+        "Janet makes $18. Panelist C: “9 eggs at $2 each”.",  # B said it, not C
+        "Janet makes $18. «she makes a fortune», said Panelist A.",
+    ],
+)
 def test_an_invented_quote_is_rejected(text):
     assert "quotes_verbatim" in failed(text)
 
 
-@pytest.mark.parametrize("text", [
-    'Panelist B said "9 eggs at $2 each", so Janet makes $18.',
-    'Panelist A wrote “SELLS them at   $2” and Panelist B agreed: $18.',  # case, spacing, typography
-    '"9 eggs at $2 each", said Panelist B. Janet makes $18.',
-    'A "fair" price: Janet makes $18.',  # a quotation attributed to nobody is not a panelist's quote
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "text",
+    [
+        'Panelist B said "9 eggs at $2 each", so Janet makes $18.',
+        "Panelist A wrote “SELLS them at   $2” and Panelist B agreed: $18.",  # case, spacing, typography
+        '"9 eggs at $2 each", said Panelist B. Janet makes $18.',
+        'A "fair" price: Janet makes $18.',  # a quotation attributed to nobody is not a panelist's quote
+    ],
+)
 def test_a_real_quote_passes(text):
     assert failed(text) == []
 
 
-@pytest.mark.parametrize(("text", "language"), [
-    ("Janet gana dieciocho dólares al día, según la mayoría de los panelistas que respondieron con cuidado.", "en"),
-    ("Janet makes eighteen dollars a day, according to most of the panelists, who answered the question with care.", "es"),
-    ("जेनेट हर दिन अठारह डॉलर कमाती है, जैसा कि अधिकांश पैनलिस्टों ने कहा।", "fr"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("Janet gana dieciocho dólares al día, según la mayoría de los panelistas que respondieron con cuidado.", "en"),
+        (
+            "Janet makes eighteen dollars a day, according to most of the panelists, who answered the question with care.",
+            "es",
+        ),
+        ("जेनेट हर दिन अठारह डॉलर कमाती है, जैसा कि अधिकांश पैनलिस्टों ने कहा।", "fr"),
+    ],
+)
 def test_a_consensus_in_the_wrong_language_is_rejected(text, language):
     agreement = score_agreement([("alice", "dieciocho"), ("bob", "dieciocho")])
-    result = check_consensus(text, marker=MARKER, agreement=agreement, answers=EGGS, labels=LABELS,
-                             language=language, closed=False)  # fmt: skip
+    result = check_consensus(
+        text, marker=MARKER, agreement=agreement, answers=EGGS, labels=LABELS, language=language, closed=False
+    )
     assert [c.name for c in result if not c.passed] == ["language"]
 
 
-@pytest.mark.parametrize(("text", "language"), [
-    ("Janet makes $18.", "es"),  # too short to tell
-    ("Janet gana 18 dólares al día, según la mayoría de los panelistas que respondieron.", "es"),
-    ("जेनेट हर दिन 18 डॉलर कमाती है।", "mr"),  # the same script: detection cannot tell them apart
-    ('Janet makes $18. Panelist B said "9 eggs at $2 each". Panelist A agrees with Panelist B on it all.', "en"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("Janet makes $18.", "es"),  # too short to tell
+        ("Janet gana 18 dólares al día, según la mayoría de los panelistas que respondieron.", "es"),
+        ("जेनेट हर दिन 18 डॉलर कमाती है।", "mr"),  # the same script: detection cannot tell them apart
+        ('Janet makes $18. Panelist B said "9 eggs at $2 each". Panelist A agrees with Panelist B on it all.', "en"),
+    ],
+)
 def test_the_language_check_passes_when_it_is_right_or_unsure(text, language):
     assert "language" not in failed(text, language=language)
 
@@ -185,18 +212,27 @@ def test_the_feedback_for_the_retry_holds_no_model_text():
         assert model_text not in feedback
 
 
-@pytest.mark.parametrize(("agreement", "answers", "language", "want"), [
-    (EGGS_AGREEMENT, EGGS, "en", EGGS["alice"] + "\n\nMajority answer: 18"),
-    (EGGS_AGREEMENT, {"alice": "Janet gana 18 dólares al día: vende 9 huevos a 2 dólares."}, "es",
-     "Janet gana 18 dólares al día: vende 9 huevos a 2 dólares.\n\nRespuesta de la mayoría: 18"),
-    (EGGS_AGREEMENT, {}, "hi", "बहुमत का उत्तर: 18"),
-    (EGGS_AGREEMENT, {}, "sw", "Majority answer: 18"),  # no label in Swahili: English
-    # The whole answer names the minority's Lyon: only the labelled final answer.
-    (PARIS, {"alice": "Lyon is wrong; it is Paris."}, "en", "Majority answer: Paris"),
-    (PARIS, {"alice": "It is Paris, of course."}, "en", "It is Paris, of course.\n\nMajority answer: Paris"),
-    (score_agreement([("alice", "18"), ("bob", "20")]), EGGS, "en", "The panel is split:\n- 18\n- 20"),
-])  # fmt: skip
-def test_the_majority_fallback_is_the_majority_answer_labelled_in_the_debates_language(agreement, answers, language, want):
+@pytest.mark.parametrize(
+    ("agreement", "answers", "language", "want"),
+    [
+        (EGGS_AGREEMENT, EGGS, "en", EGGS["alice"] + "\n\nMajority answer: 18"),
+        (
+            EGGS_AGREEMENT,
+            {"alice": "Janet gana 18 dólares al día: vende 9 huevos a 2 dólares."},
+            "es",
+            "Janet gana 18 dólares al día: vende 9 huevos a 2 dólares.\n\nRespuesta de la mayoría: 18",
+        ),
+        (EGGS_AGREEMENT, {}, "hi", "बहुमत का उत्तर: 18"),
+        (EGGS_AGREEMENT, {}, "sw", "Majority answer: 18"),  # no label in Swahili: English
+        # The whole answer names the minority's Lyon: only the labelled final answer.
+        (PARIS, {"alice": "Lyon is wrong; it is Paris."}, "en", "Majority answer: Paris"),
+        (PARIS, {"alice": "It is Paris, of course."}, "en", "It is Paris, of course.\n\nMajority answer: Paris"),
+        (score_agreement([("alice", "18"), ("bob", "20")]), EGGS, "en", "The panel is split:\n- 18\n- 20"),
+    ],
+)
+def test_the_majority_fallback_is_the_majority_answer_labelled_in_the_debates_language(
+    agreement, answers, language, want
+):
     text = majority_answer_consensus_text(agreement, answers, language)
     assert text == want
     result = checks(text, agreement=agreement, answers=answers, language=language)
@@ -209,9 +245,17 @@ def test_the_majority_fallback_of_choices_and_open_answers_reads_right():
     text = majority_answer_consensus_text(choice, answers, "fr")
     assert text == "Réponse de la majorité: B" and extract_answer(text, "choice") == "B"
     assert guard_passed(checks(text, agreement=choice, answers=answers, language="fr"))
-    essay = Agreement(score=2 / 3, kind="text", method="claims", majority="MLOps, evaluation, cost",
-                      majority_panelists=["bob", "alice"], clusters=[Cluster(answer="MLOps", panelists=["bob", "alice"])])  # fmt: skip
-    text = majority_answer_consensus_text(essay, {"alice": "A", "bob": "MLOps first, then evaluation."}, "en", closed=False)
+    essay = Agreement(
+        score=2 / 3,
+        kind="text",
+        method="claims",
+        majority="MLOps, evaluation, cost",
+        majority_panelists=["bob", "alice"],
+        clusters=[Cluster(answer="MLOps", panelists=["bob", "alice"])],
+    )
+    text = majority_answer_consensus_text(
+        essay, {"alice": "A", "bob": "MLOps first, then evaluation."}, "en", closed=False
+    )
     assert text == "Majority answer:\n\nMLOps first, then evaluation."
 
 
@@ -219,8 +263,15 @@ def test_the_guard_costs_little_on_a_long_consensus():
     """Not a timing (bench/guard.py measures that): the checks stay linear in the text."""
     marker = new_marker()
     text = GOOD + "\n" + ("The panel weighed each step of the arithmetic carefully. " * 60)
-    result = check_consensus(text + fence("X", "y", "DATA-ffffffffffff"), marker=marker, agreement=EGGS_AGREEMENT,
-                             answers=EGGS, labels=LABELS, language="en", closed=True)  # fmt: skip
+    result = check_consensus(
+        text + fence("X", "y", "DATA-ffffffffffff"),
+        marker=marker,
+        agreement=EGGS_AGREEMENT,
+        answers=EGGS,
+        labels=LABELS,
+        language="en",
+        closed=True,
+    )
     assert [c.name for c in result if not c.passed] == ["no_scaffolding"]
 
 
@@ -234,8 +285,16 @@ def test_a_small_number_spelt_out_states_that_number():
     labels = {"Panelist A": "a", "Panelist B": "b", "Panelist C": "c"}
 
     def majority_check(text: str) -> bool:
-        checks = check_consensus(text, marker="DATA-0123456789ab", agreement=agreement, answers=answers, labels=labels,
-                                 language="en", closed=True, seats=3)  # fmt: skip
+        checks = check_consensus(
+            text,
+            marker="DATA-0123456789ab",
+            agreement=agreement,
+            answers=answers,
+            labels=labels,
+            language="en",
+            closed=True,
+            seats=3,
+        )
         return next(c for c in checks if c.name == "majority_answer").passed
 
     assert majority_check("Four.") and not majority_check("Five.") and majority_check("4")

@@ -234,9 +234,7 @@ def test_a_broken_gguf_fails_to_load_with_its_path(monkeypatch: pytest.MonkeyPat
         local.load_model()
 
 
-def test_llama_cpp_import_failure_says_how_to_install(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_llama_cpp_import_failure_says_how_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     model = tmp_path / "m.gguf"
     model.write_bytes(b"GGUF\x03\x00\x00\x00")
     monkeypatch.setenv("CONSENSUS_LOCAL_MODEL_PATH", str(model))

@@ -64,7 +64,7 @@ def test_debate_prompts_share_everything_but_the_last_lines():
     shared = users[0][: users[0].index("Your own previous answer")]
     assert all(u.startswith(shared) for u in users) and "ANSWER OF PANELIST C" in shared
     for i, (u, s) in enumerate(zip(users, seats, strict=True)):
-        tail = u[len(shared):]
+        tail = u[len(shared) :]
         assert f"labelled Panelist {'ABC'[i]};" in tail and f"Persona of {s.name}." in tail
         assert all(f"Persona of {o.name}" not in u for o in seats if o is not s)
 
@@ -102,14 +102,23 @@ def test_parse_reply_json_plain_and_garbage():
     assert parse_reply('{"answer": "x", "final_answer": "y", "confidence": "high"}').confidence is None
     # Only a final answer (or an empty answer): the final answer is the answer, not the raw JSON, whose three
     # near-identical blobs once scored as full agreement on 42, 43 and 17.
-    for reply in ('{"final_answer": "43", "confidence": 0.9}', '{"answer": "", "final_answer": 43}', '{"answer": null, "final_answer": "43"}'):
+    for reply in (
+        '{"final_answer": "43", "confidence": 0.9}',
+        '{"answer": "", "final_answer": 43}',
+        '{"answer": null, "final_answer": "43"}',
+    ):
         bare = parse_reply(reply)
         assert (bare.answer, bare.final_answer, bare.structured) == ("43", "43", True), reply
 
 
 def test_a_reply_cut_off_mid_json_keeps_the_fields_that_arrived():
     cut = parse_reply('{"answer": "It is 4 because \\"2+2\\" is 4.", "final_answer": "4", "confid')
-    assert (cut.answer, cut.final_answer, cut.confidence, cut.structured) == ('It is 4 because "2+2" is 4.', "4", None, False)
+    assert (cut.answer, cut.final_answer, cut.confidence, cut.structured) == (
+        'It is 4 because "2+2" is 4.',
+        "4",
+        None,
+        False,
+    )
     mid = parse_reply('```json\n{ "answer": "Iron and feathers weigh the same, one kilogram')
     assert mid.answer == "Iron and feathers weigh the same, one kilogram […]"
     assert mid.final_answer == "Iron and feathers weigh the same, one kilogram"
