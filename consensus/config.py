@@ -16,8 +16,8 @@ from consensus.types import DebateSettings, Panel, Seat
 LOCAL_MODEL = "local/smollm2"
 _SEAT_FIELDS = set(Seat.model_fields)
 
-# Answers are capped short: on 2 cores the model writes ~30 tokens/s under the JSON grammar and
-# reads prompts at ~180 tokens/s, so a debate's 7 calls fit in about 20 s (bench/local.py).
+# Answers are capped short: on a small machine the embedded model writes slowly under the JSON grammar, and a
+# debate's calls must fit in seconds, not minutes (figures: bench/README.md, bench/local.py).
 # Three seats on the embedded model that differ in persona, temperature and seed.
 DEFAULT_LOCAL_SEATS = (
     {

@@ -292,7 +292,7 @@ def _language(text: str, language: str, mentions: Sequence[tuple[int, int, list[
     words = normalize_text(prose).split()
     if latin and len(words) < _MIN_WORDS:
         return Check(name=name, passed=True, detail="too few words to tell the language")
-    # A text full of the debate language's function words is in it: no need to ask langdetect (~1-2 ms a text).
+    # A text full of the debate language's function words is in it: no need to ask langdetect, the costly part.
     function_words = FUNCTION_WORDS.get(want, frozenset())
     share = sum(w in function_words for w in words) / max(1, len(words))
     if share >= _FUNCTION_SHARE:

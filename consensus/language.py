@@ -121,8 +121,8 @@ def is_rtl(code: str) -> bool:
 def detect_language(text: str, default: str = "en") -> str:
     """Guess the language of `text` offline: by script first, then langdetect for Latin text.
 
-    Remembered for the last 512 texts: a guess is deterministic (seeded) and costs about 0.5 ms of CPU, and a
-    widget sends its pre-loaded question again for every visitor who clicks Submit.
+    Remembered for the last 512 texts: a guess is deterministic (seeded) and costs CPU, and a widget sends its
+    pre-loaded question again for every visitor who clicks Submit.
     """
     counts: dict[str, int] = {}
     for ch in _BEYOND_LATIN.findall(text):  # most questions have no such character: nothing to count
@@ -150,8 +150,8 @@ def detect_language(text: str, default: str = "en") -> str:
 
 
 # langdetect profiles this module needs: scripts settle every other language before langdetect runs, so only
-# Latin-script languages and the three Devanagari ones it tells apart are loaded. All 55 cost 65 MiB of RSS and
-# 3.7 ms per guess; these 34 cost 18 MiB and 2.2 ms (measured 2026-11-26), with the same answers for them.
+# Latin-script languages and the three Devanagari ones it tells apart are loaded: a fraction of the memory and time
+# of all 55, with the same answers for these (figures: bench/README.md, "Language detection").
 _LANGDETECT_PROFILES = (
     "af",
     "ca",
@@ -209,11 +209,11 @@ def _factory() -> Any:
     return factory
 
 
-# langdetect averages 7 random-walk trials by default. On the 239 English, Spanish, French, Hindi, Marathi and
-# Nepali strings of service/locales, 3 trials got 214 right against 213 for 7 (7 of 239 guesses changed), at
-# 0.55 ms a guess instead of 1.28 ms (measured 2026-11-26). The guess runs before a debate's openings go out.
+# langdetect averages 7 random-walk trials by default; 3 are as accurate on the interface's own strings in the
+# panel's main languages (a test compares the two) at under half the CPU, and the guess runs before a debate's
+# openings go out (figures: bench/README.md, "Language detection").
 LANGDETECT_TRIALS = 3
-_LANGDETECT_CHARS = 500  # langdetect reads n-grams from all it is given (10,000 characters at most), ~2.5 us each
+_LANGDETECT_CHARS = 500  # langdetect reads n-grams from all it is given (10,000 characters at most): enough to tell
 
 
 def _langdetect(text: str, allowed: set[str] | None, default: str) -> str:

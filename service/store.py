@@ -535,8 +535,8 @@ def event_payload(e: DebateEvent) -> Encoded:
 class Encoded(str):
     """A JSON column's value already encoded by pydantic-core: stored as it is.
 
-    Dumping a result to a dict and then through `json` was three quarters of the service's JSON time, about
-    7 % of its CPU under load (py-spy, 2026-11-26); pydantic's own encoder does it in one step.
+    Dumping a result to a dict and then through `json` was most of the service's JSON time under load;
+    pydantic's own encoder does it in one step (figures: bench/README.md).
     """
 
 

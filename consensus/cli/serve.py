@@ -57,7 +57,7 @@ def serve(
             )
         _sqlite_free(settings.database_url)  # first: a second server on the file is told at once
         panel = configured_panel(settings)  # a bad panel is one line and exit 2, before anything starts
-        if workers == 1:  # the supervisor of --workers stays without LiteLLM (~170 MiB); this one loads it anyway
+        if workers == 1:  # the supervisor of --workers stays without LiteLLM (its memory); this one loads it anyway
             check_keys(panel)  # a model no provider serves, or an unset key: every debate would fail
     except (ConsensusError, StoreInUseError) as exc:
         raise fail(str(exc)) from None

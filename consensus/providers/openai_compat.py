@@ -127,7 +127,7 @@ class OpenAICompatClient:
 @functools.cache
 def proxy_for(url: str) -> str | None:
     """The proxy HTTP(S)_PROXY / ALL_PROXY and NO_PROXY name for this URL, read once per URL: aiohttp's trust_env
-    would read them in a worker thread on every request (a third of this client's CPU per call, measured)."""
+    would read them in a worker thread on every request, a large share of this client's CPU per call."""
     parts = urlsplit(url)
     if parts.hostname and urllib.request.proxy_bypass(parts.hostname):
         return None
