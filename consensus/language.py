@@ -213,7 +213,7 @@ def _factory() -> Any:
 # panel's main languages (a test compares the two) at under half the CPU, and the guess runs before a debate's
 # openings go out (figures: bench/README.md, "Language detection").
 LANGDETECT_TRIALS = 3
-_LANGDETECT_CHARS = 500  # langdetect reads n-grams from all it is given (10,000 characters at most): enough to tell
+_LANGDETECT_CHARS = 500  # langdetect reads n-grams from all it is given (10,000 characters at most): 500 tell a language, more costs CPU
 
 
 def _langdetect(text: str, allowed: set[str] | None, default: str) -> str:
