@@ -29,6 +29,7 @@ from consensus.types import (
     ConsensusSource,
     Dissent,
     ModelAnswer,
+    RejectedWriting,
     Seat,
     Usage,
 )
@@ -106,7 +107,7 @@ async def synthesize_consensus(
     by_label = {label: name for name, label in labels.items()}
     closed = given.analysis is None
     failures: list[tuple[Seat, ProviderError]] = []
-    rejected: list[str] = []
+    rejected: list[RejectedWriting] = []
     attempts = 0
     usage = Usage()
     costs: list[float | None] = []
@@ -178,7 +179,7 @@ async def synthesize_consensus(
                 costs,
                 done.latency_ms,
             ), failures
-        rejected.append(f"{seat.name}: " + "; ".join(f"{c.name} ({c.detail})" for c in checks if not c.passed))
+        rejected.append(RejectedWriting(synthesizer=seat.name, failed=[c for c in checks if not c.passed]))
         feedback = rejection_feedback(checks, given.language)
         if source == "fallback_seat":
             guard_fallback_used = True
@@ -222,7 +223,7 @@ def _consensus(
     source: ConsensusSource,
     checks: list[Check],
     failures: list[tuple[Seat, ProviderError]],
-    rejected: list[str],
+    rejected: list[RejectedWriting],
     attempts: int,
     usage: Usage,
     costs: list[float | None],
@@ -230,7 +231,11 @@ def _consensus(
     why_majority: str = "no synthesis passed the checks",
 ) -> Consensus:
     reasons = [f"{s.name} failed ({e.kind}: {e.message})" for s, e in failures]
-    reasons += [f"rejected by the checks: {r}" for r in rejected]
+    if rejected:
+        reasons.append(
+            "rejected by the checks: "
+            + "; ".join(f"{w.synthesizer} ({', '.join(c.name for c in w.failed)})" for w in rejected)
+        )
     if source == "majority_answer":
         reasons.insert(0, f"{why_majority}; the verified majority's answer is shown")
     return Consensus(
@@ -248,6 +253,7 @@ def _consensus(
         claims=list(given.analysis.claims) if given.analysis else [],
         checks=checks,
         source=source,
+        rejected=rejected,
         answered=len(given.finals),
         seats=given.seats,
         missing=[n for n in given.panelists if n not in latest],

@@ -276,6 +276,13 @@ class Check(BaseModel):
     detail: str = ""
 
 
+class RejectedWriting(BaseModel):
+    """A consensus a seat wrote that the guard rejected: who wrote it and the checks it failed."""
+
+    synthesizer: str
+    failed: list[Check]
+
+
 ConsensusSource = Literal["synthesis", "synthesis_retry", "fallback_seat", "majority_answer"]
 
 
@@ -296,6 +303,7 @@ class Consensus(BaseModel):
     claims: list[Claim] = Field(default_factory=list)
     checks: list[Check] = Field(default_factory=list)
     source: ConsensusSource = "synthesis"
+    rejected: list[RejectedWriting] = Field(default_factory=list)  # writings the guard rejected, in order
     answered: int | None = None  # panelists whose answers the agreement covers (None: written before this field)
     seats: int | None = None  # panelists on the panel
     missing: list[str] = Field(default_factory=list)  # panelists with no answer: the agreement covers fewer answers

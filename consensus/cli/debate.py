@@ -210,7 +210,7 @@ def print_result(r: DebateResult) -> None:
         out.print(checks_table(c))
     cost = "unknown" if r.usage.cost_usd is None else f"${r.usage.cost_usd:.4f}"
     out.print(
-        f"[dim]status {r.status.value}{' (' + escape(r.reason) + ')' if r.reason else ''} · language {r.language} · "
+        f"[dim]status {r.status.value}{' (' + escape(r.reason) + ')' if r.reason and r.status != 'completed' else ''} · language {r.language} · "
         f"{r.usage.llm_calls} LLM calls · {r.usage.total_tokens} tokens · cost {cost} · "
         f"{(r.timing.wall_ms or 0) / 1000:.1f} s · id {r.id}[/]"
     )
