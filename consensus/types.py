@@ -30,15 +30,21 @@ class Message(BaseModel):
     content: str
 
 
+# LiteLLM prefixes whose servers speak OpenAI's chat-completions API at api_base: `transport = "auto"` sends such a
+# seat's calls through the lean client (no provider-specific parameter mapping is needed there).
+OPENAI_COMPATIBLE_PREFIXES = ("openai", "hosted_vllm")
+
+
 class Seat(_Strict):
     """One model seat: a panelist, or a synthesizer with its own model."""
 
     name: str = Field(min_length=1, max_length=64)
     model: str = Field(min_length=1, description="any LiteLLM model id, or local/smollm2")
     api_base: str | None = None
-    transport: Literal["litellm", "openai-compatible"] = Field(
-        default="litellm",
-        description="litellm (any provider), or openai-compatible: the gateway's lean HTTP client for api_base",
+    transport: Literal["auto", "litellm", "openai-compatible"] = Field(
+        default="auto",
+        description="auto: the lean client for a seat with api_base on an OpenAI-compatible prefix (openai/, "
+        "hosted_vllm/), LiteLLM for the rest; litellm (any provider); or openai-compatible: the lean client",
     )
     api_key_env: str | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
@@ -55,7 +61,7 @@ class Seat(_Strict):
     def _lean_client_needs_a_server(cls, value: str, info: ValidationInfo) -> str:
         if value == "openai-compatible":
             if str(info.data.get("model", "")).startswith("local/"):
-                raise ValueError("the embedded local model runs in-process: leave transport at 'litellm'")
+                raise ValueError("the embedded local model runs in-process: leave transport at 'auto'")
             base = str(info.data.get("api_base") or "")
             if not base.startswith(("http://", "https://")):
                 raise ValueError(
@@ -65,8 +71,10 @@ class Seat(_Strict):
 
     @property
     def wire_model(self) -> str:
-        """The model name an openai-compatible server is sent: the model without an 'openai/' prefix."""
-        return self.model.removeprefix("openai/")
+        """The model name an openai-compatible server is sent: the model without its 'openai/' (or 'hosted_vllm/')
+        prefix; any other name as written."""
+        head, _, rest = self.model.partition("/")
+        return rest if rest and head in OPENAI_COMPATIBLE_PREFIXES else self.model
 
     @property
     def provider(self) -> str:
@@ -75,8 +83,14 @@ class Seat(_Strict):
 
     @property
     def route(self) -> Literal["local", "litellm", "openai-compatible"]:
-        """Which transport carries this seat's calls: the embedded model runs in-process, never through LiteLLM."""
-        return "local" if self.provider == "local" else self.transport
+        """Which transport carries this seat's calls: the embedded model runs in-process, never through LiteLLM;
+        `auto` takes the lean client for an OpenAI-compatible server named by api_base, LiteLLM otherwise."""
+        if self.provider == "local":
+            return "local"
+        if self.transport != "auto":
+            return self.transport
+        lean = self.provider in OPENAI_COMPATIBLE_PREFIXES and (self.api_base or "").startswith(("http://", "https://"))
+        return "openai-compatible" if lean else "litellm"
 
 
 class DebateSettings(_Strict):

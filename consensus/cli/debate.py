@@ -266,7 +266,7 @@ def panels(
         cells = (
             s.name,
             s.model,
-            s.route,
+            s.route + (" (auto)" if s.transport == "auto" and s.route != "local" else ""),
             str(s.temperature),
             str(s.seed),
             str(s.max_tokens),
