@@ -48,6 +48,7 @@ from consensus.types import (
     Round,
     Seat,
     Timing,
+    Usage,
     UsageTotals,
     new_event,
 )
@@ -393,15 +394,7 @@ class _Debate:
                 analyst=seat.name, reason=f"the analyst failed ({err.kind}: {err.message})", attempts=err.attempts
             )
         analysis = verify_claim_map(done.text, labels, answers)
-        return analysis.model_copy(
-            update={
-                "analyst": seat.name,
-                "usage": done.usage,
-                "cost_usd": done.cost_usd,
-                "latency_ms": done.latency_ms,
-                "attempts": done.attempts,
-            }
-        )
+        return analysis.model_copy(update={"analyst": seat.name, **done.spent()})
 
     def close_round(self, index: int, answers: list[ModelAnswer], analysis: Analysis | None = None) -> None:
         late = self.late_answers.pop(index, [])
@@ -449,10 +442,7 @@ class _Debate:
                 "final_answer": parsed.final_answer,
                 "confidence": parsed.confidence,
                 "structured": parsed.structured,
-                "usage": done.usage,
-                "cost_usd": done.cost_usd,
-                "latency_ms": done.latency_ms,
-                "attempts": done.attempts,
+                **done.spent(),
             }
         )
 
@@ -508,30 +498,22 @@ class _Debate:
         return f"fewer than 2 panelists answered ({'; '.join(errors) or 'no answers'})"
 
     def tally(self) -> None:
+        """The debate's tokens, calls and cost: every answer, every analysis and the consensus."""
         r = self.result
-        totals = UsageTotals()
-        costs: list[float | None] = []
+        spent: list[tuple[Usage, int, float | None]] = []
         for rnd in r.rounds:
-            for a in rnd.answers:
-                totals.prompt_tokens += a.usage.prompt_tokens
-                totals.completion_tokens += a.usage.completion_tokens
-                totals.total_tokens += a.usage.total_tokens
-                totals.llm_calls += a.attempts
-                costs.append(a.cost_usd if a.ok else 0.0)
+            spent += [(a.usage, a.attempts, a.cost_usd if a.ok else 0.0) for a in rnd.answers]
             if rnd.analysis is not None:
-                an = rnd.analysis
-                totals.prompt_tokens += an.usage.prompt_tokens
-                totals.completion_tokens += an.usage.completion_tokens
-                totals.total_tokens += an.usage.total_tokens
-                totals.llm_calls += an.attempts
-                costs.append(an.cost_usd)
+                spent.append((rnd.analysis.usage, rnd.analysis.attempts, rnd.analysis.cost_usd))
         if r.consensus:
-            c = r.consensus
-            totals.prompt_tokens += c.usage.prompt_tokens
-            totals.completion_tokens += c.usage.completion_tokens
-            totals.total_tokens += c.usage.total_tokens
-            totals.llm_calls += c.attempts
-            costs.append(c.cost_usd)
+            spent.append((r.consensus.usage, r.consensus.attempts, r.consensus.cost_usd))
+        totals = UsageTotals()
+        for usage, calls, _ in spent:
+            totals.prompt_tokens += usage.prompt_tokens
+            totals.completion_tokens += usage.completion_tokens
+            totals.total_tokens += usage.total_tokens
+            totals.llm_calls += calls
+        costs = [cost for _, _, cost in spent]
         totals.cost_usd = None if any(c is None for c in costs) else round(sum(c or 0.0 for c in costs), 8)
         r.usage = totals
 

@@ -21,6 +21,15 @@ class Completion(BaseModel):
     latency_ms: int = 0
     attempts: int = 1
 
+    def spent(self) -> dict[str, Any]:
+        """What the call cost, as the fields an answer, an analysis or a consensus record it under."""
+        return {
+            "usage": self.usage,
+            "cost_usd": self.cost_usd,
+            "latency_ms": self.latency_ms,
+            "attempts": self.attempts,
+        }
+
 
 class DeltaSink(Protocol):
     """Where streamed text goes. `restart=True`: what this stream showed so far is void (its attempt broke off and
