@@ -62,8 +62,8 @@ class QuorumGrace:
     late two rounds running is skipped for the rest of the debate (DebateResult.skipped)."""
 
     quorum: int | None = None
-    grace_s: float = 5.0
-    grace_factor: float = 1.5
+    grace_s: float = 1.0
+    grace_factor: float = 0.25
 
 
 @dataclass

@@ -60,8 +60,8 @@ class Settings(BaseSettings):
         description="don't wait for a straggler: once all but one seat answered "
         "a round, wait at most max(grace_s, grace_factor x the round's median latency)",
     )
-    grace_s: float = Field(default=5.0, ge=0, le=600)
-    grace_factor: float = Field(default=1.5, ge=0, le=100)
+    grace_s: float = Field(default=1.0, ge=0, le=600)
+    grace_factor: float = Field(default=0.25, ge=0, le=100)
     log_level: str = "info"
 
     @field_validator("database_url")

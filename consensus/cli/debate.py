@@ -50,7 +50,7 @@ def ask(
         typer.Option(
             "--grace/--no-grace",
             help="don't wait for a straggler: once all but one seat answered a round, "
-            "wait at most max(5 s, 1.5 x the round's median latency)",
+            "wait at most max(1 s, 0.25 x the round's median latency)",
         ),
     ] = True,
 ) -> None:
