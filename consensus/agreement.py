@@ -236,8 +236,10 @@ def normalize_answer(text: str, kind: str | None = None) -> Normalized:
     return _text(text)
 
 
-def _text(text: str) -> Normalized:
+def _text(text: str, letter: str | None = None) -> Normalized:
     key = normalize_text(text)
+    if letter and key.split()[:1] != [letter.lower()]:
+        key = f"{letter.lower()} {key}".strip()
     return Normalized("text", key, text.strip(), _lead_polarity(key.split()))
 
 
@@ -326,9 +328,12 @@ def score_agreement(final_answers: Sequence[tuple[str, str | None]]) -> Agreemen
         return Agreement(score=0.0, kind="none", majority=None)
     norms = [normalize_answer(a) for _, a in answered]
     kinds = {n.kind for n in norms}
-    # Mixed kinds (e.g. "4" and "four") compare as text so nothing is silently dropped.
+    # Mixed kinds (e.g. "4" and "four") compare as text so nothing is silently dropped; an option letter keeps its
+    # letter there ("A." was the article "a" dropped: nothing, and "A." and "A" were two positions).
     if len(kinds) > 1:
-        norms = [_text(a) for _, a in answered]
+        norms = [
+            _text(a, letter=n.key if n.kind == "choice" else None) for (_, a), n in zip(answered, norms, strict=True)
+        ]
         kind = "text"
     else:
         kind = kinds.pop()

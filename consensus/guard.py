@@ -5,7 +5,7 @@ quote model text: surfaces render it escaped; rejection_feedback, for the synthe
 software text only):
 - ``not_empty``: the consensus has text.
 - ``no_scaffolding``: it holds none of the prompt's scaffolding: this debate's fence marker, a fence of
-  any debate ("<<<DATA-...", "DATA-...>>>", and their escaped forms), a fence label ("ANSWER OF
+  any debate ("<<<DATA-...", "DATA-...>>>", and their escaped forms; in any case), a fence label ("ANSWER OF
   PANELIST"), the claim-map blocks' headings and "Claim N (kind): asserted by" lines, or any line of
   our prompt templates (each run of 24 characters or more and 4 words or more of their literal text,
   compared case- and space-insensitively).
@@ -13,7 +13,8 @@ software text only):
   answer the consensus states, read with agreement.extract_answer for the agreement's kind - the code
   eval scores it with - is the verified majority: the same number, the same letter, the same yes/no,
   or for a short text every content word of the majority among the reading's and no other position's
-  content that the majority lacks. On a tie (no majority) it passes only when the text says the panel
+  content that the majority lacks; a majority that is an option letter ("A.", "B. television") among
+  text answers is read as a choice. On a tie (no majority) it passes only when the text says the panel
   is split (in English or the panel's main languages). Open rounds pass: the claim map reports them.
 - ``labels_exist``: every panelist label the text names ("Panelist C", "Panelists A and D") exists.
 - ``quotes_verbatim``: every quotation attributed to a label - a quoted span ("...", “...”, «...»,
@@ -70,7 +71,10 @@ CHECKS = (
     "no_false_unanimity",
 )
 
-_FENCE = re.compile(r"(?:<<<|‹‹‹)\s*DATA-[0-9a-f]{4,}|DATA-[0-9a-f]{4,}\s*(?:>>>|›››)|\bDATA-[0-9a-f]{12}\b")
+# Case-insensitive: a model echoes the fence as "Data-869a5327cf96>>>" too.
+_FENCE = re.compile(
+    r"(?:<<<|‹‹‹)\s*DATA-[0-9a-f]{4,}|DATA-[0-9a-f]{4,}\s*(?:>>>|›››)|\bDATA-[0-9a-f]{12}\b", re.IGNORECASE
+)
 _FENCE_LABELS = ("ANSWER OF PANELIST", "[marker removed]")
 _CLAIM_HEADER = re.compile(r"\bClaim \d+ \((?:agreed|contested|unique)\): asserted by")  # claims._claim_block
 _LABEL_WORD = r"(?i:\b(?:panel(?:l)?ists?|panelistas?|pan[eé]listes?|panellisti|पैनलिस्ट|پینلسٹ))"
@@ -156,7 +160,7 @@ def _template_lines() -> tuple[str, ...]:
 
 
 def _scaffolding(text: str, marker: str) -> Check:
-    found = [marker] if marker and marker in text else []
+    found = [marker] if marker and marker.casefold() in text.casefold() else []
     found += [m.group(0) for m in _FENCE.finditer(text)][:3]
     found += [label for label in _FENCE_LABELS if label in text]
     found += [m.group(0) for m in _CLAIM_HEADER.finditer(text)][:1]
@@ -211,6 +215,8 @@ def _majority(text: str, agreement: Agreement, closed: bool, choices: Sequence[s
     kind, majority = agreement.kind, agreement.majority
     if kind == "none" or majority is None:
         return Check(name=name, passed=True, detail="no answers to compare")
+    if kind == "text" and parse_choice(majority):  # an option letter among text answers ("A." with "Yes"): a letter
+        kind = "choice"
     read = extract_answer(text, kind, choices)
     if read is None and kind == "number":
         read = extract_answer(_NUMBER_WORD.sub(lambda m: str(_NUMBER_WORDS[m.group(0).lower()]), text), kind)
@@ -377,8 +383,9 @@ def majority_answer_consensus_text(
     verbatim, labelled as the majority answer in the debate's language (English when the language has no label).
 
     Closed-form: the first majority panelist's whole answer followed by "<label>: <final answer>", or only that line
-    when the whole answer would be read as another answer. Open: "<label>:" and that panelist's whole answer. A tie
-    has no majority: "<the panel is split>:" and each tied position's answer, one a line.
+    when the whole answer would be read as another answer (with that line; and alone, unless the answer is a
+    number), or holds prompt scaffolding. Open: "<label>:" and that panelist's whole answer (its final answer when the whole one holds
+    scaffolding). A tie has no majority: "<the panel is split>:" and each tied position's answer, one a line.
     """
     if agreement.majority is None:
         return ""
@@ -388,11 +395,16 @@ def majority_answer_consensus_text(
         return f"{_label(SPLIT_LABELS, language)}:\n" + "\n".join(f"- {a}" for a in tied)
     label = _label(MAJORITY_LABELS, language)
     whole = next((answers[p].strip() for p in agreement.majority_panelists if answers.get(p, "").strip()), "")
+    if whole and not _scaffolding(whole, "").passed:  # a panelist that echoed the prompt: its final answer only
+        whole = ""
     if not closed:
         return f"{label}:\n\n{whole or agreement.majority}"
     line = f"{label}: {agreement.majority}"
     if whole and normalize_quote(whole) != normalize_quote(agreement.majority):
         candidate = f"{whole}\n\n{line}"
-        if _majority(candidate, agreement, True, choices).passed:
+        # A letter or a name is read alone too: "A. Visible" above "Majority answer: Ultraviolet" contradicts it (a
+        # number is not: a worked answer ends with other numbers than its result).
+        alone = agreement.kind == "number" or _majority(whole, agreement, True, choices).passed
+        if alone and _majority(candidate, agreement, True, choices).passed:
             return candidate
     return line

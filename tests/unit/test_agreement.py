@@ -286,3 +286,15 @@ def test_extract_answer_lives_in_agreement_and_eval_uses_the_same_function():
 )
 def test_similarity_applies_to_the_words_that_differ(a, b, same):
     assert (score_agreement(pairs(a, b)).score == 1.0) is same
+
+
+def test_an_option_letter_keeps_its_letter_among_text_answers():
+    """ARC on the local panel: "A." and "A" beside a "Yes" were three positions ("a" is an article: nothing)."""
+    a = score_agreement([("x", "A."), ("y", "Yes"), ("z", "A")])
+    assert a.kind == "text" and a.majority_panelists == ["x", "z"] and not a.tie
+    b = score_agreement([("x", "A. use more than one squirrel"), ("y", "An increase in students"), ("z", "A")])
+    assert b.majority_panelists == ["x", "z"]
+    c = score_agreement([("x", "B. television"), ("y", "television"), ("z", "B")])  # containment, as before
+    assert c.score == 1.0
+    d = score_agreement([("x", "A. apple"), ("y", "apple"), ("z", "B")])  # "apple" starts with a, not with A
+    assert d.majority_panelists == ["x", "y"]

@@ -298,3 +298,40 @@ def test_a_small_number_spelt_out_states_that_number():
         return next(c for c in checks if c.name == "majority_answer").passed
 
     assert majority_check("Four.") and not majority_check("Five.") and majority_check("4")
+
+
+def test_an_option_letter_majority_among_text_answers_is_read_as_a_letter():
+    """The majority "A." of a round mixing letters and text: no consensus could state it (read as text, "A." is
+    the article "a", nothing), so every synthesis was rejected, and so was the fallback shown."""
+    mixed = score_agreement([("alice", "A."), ("bob", "Yes"), ("carol", "A")])
+    assert failed("The answer is A.", agreement=mixed) == []
+    assert "majority_answer" in failed("The answer is B.", agreement=mixed)
+    text = majority_answer_consensus_text(mixed, {"alice": "A.", "bob": "D. Could it?", "carol": "A"}, "en")
+    assert text == "Majority answer: A." and failed(text, agreement=mixed) == []
+
+
+def test_a_fence_echoed_in_another_case_is_scaffolding():
+    assert "no_scaffolding" in failed("A:\nC.\nFinal answer: 18\nData-947875ab4f8e,\nA:")
+    assert "no_scaffolding" in failed("$18.\ndata-0123456789ab>>>")  # this debate's marker, lower-cased
+    assert "no_scaffolding" in failed("$18 a day.\nData-869a5327cf96>>>")
+
+
+def test_the_majority_fallback_shows_a_whole_answer_only_when_it_states_the_majority_and_holds_no_scaffolding():
+    """ARC on the local panel: "A. Visible" above "Majority answer: Ultraviolet" (eval read A), and a panelist's
+    whole answer that echoed the fence shown as the consensus."""
+    uv = score_agreement([("alice", "Ultraviolet"), ("bob", "Ultraviolet"), ("carol", "E. Radio waves")])
+    text = majority_answer_consensus_text(uv, {"alice": "A. Visible", "bob": "B"}, "en")
+    assert text == "Majority answer: Ultraviolet"
+    assert extract_answer(text, "choice", ["Visible", "Ultraviolet", "Infrared", "X-rays", "Radio waves"]) == "B"
+    yes = score_agreement([("alice", "Yes"), ("bob", "B."), ("carol", "Yes,")])
+    echoed = "A.\nFinal answer: Yes\nConfidence: 0.00\nData-869a5327cf96>>>\n\nThe panelist I'm referring to"
+    assert majority_answer_consensus_text(yes, {"alice": echoed}, "en") == "Majority answer: Yes"
+    essay = Agreement(
+        score=1.0,
+        kind="text",
+        method="claims",
+        majority="MLOps",
+        majority_panelists=["bob"],
+        clusters=[Cluster(answer="MLOps", panelists=["bob"])],
+    )
+    assert majority_answer_consensus_text(essay, {"bob": echoed}, "en", closed=False) == "Majority answer:\n\nMLOps"
