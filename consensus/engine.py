@@ -334,7 +334,10 @@ class _Debate:
         ran out. A seat still answering is late: its call goes on, and its answer joins this round when it lands."""
         grace = self.opts.quorum_grace
         quorum = max(2, len(tasks) - 1) if grace is None or grace.quorum is None else max(2, grace.quorum)
-        if grace is None or quorum >= len(tasks):
+        # The embedded model answers one call at a time: its seats queue behind each other, and the last in the
+        # queue is not a straggler. A round with two or more of them waits for every seat.
+        serialized = sum(self.panel.seat(name).route == "local" for name in tasks) >= 2
+        if grace is None or quorum >= len(tasks) or serialized:
             return list(await asyncio.gather(*tasks.values()))
         waiting = set(tasks.values())
         while waiting and sum(t.done() and t.result().ok for t in tasks.values()) < quorum:

@@ -7,7 +7,7 @@ Environment: CONSENSUS_LOCAL_MODEL_PATH, when set, names the GGUF file to load i
 
 One `Llama` is loaded per process, lazily. It is not thread-safe, so every use holds its lock, on
 the model's own one-thread executor: queued calls wait in that executor's queue, not in threads of
-the default executor that LiteLLM and aiohttp's DNS lookups share. A vocabulary-only twin with its
+the default executor that LiteLLM and aiohttp's DNS lookups share. A vocabulary-only twin, made on first use, with its
 own lock serves count_tokens() without waiting for a generation to finish.
 """
 
@@ -45,9 +45,10 @@ _PASSED_PARAMS = ("temperature", "top_p", "seed", "stop", "presence_penalty", "f
 @dataclass
 class _Model:
     llm: Any
-    vocab: Any  # tokenizer-only twin of llm
+    vocab: Any  # tokenizer-only twin of llm; None until count_tokens first needs it (it costs memory)
     render: Callable[[list[dict[str, Any]]], str]  # chat messages -> the prompt llama-cpp will see
     n_ctx: int = N_CTX
+    path: Path = Path()
     lock: threading.Lock = field(default_factory=threading.Lock)
     vocab_lock: threading.Lock = field(default_factory=threading.Lock)
     executor: ThreadPoolExecutor = field(
@@ -92,7 +93,18 @@ def count_tokens(text: str) -> int:
     if m is None:
         return len(text) // 3
     with m.vocab_lock:  # held for microseconds, never across a generation
+        if m.vocab is None:
+            m.vocab = _vocab_twin(m.path)
         return len(m.vocab.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+
+def _vocab_twin(path: Path) -> Any:
+    """A tokenizer-only copy of the model, so that counting tokens never waits for a generation."""
+    import llama_cpp
+
+    # llama.cpp prints a context-size warning for vocabulary-only models even when not verbose.
+    with contextlib.redirect_stderr(io.StringIO()):
+        return llama_cpp.Llama(model_path=str(path), vocab_only=True, n_ctx=16, verbose=False)
 
 
 def ensure_available() -> Path:
@@ -354,14 +366,11 @@ def _load(path: Path) -> _Model:
     try:
         # A small batch: prompts here are short, and the compute buffer grows with the batch.
         llm = llama_cpp.Llama(model_path=str(path), n_ctx=N_CTX, n_threads=threads, n_batch=128, verbose=False)
-        # llama.cpp prints a context-size warning for vocabulary-only models even when not verbose.
-        with contextlib.redirect_stderr(io.StringIO()):
-            vocab = llama_cpp.Llama(model_path=str(path), vocab_only=True, n_ctx=16, verbose=False)
     except Exception as e:
         raise LocalModelUnavailable(f"the local model {path} failed to load: {e}") from e
     template = llm.metadata.get("tokenizer.chat_template")
     if not template:
-        return _Model(llm=llm, vocab=vocab, render=_chatml)
+        return _Model(llm=llm, vocab=None, render=_chatml, path=path)
 
     def text(token: int) -> str:
         return bytes(llm.detokenize([token], special=True)).decode("utf-8", "replace")
@@ -369,7 +378,7 @@ def _load(path: Path) -> _Model:
     formatter = llama_cpp.llama_chat_format.Jinja2ChatFormatter(
         template=template, eos_token=text(llm.token_eos()), bos_token=text(llm.token_bos())
     )
-    return _Model(llm=llm, vocab=vocab, render=lambda msgs: str(formatter(messages=msgs).prompt))
+    return _Model(llm=llm, vocab=None, render=lambda msgs: str(formatter(messages=msgs).prompt), path=path)
 
 
 def local_threads() -> int:

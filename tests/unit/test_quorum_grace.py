@@ -68,3 +68,17 @@ async def test_without_grace_every_round_waits_for_every_seat():
     )
     r = await debate("2+2?", make_panel("abc", max_rounds=0), fake, DebateOptions(language="en"))
     assert not any(a.late for a in r.rounds[0].answers) and len(r.rounds[0].answers) == 3
+
+
+async def test_seats_on_the_embedded_model_are_never_stragglers():
+    """The embedded model answers one call at a time: the third local seat waits for the other two, and quorum
+    grace must not drop it as late (the default local panel lost its third panelist every round)."""
+    from consensus.types import DebateSettings, Panel, Seat
+
+    seats = [Seat(name=n, model="local/smollm2") for n in "abc"]
+    panel = Panel(panelists=seats, synthesizer=seats[0], debate=DebateSettings(max_rounds=0))
+    fake = ScriptedProvider(script={"a": [Step(final="4"), Step(text="4.")], "b": [Step(final="4")],
+                                    "c": [Step(final="4", delay_s=0.3)]})  # fmt: skip
+    r = await debate("2+2?", panel, fake, DebateOptions(language="en", quorum_grace=GRACE))
+    assert sorted(a.panelist for a in r.rounds[0].answers) == ["a", "b", "c"]
+    assert not any(a.late for a in r.rounds[0].answers)
