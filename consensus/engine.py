@@ -22,14 +22,17 @@ from consensus.claims import (
 )
 from consensus.errors import ProviderError, QuestionError
 from consensus.language import detect_language, normalize_code
-from consensus.providers.base import DeltaSink, Provider
+from consensus.providers.base import Completion, DeltaSink, JsonSchema, Provider
 from consensus.rounds import (
     ANSWER_SCHEMA,
+    CHARS_PER_TOKEN,
     debate_messages,
     label_for,
     new_marker,
     opening_messages,
     parse_reply,
+    thread_block,
+    with_thread,
 )
 from consensus.synthesis import SynthesisInput, majority_consensus, synthesize_consensus
 from consensus.types import (
@@ -47,6 +50,8 @@ from consensus.types import (
     PanelistInfo,
     Round,
     Seat,
+    ThreadContext,
+    ThreadTurn,
     Timing,
     Usage,
     UsageTotals,
@@ -79,6 +84,7 @@ class DebateOptions:
     extra: dict[str, Any] = field(default_factory=dict)
     quorum_grace: QuorumGrace | None = None  # None: every round waits for every seat (research mode's default)
     deadline_at: datetime | None = None  # the debate's absolute end (kept across resumes); None: deadline_s from now
+    thread: ThreadContext | None = None  # a follow-up's earlier turns (and a caller's instruction); None: standalone
 
 
 def validate_question(question: str, max_chars: int) -> str:
@@ -107,6 +113,82 @@ def validate_request(question: str, panel: Panel, options: DebateOptions) -> tup
     if not 0 <= rounds <= 10:
         raise QuestionError("rounds", f"must be between 0 and 10, got {rounds}")
     return q, language, rounds
+
+
+def prompt_chars(messages: list[Message]) -> int:
+    """The size of a prompt in characters, as the budgets count it."""
+    return sum(len(m.content) for m in messages)
+
+
+def seat_budget(seat: Seat) -> int | None:
+    """The prompt tokens a seat can take: its context window less its answer's room (None: unbounded)."""
+    return seat.context_window - (seat.max_tokens or 256) if seat.context_window else None
+
+
+def follow_up_language(question: str, thread_language: str) -> str:
+    """A follow-up keeps its thread's language unless the question is clearly in another: detected so, and either
+    long enough to tell (4 words or more) or written in a script beyond Latin."""
+    detected = detect_language(question, default=thread_language)
+    if detected == thread_language:
+        return thread_language
+    beyond_latin = any(ch.isalpha() and ord(ch) > 0x24F for ch in question)
+    return detected if beyond_latin or len(question.split()) >= 4 else thread_language
+
+
+def fits_some_seat(question: str, panel: Panel, language: str) -> bool:
+    """Whether the question's opening prompt fits at least one panelist's context window (a thread's earlier turns
+    are trimmed to fit; the question itself is not)."""
+    marker = new_marker()
+    for seat in panel.panelists:
+        budget = seat_budget(seat)
+        if budget is None or prompt_chars(opening_messages(seat, question, language, marker)) <= budget * CHARS_PER_TOKEN:
+            return True
+    return False
+
+
+class ThreadedProvider:
+    """A provider that opens every call's first user message with the thread's earlier turns, budgeted to the
+    seat: how the analyst and the synthesizer (and its fallbacks) see the same context as the panel."""
+
+    def __init__(self, provider: Provider, context: ThreadContext, marker: str) -> None:
+        self.provider = provider
+        self.context = context
+        self.marker = marker
+
+    async def complete(
+        self,
+        seat: Seat,
+        messages: list[Message],
+        *,
+        timeout_s: float,
+        schema: JsonSchema | None = None,
+        on_delta: DeltaSink | None = None,
+    ) -> Completion:
+        """The wrapped call, with the thread in front of the prompt."""
+        messages = threaded(messages, seat, None, self.context, self.marker)
+        return await self.provider.complete(seat, messages, timeout_s=timeout_s, schema=schema, on_delta=on_delta)
+
+
+def threaded(
+    messages: list[Message], seat: Seat, own: str | None, context: ThreadContext | None, marker: str
+) -> list[Message]:
+    """The messages with the thread's earlier turns for this seat (`own`: whose earlier answers are its own),
+    in what is left of the seat's budget once the step's own prompt is counted."""
+    if context is None:
+        return messages
+    budget = seat_budget(seat)
+    room = None if budget is None else budget * CHARS_PER_TOKEN - prompt_chars(messages)
+    return with_thread(messages, thread_block(context, own, marker, room))
+
+
+def thread_turn(result: DebateResult) -> ThreadTurn:
+    """A finished debate as one earlier turn of its thread: question, consensus, and each seat's final answer."""
+    own = {
+        name: "\n".join(p for p in (a.answer, f"Final answer: {a.final_answer}" if a.final_answer else "") if p)
+        for name, a in result.answers.items()
+        if a.ok and a.answer
+    }
+    return ThreadTurn(question=result.question, consensus=result.consensus.answer if result.consensus else "", own_answers=own)
 
 
 def new_result(
@@ -180,6 +262,9 @@ class _Debate:
         self.opts = opts
         self.result = result
         self.marker = new_marker()
+        thread = opts.thread
+        # The analyst and the synthesizer see the thread too (the same turns, no answer of their own).
+        self.reviewers: Provider = ThreadedProvider(provider, thread, self.marker) if thread else provider
         self.queue: asyncio.Queue[DebateEvent | None] = asyncio.Queue()
         self.seq = opts.start_seq
         self.settings = panel.debate
@@ -314,6 +399,7 @@ class _Debate:
                     self.budget(seat),
                     contested,
                 )
+            messages = threaded(messages, seat, seat.name, self.opts.thread, self.marker)
             answer = await self.ask(seat, index, messages)
             self.pending[seat.name] = answer
             self.emit("answer.completed", round=index, panelist=seat.name, answer=answer)
@@ -391,7 +477,9 @@ class _Debate:
         answers = {a.panelist: quotable_answer(a) for _, a in finals}
         messages = analysis_messages(self.result.question, finals, self.result.language, self.marker, self.budget(seat))
         try:
-            done = await self.provider.complete(seat, messages, timeout_s=self.timeout(seat), schema=CLAIM_MAP_SCHEMA)
+            done = await self.reviewers.complete(
+                seat, messages, timeout_s=self.timeout(seat), schema=CLAIM_MAP_SCHEMA
+            )
         except ProviderError as err:
             return Analysis(
                 analyst=seat.name, reason=f"the analyst failed ({err.kind}: {err.message})", attempts=err.attempts
@@ -419,7 +507,7 @@ class _Debate:
             self.opts.on_checkpoint(_copied(self.result))
 
     def budget(self, seat: Seat) -> int | None:
-        return seat.context_window - (seat.max_tokens or 256) if seat.context_window else None
+        return seat_budget(seat)
 
     def timeout(self, seat: Seat) -> float:
         return seat.timeout_s or self.settings.call_timeout_s
@@ -456,7 +544,7 @@ class _Debate:
         synth = self.panel.synthesizer
         fallbacks = [s for s in self.panel.panelists if s.name in latest and s.name != synth.name]
         consensus, failures = await synthesize_consensus(
-            self.provider,
+            self.reviewers,
             synth,
             fallbacks,
             self.synthesis_input(),

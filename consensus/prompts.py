@@ -14,6 +14,7 @@ TEMPLATES = (
     "synthesis.user.md",
     "analysis.system.md",
     "analysis.user.md",
+    "thread.user.md",
 )
 
 

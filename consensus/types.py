@@ -353,6 +353,23 @@ class Timing(BaseModel):
     wall_ms: int | None = None
 
 
+class ThreadTurn(BaseModel):
+    """One earlier exchange of a thread: its question, the panel's consensus, and each seat's own final answer."""
+
+    question: str
+    consensus: str
+    own_answers: dict[str, str] = Field(default_factory=dict, description="seat name -> its final answer")
+
+
+class ThreadContext(BaseModel):
+    """What a follow-up debate is given of its thread: the earlier turns, oldest first, and the caller's
+    instruction (an OpenAI system message), all of it untrusted data."""
+
+    turns: list[ThreadTurn] = Field(default_factory=list)
+    instruction: str | None = None
+    language: str | None = None  # the thread's language so far
+
+
 class DebateResult(BaseModel):
     """A debate's whole record; JSON-serialisable with model_dump(mode='json')."""
 
