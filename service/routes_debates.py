@@ -14,12 +14,27 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.sse import EventSourceResponse, format_sse_event
 
-from consensus.engine import DebateOptions, new_result, validate_request
+from consensus.engine import (
+    DebateOptions,
+    fits_some_seat,
+    follow_up_language,
+    new_result,
+    thread_turn,
+    validate_request,
+)
 from consensus.errors import QuestionError
-from consensus.types import AnswerDelta, ConsensusDelta, DebateEvent
+from consensus.types import AnswerDelta, ConsensusDelta, DebateEvent, DebateResult, ThreadContext
 from service.deps import Caller, Services, admit
 from service.fanout import Draining
-from service.schemas import DebateAccepted, DebateList, DebateRequest, DebateSummary, ErrorResponse
+from service.schemas import (
+    DebateAccepted,
+    DebateList,
+    DebateRequest,
+    DebateSummary,
+    ErrorResponse,
+    ThreadDebate,
+    ThreadDebates,
+)
 from service.security import ApiError, Principal, hash_key
 from service.services import AppServices
 from service.store import MAX_SEQ, DebateRow
@@ -61,11 +76,80 @@ def wants_sse(accept: str | None) -> bool:
     return sse > 0 and sse >= json_
 
 
+FINISHED = ("completed", "degraded")
+
+
+class FollowUp:
+    """Where a follow-up goes: its thread, its position there, what the panel is told of it, its language, and the
+    thread's cancel-token hash (a publishable key's thread keeps one token)."""
+
+    def __init__(
+        self, thread_id: str, position: int, context: ThreadContext, language: str, token_hash: str | None
+    ) -> None:
+        self.thread_id = thread_id
+        self.position = position
+        self.context = context
+        self.language = language
+        self.token_hash = token_hash
+
+
+def _refuse(status: int, message: str, code: str, param: str = "follow_up_of") -> ApiError:
+    type_ = "permission_error" if status == 403 else "not_found_error" if status == 404 else "invalid_request_error"
+    return ApiError(status, message, type_=type_, param=param, code=code)
+
+
+async def resolve_follow_up(
+    svc: AppServices, who: Principal, debate_id: str, cancel_token: str | None, question: str
+) -> FollowUp:
+    """The thread a follow-up of `debate_id` joins, or the 4xx saying why it cannot (nothing is stored)."""
+    row = await svc.store.get(debate_id)
+    if row is None:
+        raise _refuse(404, "follow_up_of: no debate with this id", "not_found")
+    # A thread's context is its starter's: another key gets no follow-up, and learns nothing of the thread.
+    if row.key_id is not None and row.key_id != who.key_id:
+        raise _refuse(403, "follow_up_of: only the API key that started this thread can continue it", "not_owner")
+    wanted = (row.request or {}).get("cancel_token_hash")
+    if wanted and not (cancel_token and hmac.compare_digest(hash_key(cancel_token), wanted)):
+        raise _refuse(
+            403,
+            "this thread was started with a publishable key: a follow-up needs the X-Cancel-Token its starter was "
+            "given",
+            "cancel_token_required",
+            param="X-Cancel-Token",
+        )
+    if row.status == "running":
+        raise _refuse(409, "follow_up_of: that debate is still running; ask the follow-up once it ends", "not_finished")
+    if row.status not in FINISHED:
+        raise _refuse(422, f"follow_up_of: that debate has no consensus to follow ({row.status})", "not_answered")
+    thread_id = row.thread_id or row.id
+    rows = await svc.store.thread(thread_id)
+    if len(rows) >= svc.settings.thread_max_depth:
+        raise _refuse(
+            422,
+            f"follow_up_of: the thread already has {len(rows)} debates; the limit is {svc.settings.thread_max_depth}",
+            "thread_too_long",
+        )
+    upto = row.thread_index or 0
+    turns = [
+        thread_turn(DebateResult.model_validate(r.result))
+        for r in rows
+        if (r.thread_index or 0) <= upto and r.status in FINISHED
+    ]
+    language = follow_up_language(question, row.language)
+    return FollowUp(thread_id, len(rows), ThreadContext(turns=turns, language=row.language), language, wanted)
+
+
 async def start_debate(
-    svc: AppServices, who: Principal, body: DebateRequest, idempotency_key: str | None
+    svc: AppServices,
+    who: Principal,
+    body: DebateRequest,
+    idempotency_key: str | None,
+    cancel_token: str | None = None,
+    context: ThreadContext | None = None,
 ) -> tuple[DebateRow, bool, str | None]:
     """Validate, store and launch a debate (or return the one an Idempotency-Key already made); also the cancel
-    token a publishable key's caller gets (None otherwise, and for a replay)."""
+    token a publishable key's caller gets (None otherwise, for a replay and for a follow-up, which keeps its
+    thread's token). `context`: a thread given whole by the caller (the OpenAI endpoint), stored nowhere else."""
     request = body.model_dump()
     digest = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
     scope = None
@@ -76,7 +160,7 @@ async def start_debate(
         existing = await svc.store.find_idempotent(scope)
         if existing is not None:
             return _same_request(existing, digest), False, None
-    options = DebateOptions(rounds=body.rounds, language=body.language)
+    options = DebateOptions(rounds=body.rounds, language=body.language, thread=context)
     try:
         checked = validate_request(body.question, svc.panel, options)  # bad input is a 422 whatever the load
     except QuestionError as exc:
@@ -86,20 +170,44 @@ async def start_debate(
             param=exc.field,
             code="invalid_value",
         ) from None
+    follow = None
+    if body.follow_up_of is not None:
+        follow = await resolve_follow_up(svc, who, body.follow_up_of, cancel_token, checked[0])
+        options.thread = follow.context
+        checked = (checked[0], checked[1] or follow.language, checked[2])
+    elif context is not None and context.language and checked[1] is None:
+        checked = (checked[0], follow_up_language(checked[0], context.language), checked[2])
+    if options.thread is not None and not fits_some_seat(checked[0], svc.panel, checked[1] or "en"):
+        raise ApiError(
+            422,
+            "question: with the thread's context it fits no seat's context window; ask a shorter question",
+            param="question",
+            code="context_too_long",
+        )
     admit(svc, who)  # 429 and 503 come before the costly work (language detection, the store): refusals stay fast
     # Everyone on a site holds its publishable key: cancelling takes this token too, given to this caller only.
-    token = secrets.token_urlsafe(24) if who.shared else None
-    stored = {**request, "digest": digest, **({"cancel_token_hash": hash_key(token)} if token else {})}
+    token = secrets.token_urlsafe(24) if who.shared and follow is None else None
+    token_hash = hash_key(token) if token else follow.token_hash if follow else None
+    stored = {**request, "digest": digest, **({"cancel_token_hash": token_hash} if token_hash else {})}
+    if options.thread is not None:
+        stored["thread_context"] = options.thread.model_dump()  # a resume after a restart sees the thread too
     try:
         result = new_result(body.question, svc.panel, options, checked)
         deadline = svc.runner.deadline_for(result)
         leased_at = time.monotonic()
         row, created = await svc.store.create_debate(
-            result, stored, who.key_id, scope, svc.settings.replica_id, svc.settings.lease_s, deadline
+            result,
+            stored,
+            who.key_id,
+            scope,
+            svc.settings.replica_id,
+            svc.settings.lease_s,
+            deadline,
+            (follow.thread_id, follow.position) if follow else None,
         )
         if not created:
             return _same_request(row, digest), False, None
-        svc.runner.launch(result, leased_at=leased_at, deadline_at=deadline)
+        svc.runner.launch(result, leased_at=leased_at, deadline_at=deadline, thread=options.thread)
     finally:
         svc.runner.unreserve()
     return row, True, token
@@ -144,9 +252,12 @@ async def create_debate(
     wait: Annotated[bool, Query(description="answer with the finished DebateResult")] = False,
     accept: Annotated[str | None, Header()] = None,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    x_cancel_token: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Any:
-    """Start a debate: 202 with links, `?wait=true` for the result, or SSE with Accept: text/event-stream."""
-    row, _created, token = await start_debate(svc, who, body, idempotency_key)
+    """Start a debate: 202 with links, `?wait=true` for the result, or SSE with Accept: text/event-stream. With
+    `follow_up_of`, it continues that finished debate's thread (a publishable key's caller sends the thread's
+    X-Cancel-Token)."""
+    row, _created, token = await start_debate(svc, who, body, idempotency_key, x_cancel_token)
     given = {"X-Cancel-Token": token} if token else {}
     if wants_sse(accept):
         return EventSourceResponse(sse_stream(svc, row.id, 0), headers=given)
@@ -204,6 +315,27 @@ async def read_debate(debate_id: str, svc: Services, who: Caller) -> JSONRespons
     """The debate's current state, or its final result."""
     row = await get_row(svc, debate_id)
     return JSONResponse(row.result)
+
+
+@router.get("/threads/{thread_id}", response_model=ThreadDebates, responses=ERRORS)
+async def read_thread(thread_id: str, svc: Services, who: Caller) -> ThreadDebates:
+    """A thread's debates in order, each with its own id, result and permalink; any of its debates' ids finds it."""
+    row = await svc.store.get(thread_id)
+    rows = await svc.store.thread(row.thread_id or row.id) if row is not None else []
+    if not rows:
+        raise ApiError(404, "no thread with this id", type_="not_found_error", param="id", code="not_found")
+    data = []
+    for i, r in enumerate(rows):
+        data.append(
+            ThreadDebate(
+                id=r.id,
+                position=r.thread_index or 0,
+                follow_up_of=(r.request or {}).get("follow_up_of") if i else None,
+                links=links(r.id),
+                result=r.result,
+            )
+        )
+    return ThreadDebates(id=rows[0].thread_id or rows[0].id, data=data)
 
 
 @router.post("/debates/{debate_id}/cancel", responses={**ERRORS, 200: {"description": "the cancelled DebateResult"}})

@@ -29,6 +29,7 @@ from consensus.types import (
     Panel,
     RoundCompleted,
     Seat,
+    ThreadContext,
 )
 from service import metrics
 from service.fanout import FINAL_STATUSES, Draining, Hub, follow
@@ -37,6 +38,12 @@ from service.settings import Settings
 from service.store import DebateRow, LeaseLostError, Store
 
 log = logging.getLogger("consensus.service")
+
+
+def thread_of(row: DebateRow) -> ThreadContext | None:
+    """The thread context a follow-up was started with (kept in its stored request, so a resume sees it too)."""
+    stored = (row.request or {}).get("thread_context")
+    return ThreadContext.model_validate(stored) if stored else None
 
 
 class LeasedProvider:
@@ -225,6 +232,7 @@ class Runner:
             start_seq=row.last_seq,
             leased_at=leased_at,
             deadline_at=row.deadline_at or self.deadline_for(result),
+            thread=thread_of(row),
         )
 
     async def _end(self, result: DebateResult, last_seq: int, owner: str | None) -> None:
@@ -245,12 +253,13 @@ class Runner:
         start_seq: int = 0,
         leased_at: float | None = None,
         deadline_at: datetime | None = None,
+        thread: ThreadContext | None = None,
     ) -> asyncio.Task[DebateResult | None]:
         """Run a stored debate as its own task; `leased_at`: when its lease was taken (monotonic; None: check it
         before the first call); `deadline_at`: its absolute end (default: deadline_s from its start)."""
         if leased_at is not None:
             self.held(result.id, leased_at)
-        task = asyncio.create_task(self._run(result, start_seq, deadline_at or self.deadline_for(result)))
+        task = asyncio.create_task(self._run(result, start_seq, deadline_at or self.deadline_for(result), thread))
         self.tasks[result.id] = task
         task.add_done_callback(functools.partial(self._forget, result.id))
         return task
@@ -259,7 +268,9 @@ class Runner:
         self.tasks.pop(debate_id, None)
         self.leases.pop(debate_id, None)
 
-    async def _run(self, initial: DebateResult, start_seq: int, deadline_at: datetime) -> DebateResult | None:
+    async def _run(
+        self, initial: DebateResult, start_seq: int, deadline_at: datetime, thread: ThreadContext | None = None
+    ) -> DebateResult | None:
         debate_id = initial.id
         latest: dict[str, DebateResult] = {"r": initial}
         seq = stored = start_seq  # the last event emitted (deltas too) / the last one stored
@@ -268,6 +279,7 @@ class Runner:
             start_seq=start_seq,
             on_checkpoint=lambda r: latest.__setitem__("r", r),
             deadline_at=deadline_at,
+            thread=thread,
             quorum_grace=QuorumGrace(grace_s=self.settings.grace_s, grace_factor=self.settings.grace_factor)
             if self.settings.quorum_grace
             else None,

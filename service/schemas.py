@@ -18,6 +18,11 @@ class DebateRequest(BaseModel):
         max_length=35,
         description="answer language code, e.g. 'hi'; omitted, null or \"\": detected from the question",
     )
+    follow_up_of: str | None = Field(
+        default=None,
+        max_length=64,
+        description="id of an earlier, finished debate: this one continues its thread, and the panel sees it",
+    )
 
 
 class DebateAccepted(BaseModel):
@@ -26,6 +31,23 @@ class DebateAccepted(BaseModel):
     id: str
     status: str
     links: dict[str, str]
+
+
+class ThreadDebate(BaseModel):
+    """One debate of a thread: its own id, position, links (permalink included) and DebateResult."""
+
+    id: str
+    position: int
+    follow_up_of: str | None
+    links: dict[str, str]
+    result: dict[str, Any]
+
+
+class ThreadDebates(BaseModel):
+    """GET /v1/threads/{id}: the thread's debates in order."""
+
+    id: str
+    data: list[ThreadDebate]
 
 
 class DebateSummary(BaseModel):

@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     panel_file: str | None = None
     panel: str | None = None  # the CONSENSUS_PANEL shortcut
     max_in_flight: int = Field(default=64, ge=1, description="debates running at once; beyond: 503")
+    thread_max_depth: int = Field(default=20, ge=1, description="most debates in one thread of follow-ups")
     rate_limit_per_minute: int = Field(default=60, ge=1, description="debates started per key (or client) per minute")
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     max_list: int = Field(default=200, ge=1)

@@ -81,6 +81,9 @@ class DebateRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # The debate's absolute end: a resume runs only what is left of it (None: a debate stored before 0003).
     deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The thread: the id of its first debate, and this debate's position in it (None: stored before 0004, alone).
+    thread_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    thread_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class EventRow(Base):
@@ -105,6 +108,7 @@ class ApiKeyRow(Base):
 
 Index("ix_debates_running_lease", DebateRow.status, DebateRow.lease_until)
 Index("ix_debates_key_created", DebateRow.key_id, DebateRow.created_at)
+Index("ix_debates_thread", DebateRow.thread_id, DebateRow.thread_index)
 DEBATES = cast(Table, DebateRow.__table__)
 EVENTS = cast(Table, EventRow.__table__)
 
@@ -272,6 +276,7 @@ class Store:
         owner: str,
         lease_s: float,
         deadline_at: datetime | None = None,
+        thread: tuple[str, int] | None = None,
     ) -> tuple[DebateRow, bool]:
         """Insert a debate leased to `owner`; returns (row, created). An idempotency hit returns the old row."""
         t = now()
@@ -290,6 +295,8 @@ class Store:
             created_at=t,
             updated_at=t,
             deadline_at=deadline_at,
+            thread_id=thread[0] if thread else result.id,
+            thread_index=thread[1] if thread else 0,
         )
         values = {c.name: getattr(row, c.name) for c in DEBATES.columns}
         try:
@@ -316,6 +323,18 @@ class Store:
             return None
         async with self.sessions() as s:
             return await s.get(DebateRow, debate_id)
+
+    async def thread(self, thread_id: str) -> Sequence[DebateRow]:
+        """A thread's debates in order (a debate stored before threads is the thread of its own id)."""
+        if not DEBATE_ID.fullmatch(thread_id):
+            return []
+        q = select(DebateRow).where(DebateRow.thread_id == thread_id).order_by(DebateRow.thread_index)
+        async with self.sessions() as s:
+            rows = (await s.execute(q)).scalars().all()
+            if not rows:
+                alone = await s.get(DebateRow, thread_id)
+                return [alone] if alone is not None and alone.thread_id is None else []
+            return rows
 
     async def cancelled_among(self, ids: Sequence[str]) -> set[str]:
         """Which of these debates a client cancelled: one query on ids and status (no results loaded)."""

@@ -139,7 +139,7 @@ def test_migrations_build_exactly_the_models_schema_and_upgrade_a_0001_database(
 
     asyncio.run(go())
     with sync.connect() as conn:
-        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0003"
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0004"
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
     sync.dispose()
 
