@@ -12,7 +12,15 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.sse import format_sse_event
 
-from consensus.types import ConsensusCompleted, DebateCompleted, DebateFailed, DebateResult
+from consensus.language import detect_language
+from consensus.types import (
+    ConsensusCompleted,
+    DebateCompleted,
+    DebateFailed,
+    DebateResult,
+    ThreadContext,
+    ThreadTurn,
+)
 from service.deps import Caller, Services
 from service.routes_debates import ERRORS, start_debate, wait_or_503
 from service.schemas import ChatMessage, ChatRequest, DebateRequest
@@ -31,15 +39,33 @@ def _text(m: ChatMessage) -> str:
     return ""
 
 
-def question_from(messages: list[ChatMessage]) -> str:
-    """The last user message; earlier turns ride along as context."""
+def thread_from(messages: list[ChatMessage]) -> tuple[str, ThreadContext | None]:
+    """The question (the last user message) and the thread before it: each earlier user turn an earlier question,
+    the assistant turn after it that question's consensus (a client resends the whole history each turn); system
+    and developer messages are the caller's instruction, given to every seat as fenced data."""
     users = [i for i, m in enumerate(messages) if m.role == "user" and _text(m).strip()]
     if not users:
         raise ApiError(422, "messages must contain a user message with text", param="messages", code="invalid_value")
     last = users[-1]
-    context = [f"{m.role}: {_text(m)}" for m in messages[:last] if _text(m).strip()]
-    q = _text(messages[last]).strip()
-    return "Conversation so far:\n" + "\n".join(context) + f"\n\nQuestion: {q}" if context else q
+    instruction = "\n\n".join(
+        _text(m).strip() for m in messages if m.role in ("system", "developer") and _text(m).strip()
+    )
+    turns: list[ThreadTurn] = []
+    asked: list[str] = []  # user turns not answered yet: consecutive ones are one question
+    for m in messages[:last]:
+        text = _text(m).strip()
+        if not text:
+            continue
+        if m.role == "user":
+            asked.append(text)
+        elif m.role == "assistant":
+            turns.append(ThreadTurn(question="\n\n".join(asked), consensus=text))
+            asked = []
+    question = "\n\n".join([*asked, _text(messages[last]).strip()])
+    if not turns and not instruction:
+        return question, None
+    language = next((detect_language(t.question) for t in turns if t.question), None)
+    return question, ThreadContext(turns=turns, instruction=instruction or None, language=language)
 
 
 def extra(r: DebateResult) -> dict[str, Any]:
@@ -106,14 +132,15 @@ async def chat_completions(body: ChatRequest, svc: Services, who: Caller) -> Any
         raise ApiError(
             404, f"model {body.model!r} does not exist; use 'consensus'", param="model", code="model_not_found"
         )
-    req = DebateRequest(question=question_from(body.messages), rounds=body.rounds, language=body.language)
+    question, context = thread_from(body.messages)
+    req = DebateRequest(question=question, rounds=body.rounds, language=body.language)
     try:
-        row, _, token = await start_debate(svc, who, req, None)
+        row, _, token = await start_debate(svc, who, req, None, None, context)
     except ApiError as exc:
         if exc.param == "question":  # this endpoint has no such field: the question is the last user message
             exc.param = "messages"
             exc.message = (
-                "messages: the last user message (with the conversation before it) "
+                "messages: the last user message (with the conversation before it, as the panel sees it) "
                 + exc.message.removeprefix("question: ")
             )
         raise
