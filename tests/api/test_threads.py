@@ -154,3 +154,31 @@ def test_a_follow_up_keeps_the_threads_language_unless_clearly_in_another(servic
         assert first["language"] == "en"
         r = ask(c, question, first["id"]).json()
         assert r["language"] == expected
+
+
+def test_a_follow_up_cut_short_by_a_crash_resumes_with_its_thread_after_a_restart(stub, service_process, tmp_path):
+    """The thread is stored with the follow-up: the resumed round's prompts still hold the earlier turn."""
+    from tests.api.conftest import script_hang_in_round_1, wait_round_1_in_flight
+    from tests.api.test_restart import sqlite_setup
+
+    _, url, panel = sqlite_setup(tmp_path, stub)
+    first = service_process("first", url, panel, consensus_lease_s=600).start().wait_ready()
+    script_turn(stub, 1)
+    with first.client() as c:
+        earlier = ask(c, "What is 2 + 2?").json()
+        assert earlier["status"] == "completed", earlier
+        stub.reset()
+        script_hang_in_round_1(stub)
+        r = c.post("/v1/debates", json={"question": "And why?", "rounds": 1, "follow_up_of": earlier["id"]})
+        follow_up = r.json()["id"]
+        wait_round_1_in_flight(c, stub, follow_up)
+    first.kill()
+    second = service_process("second", url, panel, consensus_lease_s=600).start().wait_ready()
+    with second.client() as c:
+        final = wait_status(c, follow_up, timeout=30)
+        thread = c.get(f"/v1/threads/{follow_up}").json()
+    assert final["status"] in ("completed", "degraded")
+    assert [d["id"] for d in thread["data"]] == [earlier["id"], follow_up]
+    resumed = user_prompt(stub.requests("bob")[-1])  # bob's round-1 call made by the second process
+    assert "Debate round 1" in resumed
+    assert "What is 2 + 2?" in resumed and "bob reasoned turn 1 out" in resumed[resumed.index(f"{OWN} 1") :]
