@@ -12,12 +12,13 @@ from typing import Any
 import typer
 
 from consensus.cli.common import err, fail, out
-from consensus.cli.debate import LiveView, ask, panels, print_result
+from consensus.cli.debate import LiveView, ask, chat, panels, print_result
 from consensus.cli.research import compare_command, eval_command
 from consensus.cli.serve import keys_app, serve
 
 COMMANDS: list[tuple[str, Callable[..., Any]]] = [
     ("ask", ask),
+    ("chat", chat),
     ("panels", panels),
     ("eval", eval_command),
     ("compare", compare_command),

@@ -1,4 +1,5 @@
-"""`consensus ask` (a debate, live) and `consensus panels` (the configured panel)."""
+"""`consensus ask` (a debate, live; `--follow-up ID` continues a stored thread), `consensus chat` (each line a
+follow-up) and `consensus panels` (the configured panel)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,14 @@ from rich.text import Text
 
 from consensus.cli.common import PanelFileOpt, check_panel, err, fail, make_provider, out
 from consensus.config import load_panel
-from consensus.engine import DebateOptions, QuorumGrace, run_debate, validate_request
+from consensus.engine import (
+    DebateOptions,
+    QuorumGrace,
+    follow_up_language,
+    run_debate,
+    thread_turn,
+    validate_request,
+)
 from consensus.errors import ConsensusError
 from consensus.providers.base import close_provider
 from consensus.types import (
@@ -30,8 +38,15 @@ from consensus.types import (
     DebateEvent,
     DebateFailed,
     DebateResult,
+    DebateStatus,
     Panel,
     RoundCompleted,
+    ThreadContext,
+)
+
+STORE_HELP = (
+    "continue the thread of this stored debate (an id from the service's store: DATABASE_URL, else the service's "
+    "default SQLite file consensus.db in the current directory); the new debate is stored in that thread"
 )
 
 
@@ -53,8 +68,10 @@ def ask(
             "wait at most max(1 s, 0.25 x the round's median latency)",
         ),
     ] = True,
+    follow_up: Annotated[str | None, typer.Option("--follow-up", metavar="ID", help=STORE_HELP)] = None,
 ) -> None:
-    """Ask the panel a question: openings, debate rounds, consensus."""
+    """Ask the panel a question: openings, debate rounds, consensus. With --follow-up ID, a follow-up of a stored
+    debate: the panel sees its thread (set DATABASE_URL to the service's store, or run where its consensus.db is)."""
     options = DebateOptions(
         rounds=rounds, language=language, stream=not as_json, quorum_grace=QuorumGrace() if grace else None
     )
@@ -63,6 +80,11 @@ def ask(
         validate_request(question, panel, options)  # a bad question is refused at once, before LiteLLM loads
     except ConsensusError as exc:
         raise fail(str(exc)) from None
+    stored: StoredThread | None = None
+    if follow_up is not None:
+        stored = asyncio.run(StoredThread.load(follow_up))
+        options.thread = stored.context
+        options.language = language or follow_up_language(question, stored.language)
     check_panel(panel)
     if any(s.route == "local" for s in panel.seats):  # it loads while the language is detected
         from consensus.providers.local import load_in_background
@@ -75,12 +97,122 @@ def ask(
     except KeyboardInterrupt:
         err.print("[yellow]Stopped (Ctrl-C): the debate was cancelled.[/]")
         raise typer.Exit(130) from None
+    if stored is not None:
+        asyncio.run(stored.save(result))
     if as_json:
         sys.stdout.write(json.dumps(result.model_dump(mode="json"), ensure_ascii=False, indent=2) + "\n")
     else:
         print_result(result)
     if result.status == "failed":
         raise typer.Exit(1)
+
+
+class StoredThread:
+    """A thread in the service's store, continued from the command line (the operator's own store: no key)."""
+
+    def __init__(self, url: str, debate_id: str, thread_id: str, position: int, context: ThreadContext, language: str):
+        self.url = url
+        self.debate_id = debate_id
+        self.thread_id = thread_id
+        self.position = position
+        self.context = context
+        self.language = language
+
+    @classmethod
+    async def load(cls, debate_id: str) -> StoredThread:
+        """The thread of a finished stored debate, or a clean exit saying why not."""
+        from service.settings import Settings
+        from service.store import Store
+
+        url = Settings().database_url
+        store = Store(url)
+        try:
+            await store.migrate()
+            row = await store.get(debate_id)
+            if row is None:
+                raise fail(f"--follow-up: no debate {debate_id!r} in the store {url} (set DATABASE_URL)")
+            if row.status not in ("completed", "degraded"):
+                raise fail(f"--follow-up: debate {debate_id} has no consensus to follow ({row.status})")
+            thread_id = row.thread_id or row.id
+            rows = await store.thread(thread_id)
+            limit = Settings().thread_max_depth
+            if len(rows) >= limit:
+                raise fail(f"--follow-up: the thread already has {len(rows)} debates; the limit is {limit}")
+            upto = row.thread_index or 0
+            turns = [
+                thread_turn(DebateResult.model_validate(r.result))
+                for r in rows
+                if (r.thread_index or 0) <= upto and r.status in ("completed", "degraded")
+            ]
+        finally:
+            await store.close()
+        context = ThreadContext(turns=turns, language=row.language)
+        return cls(url, debate_id, thread_id, len(rows), context, row.language)
+
+    async def save(self, result: DebateResult) -> None:
+        """Store the finished follow-up in its thread, as the service would have."""
+        from service.store import Store
+
+        store = Store(self.url)
+        try:
+            request = {
+                "question": result.question,
+                "follow_up_of": self.debate_id,
+                "thread_context": self.context.model_dump(),
+            }
+            running = result.model_copy(update={"status": DebateStatus.running})  # stored as a run, then its end
+            await store.create_debate(running, request, None, None, "cli", 5.0, thread=(self.thread_id, self.position))
+            await store.finish(result.id, result, [], "cli")
+        finally:
+            await store.close()
+        err.print(Text(f"stored in thread {self.thread_id} as debate {result.id}", style="dim"))
+
+
+def chat(
+    panel_file: PanelFileOpt = None,
+    rounds: Annotated[
+        int | None, typer.Option("--rounds", min=0, max=10, help="most debate rounds after the openings")
+    ] = None,
+    follow_up: Annotated[str | None, typer.Option("--follow-up", metavar="ID", help=STORE_HELP)] = None,
+) -> None:
+    """An interactive session with the panel: each line is a follow-up of the last; Ctrl-C or Ctrl-D ends it."""
+    try:
+        panel = load_panel(panel_file)
+    except ConsensusError as exc:
+        raise fail(str(exc)) from None
+    check_panel(panel)
+    stored = asyncio.run(StoredThread.load(follow_up)) if follow_up else None
+    context = stored.context if stored else ThreadContext()
+    err.print(Text("Ask the panel; each line is a follow-up. Ctrl-D or Ctrl-C ends the session.", style="dim"))
+    while True:
+        try:
+            question = input("> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            err.print(Text("\nSession ended.", style="dim"))
+            return
+        if not question:
+            continue
+        language = follow_up_language(question, context.language) if context.language else None
+        options = DebateOptions(
+            rounds=rounds,
+            language=language,
+            stream=True,
+            quorum_grace=QuorumGrace(),
+            thread=context if context.turns else None,
+        )
+        try:
+            validate_request(question, panel, options)
+        except ConsensusError as exc:
+            err.print(Text(str(exc), style="red"))
+            continue
+        try:
+            result = asyncio.run(_run(question, panel, make_provider(panel), options, LiveView(panel)))
+        except KeyboardInterrupt:
+            err.print(Text("Stopped (Ctrl-C): the debate was cancelled; session ended.", style="yellow"))
+            return
+        print_result(result)
+        if result.consensus is not None and result.status != "failed":
+            context = ThreadContext(turns=[*context.turns, thread_turn(result)], language=result.language)
 
 
 async def _run(

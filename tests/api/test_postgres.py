@@ -77,7 +77,7 @@ def test_debate_end_to_end_on_postgres(stub, pg_cluster, pg_database):
     assert_clean_log(events)
     assert events[-1][2]["result"] == d  # replayed as stored: cost_usd unknown, not 0.0
     db = db_name(pg_database)
-    assert pg_cluster.execute("SELECT version_num FROM alembic_version", db) == [("0003",)]
+    assert pg_cluster.execute("SELECT version_num FROM alembic_version", db) == [("0004",)]
     kinds = pg_cluster.execute(
         "SELECT DISTINCT data_type FROM information_schema.columns WHERE column_name IN "
         "('created_at', 'updated_at', 'lease_until', 'revoked_at')",
@@ -112,7 +112,7 @@ async def test_replicas_starting_at_once_migrate_once(pg_cluster, pg_database):
         await stores[0].migrate()  # a no-op at head
     finally:
         await asyncio.gather(*(s.close() for s in stores))
-    assert pg_cluster.execute("SELECT version_num FROM alembic_version", db_name(pg_database)) == [("0003",)]
+    assert pg_cluster.execute("SELECT version_num FROM alembic_version", db_name(pg_database)) == [("0004",)]
 
 
 async def test_lease_renewals_and_event_writes_never_deadlock(pg_cluster, pg_database):
