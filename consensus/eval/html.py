@@ -45,7 +45,9 @@ def _bars(rows: Sequence[tuple[str, float | None, Sequence[float], str, str]], w
         mid = y + (row_h - 8) / 2
         out.append(f'<text x="{left - 8}" y="{mid + 4:.1f}" text-anchor="end">{escape(label)}</text>')
         if value is not None:
-            out.append(f'<rect x="{left}" y="{y}" width="{plot * value:.1f}" height="{row_h - 8}" fill="{colour}" opacity=".8"/>')
+            out.append(
+                f'<rect x="{left}" y="{y}" width="{plot * value:.1f}" height="{row_h - 8}" fill="{colour}" opacity=".8"/>'
+            )
             lo, hi = left + plot * ci[0], left + plot * ci[1]
             out.append(f'<path d="M{lo:.1f} {mid:.1f}H{hi:.1f}M{lo:.1f} {mid - 5:.1f}V{mid + 5:.1f}M{hi:.1f} {mid - 5:.1f}V{mid + 5:.1f}" '
                        'stroke="#111" stroke-width="1.5" fill="none"/>')  # fmt: skip
@@ -92,7 +94,10 @@ def _short(text: str | None, limit: int = 160) -> str:
 
 def _test_rows(summary: dict[str, Any]) -> list[list[str]]:
     rows = []
-    for key, label in (("consensus_vs_best_panelist", "consensus vs best single"), ("consensus_vs_round0_vote", "consensus vs round-0 vote")):
+    for key, label in (
+        ("consensus_vs_best_panelist", "consensus vs best single"),
+        ("consensus_vs_round0_vote", "consensus vs round-0 vote"),
+    ):
         t = summary["tests"][key]
         boot = t["bootstrap"] or {}
         ci = f"[{100 * boot['ci_low']:+.1f}, {100 * boot['ci_high']:+.1f}]" if boot else "—"
@@ -116,14 +121,61 @@ def _question_rows(records: Sequence[EvalRecord], seats: Sequence[str]) -> list[
         cells = [escape(r.id), _short(r.question), escape(r.gold)]
         for p in seats:
             a = r0.get(p)
-            cells.append("—" if a is None else escape(a.error or "") if a.error else f"{_short(a.extracted, 30)} {_mark(a.correct)}")
+            cells.append(
+                "—"
+                if a is None
+                else escape(a.error or "")
+                if a.error
+                else f"{_short(a.extracted, 30)} {_mark(a.correct)}"
+            )
         for s in (r.round0_vote, r.final_vote):
             cells.append(f"{_short(s.extracted, 30)} {_mark(s.correct)}")
-        cells.append(f"{_short(r.consensus.extracted, 30)} {_mark(r.consensus.correct)}"
+        cells.append(f"{_short(r.consensus.extracted, 30)} {_mark(r.consensus.correct)}{_provenance(r)}"
                      f"<details><summary>text</summary>{_short(r.consensus.answer, 2000)}</details>")  # fmt: skip
-        cells += [f"{r.final_agreement:.2f}", escape(r.status) + (f"<br><small>{_short(r.reason, 200)}</small>" if r.reason else "")]
+        cells += [
+            f"{r.final_agreement:.2f}",
+            escape(r.status) + (f"<br><small>{_short(r.reason, 200)}</small>" if r.reason else ""),
+        ]
         rows.append(cells)
     return rows
+
+
+def _provenance(r: EvalRecord) -> str:
+    """Where the consensus came from and what the guard rejected before it, as a small note."""
+    if r.consensus_source is None:
+        return ""
+    rejected = "; ".join(f"{w.seat}: {', '.join(w.failed) or '?'}" for w in r.rejected)
+    note = r.consensus_source + (" · the panel is split" if r.consensus_split else "")
+    return f"<br><small>{escape(note)}{escape(' · rejected ' + rejected) if rejected else ''}</small>"
+
+
+def _method_rows(summary: dict[str, Any]) -> list[list[str]]:
+    return [[escape(method), escape(b["label"]), f"{b['correct']}/{b['n']}", _pct(b["accuracy"]),
+             f"{100 * b['ci95'][0]:.1f}–{100 * b['ci95'][1]:.1f}%"]
+            for method, buckets in summary.get("agreement_vs_accuracy_by_method", {}).items() for b in buckets]  # fmt: skip
+
+
+def _guard_parts(summary: dict[str, Any]) -> list[str]:
+    guard = summary.get("guard")
+    if not guard:
+        return []
+    split = summary.get("split") or {"consensus": 0}
+    sources = [
+        [escape(src), str(a["n"]), f"{a['correct']}/{a['n']}", _pct(a["accuracy"])]
+        for src, a in guard["source"].items()
+    ]
+    checks = [[escape(c), str(n), str(guard["shown_failing"].get(c, 0))] for c, n in guard["rejected_by_check"].items()]
+    note = (f"{guard['not_first_writing']} of {guard['recorded']} consensus were not the synthesizer's first writing; "
+            f"the guard rejected {guard['rejected_writings']} writings in {guard['rejected_debates']} debates"
+            + (f"; {guard['unrecorded']} records were written before the guard" if guard["unrecorded"] else "")
+            + (f"; {split['consensus']} consensus said the panel is split (the guard's list of tied positions, counted "
+               f"wrong; the round-0 vote's tie-break was right on {split['round0_vote_right']})" if split["consensus"] else "")
+            + ".")  # fmt: skip
+    return [
+        "<h2>The faithfulness guard</h2>", f"<p>{escape(note)}</p>",
+        _table(["source", "consensus", "correct", "accuracy"], sources),
+        _table(["check", "debates with a rejected writing failing it", "shown consensus failing it"], checks),
+    ]  # fmt: skip
 
 
 def render_html(summary: dict[str, Any], records: Sequence[EvalRecord]) -> str:
@@ -131,40 +183,88 @@ def render_html(summary: dict[str, Any], records: Sequence[EvalRecord]) -> str:
     run = summary.get("run") or {}
     acc, best = summary["accuracy"], summary["best_panelist"]
     bars: list[tuple[str, float | None, Sequence[float], str, str]] = [
-        (f"{p} alone{' (best)' if p == best else ''}", a["accuracy"], a["ci95"], f"{_pct(a['accuracy'])} ({a['correct']}/{a['n']})", _GREY)
+        (
+            f"{p} alone{' (best)' if p == best else ''}",
+            a["accuracy"],
+            a["ci95"],
+            f"{_pct(a['accuracy'])} ({a['correct']}/{a['n']})",
+            _GREY,
+        )
         for p, a in acc["panelists"].items()
     ]
-    for key, label, colour in (("round0_vote", "round-0 vote", _BLUE), ("final_vote", "final vote", _BLUE), ("consensus", "consensus", _GREEN)):
+    for key, label, colour in (
+        ("round0_vote", "round-0 vote", _BLUE),
+        ("final_vote", "final vote", _BLUE),
+        ("consensus", "consensus", _GREEN),
+    ):
         a = acc[key]
         bars.append((label, a["accuracy"], a["ci95"], f"{_pct(a['accuracy'])} ({a['correct']}/{a['n']})", colour))
     flips = summary["flips"]
-    flip_rows = [(f"panelists, round {f['from']}→{f['to']}", f["wrong_to_right"], f["right_to_wrong"]) for f in flips["rounds"]]
-    for key, label in (("round0_vote_to_final_vote", "round-0 vote → final vote"), ("final_vote_to_consensus", "final vote → consensus")):
+    flip_rows = [
+        (f"panelists, round {f['from']}→{f['to']}", f["wrong_to_right"], f["right_to_wrong"]) for f in flips["rounds"]
+    ]
+    for key, label in (
+        ("round0_vote_to_final_vote", "round-0 vote → final vote"),
+        ("final_vote_to_consensus", "final vote → consensus"),
+    ):
         flip_rows.append((label, flips[key]["wrong_to_right"], flips[key]["right_to_wrong"]))
     agree = [(f"agreement {b['label']}", b["accuracy"], b["ci95"], f"{_pct(b['accuracy'])} (n={b['n']})", _GREEN)
              for b in summary["agreement_vs_accuracy"]]  # fmt: skip
     u, lat = summary["usage"], summary["latency_ms"]
-    cost = "unknown" if u["cost_usd_per_question"] is None else f"${u['cost_usd_per_question']:.6f} (total ${u['cost_usd_total']:.4f})"
+    cost = (
+        "unknown"
+        if u["cost_usd_per_question"] is None
+        else f"${u['cost_usd_per_question']:.6f} (total ${u['cost_usd_total']:.4f})"
+    )
     usage_rows = [["LLM calls / question", _num(u["llm_calls_per_question"])], ["tokens / question", _num(u["tokens_per_question"])],
                   ["cost / question", escape(cost)],
                   ["latency p50 / p95", f"{_num(lat['p50'], 1000)} s / {_num(lat['p95'], 1000)} s"]]  # fmt: skip
-    errors = [[escape(p), escape(", ".join(f"{k} {v}" for k, v in c.items()) or "none")] for p, c in summary["panelist_errors"].items()]
-    info = ", ".join(f"{k} = {v}" for k, v in run.items() if k in ("dataset", "seed", "limit", "language", "rounds", "started_at", "panel_source"))
+    errors = [
+        [escape(p), escape(", ".join(f"{k} {v}" for k, v in c.items()) or "none")]
+        for p, c in summary["panelist_errors"].items()
+    ]
+    info = ", ".join(
+        f"{k} = {v}"
+        for k, v in run.items()
+        if k in ("dataset", "seed", "limit", "language", "rounds", "started_at", "panel_source")
+    )
     seats = summary["panelists"]
-    head = ["id", "question", "gold", *(f"{p} r0" for p in seats), "vote r0", "final vote", "consensus", "agreement", "status"]
+    head = [
+        "id",
+        "question",
+        "gold",
+        *(f"{p} r0" for p in seats),
+        "vote r0",
+        "final vote",
+        "consensus",
+        "agreement",
+        "status",
+    ]
     parts = [
         '<!doctype html><html lang="en"><head><meta charset="utf-8">',
         f"<title>{escape(str(run.get('dataset') or 'eval'))} — consensus eval</title><style>{_CSS}</style></head><body>",
         f"<h1>{escape(str(run.get('dataset') or 'eval'))}: {summary['n']} questions</h1><p><small>{escape(info)}</small></p>",
-        "<h2>Accuracy with 95 % Wilson intervals</h2>", _bars(bars),
+        "<h2>Accuracy with 95 % Wilson intervals</h2>",
+        _bars(bars),
         "<h2>Paired tests</h2><p><small>b = consensus right and the other wrong; c = the reverse.</small></p>",
-        _table(["comparison", "b", "c", "McNemar exact p", "bootstrap Δ", "95 % CI", "bootstrap p"], _test_rows(summary)),
-        "<h2>Answer flips</h2>", _flip_bars(flip_rows), _table(["transition", *seats], _flip_table(flips["rounds"], seats)),
-        "<h2>Agreement vs accuracy of the consensus</h2>", _bars(agree),
-        "<h2>Cost and latency</h2>", _table(["", "value"], usage_rows),
-        "<h2>Debates</h2>", _table(["status", "count"], [[escape(k), str(v)] for k, v in summary["status"].items()]),
+        _table(
+            ["comparison", "b", "c", "McNemar exact p", "bootstrap Δ", "95 % CI", "bootstrap p"], _test_rows(summary)
+        ),
+        "<h2>Answer flips</h2>",
+        _flip_bars(flip_rows),
+        _table(["transition", *seats], _flip_table(flips["rounds"], seats)),
+        "<h2>Agreement vs accuracy of the consensus</h2>",
+        _bars(agree),
+        "<h2>… by the final round's agreement method</h2>",
+        _table(["method", "agreement", "correct", "accuracy", "95 % CI"], _method_rows(summary)),
+        *_guard_parts(summary),
+        "<h2>Cost and latency</h2>",
+        _table(["", "value"], usage_rows),
+        "<h2>Debates</h2>",
+        _table(["status", "count"], [[escape(k), str(v)] for k, v in summary["status"].items()]),
         _table(["panelist", "failed calls"], errors),
-        "<h2>Questions</h2>", _table(head, _question_rows(records, seats)),
+        "<h2>Questions</h2>",
+        _table(head, _question_rows(records, seats)),
         f"<h2>How answers are scored</h2><pre>{escape(scoring.__doc__ or '')}</pre>",
         "</body></html>\n",
     ]

@@ -7,6 +7,13 @@ whose debate stopped early simply has no more flips. The best single panelist is
 highest round-0 accuracy on these same questions (ties go to the earlier seat): choosing it after
 the fact favours it, so "consensus beats the best panelist" is a conservative claim.
 In the paired tests b = consensus right and the other wrong, c = consensus wrong and the other right.
+
+The guard (over debates that produced a consensus whose record has a source; records written before
+the guard have none and are counted as unrecorded): the consensus's source and the consensus's
+accuracy for each; "not first writing" counts every consensus whose source is not "synthesis"; for
+each check, the debates in which at least one writing the guard rejected failed it, and the debates
+whose shown consensus fails it. Agreement against accuracy is also split by the agreement method of
+the debate's final round.
 """
 
 from __future__ import annotations
@@ -24,11 +31,15 @@ from consensus.eval.html import write_html
 from consensus.eval.runner import RECORDS, RUN_INFO, read_records
 from consensus.eval.scoring import EvalRecord
 from consensus.eval.stats import flips, mcnemar_exact, paired_bootstrap, percentile, wilson_interval
+from consensus.guard import CHECKS
 
 __all__ = ["SUMMARY", "compare", "load_summary", "render_table", "summarize", "write_html"]
 
 SUMMARY = "summary.json"
 BUCKETS = ((0.0, 0.5), (0.5, 0.8), (0.8, 1.0))
+SOURCES = ("synthesis", "synthesis_retry", "fallback_seat", "majority_answer")
+METHODS = ("exact", "claims", "exact_fallback")
+UNRECORDED = "unrecorded"  # a record written before the field existed
 BOOTSTRAP_ITERATIONS = 10_000
 MIN_DISCORDANT_FOR_BOOTSTRAP_P = 10
 
@@ -74,6 +85,42 @@ def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def _buckets(records: Sequence[EvalRecord]) -> list[dict[str, Any]]:
+    """The consensus's accuracy in each agreement bucket of the final round."""
+    out = []
+    for lo, hi in BUCKETS:
+        inside = [
+            r.consensus.correct
+            for r in records
+            if lo <= r.final_agreement < hi or (hi == 1.0 and r.final_agreement >= 1.0)
+        ]
+        out.append({"range": [lo, hi], "label": f"[{lo:g}, {hi:g}{']' if hi == 1.0 else ')'}", **_accuracy(inside)})
+    return out
+
+
+def _final_method(r: EvalRecord) -> str:
+    return (r.rounds[-1].method if r.rounds else None) or UNRECORDED
+
+
+def _guard(debated: Sequence[EvalRecord]) -> dict[str, Any]:
+    """Where each consensus came from, and which checks the guard rejected writings for (module docstring)."""
+    known = [r for r in debated if r.consensus_source is not None]
+    sources = {src: _accuracy([r.consensus.correct for r in known if r.consensus_source == src]) for src in SOURCES}
+    rejected = [r for r in known if r.rejected]
+    return {
+        "recorded": len(known),
+        "unrecorded": len(debated) - len(known),
+        "source": sources,
+        "not_first_writing": sum(1 for r in known if r.consensus_source != "synthesis"),
+        "rejected_debates": len(rejected),
+        "rejected_writings": sum(len(r.rejected) for r in rejected),
+        "rejected_by_check": {c: sum(1 for r in rejected if any(c in w.failed for w in r.rejected)) for c in CHECKS},
+        "shown_failing": {
+            c: sum(1 for r in known if any(k.name == c and not k.passed for k in r.consensus_checks)) for c in CHECKS
+        },  # fmt: skip
+    }
+
+
 def summarize(records: Sequence[EvalRecord], run: dict[str, Any] | None = None) -> dict[str, Any]:
     """Accuracies with 95 % Wilson CIs, flips, paired tests, usage, latency and agreement buckets."""
     recs = sorted(records, key=lambda r: r.id)  # a canonical order: the bootstrap depends on it
@@ -90,11 +137,15 @@ def summarize(records: Sequence[EvalRecord], run: dict[str, Any] | None = None) 
         per = {p: flips([s[i - 1][p] for s in states], [s[i][p] for s in states]) for p in seats}
         rounds.append({"from": i - 1, "to": i, **{k: sum(f[k] for f in per.values()) for k in ("wrong_to_right", "right_to_wrong")},
                        "by_panelist": per})  # fmt: skip
-    buckets = []
-    debated = [r for r in recs if r.status != "failed"]  # a failed debate's "agreement" is one answer agreeing with itself
-    for lo, hi in BUCKETS:
-        inside = [r.consensus.correct for r in debated if lo <= r.final_agreement < hi or (hi == 1.0 and r.final_agreement >= 1.0)]
-        buckets.append({"range": [lo, hi], "label": f"[{lo:g}, {hi:g}{']' if hi == 1.0 else ')'}", **_accuracy(inside)})
+    debated = [
+        r for r in recs if r.status != "failed"
+    ]  # a failed debate's "agreement" is one answer agreeing with itself
+    buckets = _buckets(debated)
+    by_method: dict[str, list[dict[str, Any]]] = {}
+    for method in (*METHODS, UNRECORDED):
+        inside = [r for r in debated if _final_method(r) == method]
+        if inside:
+            by_method[method] = _buckets(inside)
     latency = [float(r.latency_ms) for r in recs]
     costs = [r.cost_usd for r in recs]
     known = [c for c in costs if c is not None]
@@ -140,11 +191,22 @@ def summarize(records: Sequence[EvalRecord], run: dict[str, Any] | None = None) 
             "mean": _mean(latency),
         },
         "agreement_vs_accuracy": buckets,
+        "agreement_vs_accuracy_by_method": by_method,
+        "guard": _guard(debated),
         "status": dict(sorted(Counter(r.status for r in recs).items())),
         "panelist_errors": {p: dict(sorted(c.items())) for p, c in errors.items()},
         "unreadable": {
-            "consensus": sum(1 for r in ok if r.consensus.answer and r.consensus.extracted is None),
-            "round0_answers": sum(1 for r in recs if r.rounds for a in r.rounds[0].answers if a.error is None and a.extracted is None),
+            "consensus": sum(
+                1 for r in ok if r.consensus.answer and r.consensus.extracted is None and not r.consensus_split
+            ),
+            "round0_answers": sum(
+                1 for r in recs if r.rounds for a in r.rounds[0].answers if a.error is None and a.extracted is None
+            ),
+        },
+        "split": {  # the consensus is the guard's list of tied positions (scoring's docstring): wrong, not unreadable
+            "consensus": sum(1 for r in ok if r.consensus_split),
+            "round0_vote_right": sum(1 for r in ok if r.consensus_split and r.round0_vote.correct),
+            "final_vote_right": sum(1 for r in ok if r.consensus_split and r.final_vote.correct),
         },
         "failures": [{"id": r.id, "reason": r.reason} for r in recs if r.status == "failed"][:50],
     }
@@ -168,7 +230,11 @@ def _test_line(t: dict[str, Any]) -> str:
     head = f"McNemar b={t['b']} c={t['c']} p={t['mcnemar_p']:.3g}"
     if boot is None:
         return head
-    p = f"p={boot['p_value']:.3g}" if boot["p_value"] is not None else f"p: n/a (b+c < {MIN_DISCORDANT_FOR_BOOTSTRAP_P})"
+    p = (
+        f"p={boot['p_value']:.3g}"
+        if boot["p_value"] is not None
+        else f"p: n/a (b+c < {MIN_DISCORDANT_FOR_BOOTSTRAP_P})"
+    )
     return (f"{head} · bootstrap Δ {100 * boot['mean_difference']:+.1f} pts "
             f"[{100 * boot['ci_low']:+.1f}, {100 * boot['ci_high']:+.1f}] {p}")  # fmt: skip
 
@@ -184,6 +250,16 @@ def _usage(s: dict[str, Any]) -> str:
     return f"{_num(u['llm_calls_per_question'])} calls · {_num(u['tokens_per_question'], ',.0f')} tokens · {cost}"
 
 
+def _counts(by_check: dict[str, int]) -> str:
+    return " · ".join(f"{name} {n}" for name, n in by_check.items() if n) or "none"
+
+
+def _guard_line(guard: dict[str, Any]) -> str:
+    line = (f"{guard['not_first_writing']} of {guard['recorded']} consensus not the first writing · "
+            f"{guard['rejected_writings']} writings rejected in {guard['rejected_debates']} debates")  # fmt: skip
+    return line + (f" · {guard['unrecorded']} recorded before the guard" if guard["unrecorded"] else "")
+
+
 def render_table(summary: dict[str, Any]) -> Table:
     """The terminal table: accuracy with CIs, paired tests, flips, usage, latency, agreement buckets."""
     run = summary.get("run") or {}
@@ -194,8 +270,17 @@ def render_table(summary: dict[str, Any]) -> Table:
     acc = summary["accuracy"]
     best = summary["best_panelist"]
     for p, a in acc["panelists"].items():
-        t.add_row(f"{p} alone (round 0){' *best' if p == best else ''}", _pct(a["accuracy"]), _ci(a), f"{a['correct']}/{a['n']}")
-    for key, label in (("round0_vote", "round-0 majority vote"), ("final_vote", "final-round vote"), ("consensus", "consensus")):
+        t.add_row(
+            f"{p} alone (round 0){' *best' if p == best else ''}",
+            _pct(a["accuracy"]),
+            _ci(a),
+            f"{a['correct']}/{a['n']}",
+        )
+    for key, label in (
+        ("round0_vote", "round-0 majority vote"),
+        ("final_vote", "final-round vote"),
+        ("consensus", "consensus"),
+    ):
         a = acc[key]
         t.add_row(label, _pct(a["accuracy"]), _ci(a), f"{a['correct']}/{a['n']}")
     t.add_section()
@@ -204,13 +289,37 @@ def render_table(summary: dict[str, Any]) -> Table:
     t.add_row("consensus vs round-0 vote", "", "", _test_line(tests["consensus_vs_round0_vote"]))
     t.add_section()
     for f in summary["flips"]["rounds"]:
-        t.add_row(f"flips round {f['from']}→{f['to']}", "", "", f"wrong→right {f['wrong_to_right']} · right→wrong {f['right_to_wrong']}")
-    for key, label in (("round0_vote_to_final_vote", "flips vote 0→final"), ("final_vote_to_consensus", "flips final vote→consensus")):
+        t.add_row(
+            f"flips round {f['from']}→{f['to']}",
+            "",
+            "",
+            f"wrong→right {f['wrong_to_right']} · right→wrong {f['right_to_wrong']}",
+        )
+    for key, label in (
+        ("round0_vote_to_final_vote", "flips vote 0→final"),
+        ("final_vote_to_consensus", "flips final vote→consensus"),
+    ):
         f = summary["flips"][key]
         t.add_row(label, "", "", f"wrong→right {f['wrong_to_right']} · right→wrong {f['right_to_wrong']}")
     t.add_section()
     for b in summary["agreement_vs_accuracy"]:
         t.add_row(f"consensus at agreement {b['label']}", _pct(b["accuracy"]), _ci(b), f"{b['correct']}/{b['n']}")
+    for method, buckets in summary.get("agreement_vs_accuracy_by_method", {}).items():
+        for b in buckets:
+            if b["n"]:
+                t.add_row(
+                    f"  {method}: agreement {b['label']}", _pct(b["accuracy"]), _ci(b), f"{b['correct']}/{b['n']}"
+                )
+    guard = summary.get("guard")
+    if guard:
+        t.add_section()
+        for src, a in guard["source"].items():
+            if a["n"]:
+                t.add_row(f"consensus from {src}", _pct(a["accuracy"]), _ci(a), f"{a['correct']}/{a['n']}")
+        t.add_row("guard rejections", "", "", _guard_line(guard))
+        t.add_row("rejected writings failing", "", "", _counts(guard["rejected_by_check"]))
+        if any(guard["shown_failing"].values()):
+            t.add_row("shown consensus failing", "", "", _counts(guard["shown_failing"]))
     t.add_section()
     t.add_row("per question", "", "", _usage(summary))
     t.add_row("latency", "", "", _latency(summary))
@@ -219,6 +328,10 @@ def render_table(summary: dict[str, Any]) -> Table:
     unread = summary["unreadable"]
     t.add_row("debates", "", "", f"{status} · {errs} failed panelist calls · unreadable: "
               f"{unread['consensus']} consensus, {unread['round0_answers']} round-0 answers")  # fmt: skip
+    split = summary.get("split")
+    if split and split["consensus"]:
+        t.add_row("consensus: the panel is split", "", "", f"{split['consensus']} (counted wrong; the round-0 vote's "
+                  f"tie-break was right on {split['round0_vote_right']}, the final vote's on {split['final_vote_right']})")  # fmt: skip
     return t
 
 
@@ -287,6 +400,10 @@ def compare(dirs: Sequence[str | Path], problems: list[str] | None = None) -> Ta
         else f"${s['usage']['cost_usd_per_question']:.5f}")  # fmt: skip
     row("latency", _latency)
     row("failed debates", lambda s: str(s["status"].get("failed", 0)))
+    row("unreadable consensus", lambda s: str(s["unreadable"]["consensus"]) if "unreadable" in s else "—")
+    row("consensus: the panel is split", lambda s: str(s["split"]["consensus"]) if "split" in s else "—")
+    row("consensus not first writing", lambda s: f"{s['guard']['not_first_writing']} of {s['guard']['recorded']}"
+        if "guard" in s else "—")  # fmt: skip
     return t
 
 

@@ -57,15 +57,19 @@ class EvalRun:
 
 def panel_fingerprint(panel: Panel) -> dict[str, Any]:
     """The panel settings that change answers: seats' models, sampling and personas, the protocol."""
+
     def seat(s: Seat) -> dict[str, Any]:
         return {k: getattr(s, k) for k in _SEAT_KEYS}
 
-    return {
+    out = {
         "panelists": [seat(s) for s in panel.panelists],
         "synthesizer": seat(panel.synthesizer),
         "max_rounds": panel.debate.max_rounds,
         "agreement_threshold": panel.debate.agreement_threshold,
     }
+    if panel.analyst is not None:  # its claim map decides agreement and early stop; absent, run.json is as before
+        out["analyst"] = seat(panel.analyst)
+    return out
 
 
 def read_records(path: Path) -> tuple[dict[str, EvalRecord], list[str]]:
@@ -113,7 +117,9 @@ def _prepare_run_info(out: Path, info: dict[str, Any]) -> None:
         try:
             old = json.loads(path.read_text(encoding="utf-8"))
         except ValueError as exc:
-            raise ValueError(f"{path} is not readable JSON ({exc}); fix or remove it, or choose another --out") from None
+            raise ValueError(
+                f"{path} is not readable JSON ({exc}); fix or remove it, or choose another --out"
+            ) from None
         differ = [k for k in _MATCHED if _setting(old, k) != _setting(info, k)]
         if differ:
             said = [f"its {k.removesuffix('_fingerprint')} differs" if k.endswith("_fingerprint")
@@ -139,7 +145,12 @@ def _setting(info: dict[str, Any], key: str) -> Any:
 
 def _answers(record: EvalRecord, item: EvalItem) -> bool:
     """Whether a stored record is the answer to this item as the dataset now states it."""
-    return (record.question, record.gold, record.type, record.choices) == (item.question, item.answer, item.type, item.choices)
+    return (record.question, record.gold, record.type, record.choices) == (
+        item.question,
+        item.answer,
+        item.type,
+        item.choices,
+    )
 
 
 def _append(fh: Any, record: EvalRecord) -> None:
@@ -204,7 +215,9 @@ def _exclusive(out: Path) -> Iterator[None]:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ValueError(f"--out {out} is in use by another `consensus eval` run; wait for it or choose another --out") from None
+            raise ValueError(
+                f"--out {out} is in use by another `consensus eval` run; wait for it or choose another --out"
+            ) from None
         yield
 
 

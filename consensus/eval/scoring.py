@@ -30,6 +30,18 @@ uses too. An unreadable answer, a failed call and a failed debate count as wrong
 final vote are agreement.score_agreement's majority over the answers read this way (each
 panelist's latest successful answer for the final vote; unreadable ones left out; a tie goes to
 the earlier seat).
+
+What a record keeps of the engine's own measures: each round's agreement score and method (exact,
+claims, exact_fallback), and the consensus's source (synthesis, synthesis_retry, fallback_seat,
+majority_answer), its checks and its fallback reason, and the writings the guard rejected before it
+(Consensus.rejected: who wrote each and the checks it failed). Records written before these fields load
+with them empty (None).
+
+A split consensus: when the final round's largest positions tie and no synthesis passed the guard,
+the consensus is the guard's list of the tied positions under "The panel is split" (source
+majority_answer). It states no answer: nothing is read from it (a letter in the list is one of the
+positions, not the consensus's answer), it counts as wrong, and it is counted as split, not as
+unreadable. The votes keep their tie-break (the earlier seat).
 """
 
 from __future__ import annotations
@@ -40,9 +52,18 @@ from pydantic import BaseModel
 
 from consensus.agreement import extract_answer, matches_gold, score_agreement
 from consensus.eval.datasets import EvalItem, ItemType
-from consensus.types import DebateResult, DebateStatus, ModelAnswer
+from consensus.types import AgreementMethod, Check, ConsensusSource, DebateResult, DebateStatus, ModelAnswer
 
-__all__ = ["EvalRecord", "extract_answer", "is_correct", "record_from_error", "record_from_result"]
+__all__ = [
+    "EvalRecord",
+    "RejectedWriting",
+    "extract_answer",
+    "is_correct",
+    "record_from_error",
+    "record_from_result",
+]
+
+
 
 def is_correct(answer: str | None, item: EvalItem) -> bool:
     """Whether an extracted answer matches the item's gold."""
@@ -67,6 +88,9 @@ class RoundRecord(BaseModel):
 
     index: int
     agreement: float | None = None
+    method: AgreementMethod | None = None  # None: recorded before agreement had a method
+    majority: str | None = None  # the engine's majority position (its raw final answer; on a tie, the tie-break's)
+    tie: bool | None = None  # the largest positions tie: no majority (None: recorded before this field)
     answers: list[PanelistRecord]
 
 
@@ -76,6 +100,13 @@ class Scored(BaseModel):
     answer: str | None = None
     extracted: str | None = None
     correct: bool = False
+
+
+class RejectedWriting(BaseModel):
+    """A consensus the guard rejected before the one shown: who wrote it and the checks it failed."""
+
+    seat: str
+    failed: list[str]
 
 
 class EvalRecord(BaseModel):
@@ -93,8 +124,13 @@ class EvalRecord(BaseModel):
     round0_vote: Scored = Scored()
     final_vote: Scored = Scored()
     consensus: Scored = Scored()
+    consensus_split: bool = False  # the consensus is the guard's "the panel is split" list: no answer to read
     synthesizer: str | None = None
     consensus_fallback: bool = False
+    consensus_source: ConsensusSource | None = None  # None: recorded before the guard
+    consensus_checks: list[Check] = []
+    consensus_fallback_reason: str | None = None
+    rejected: list[RejectedWriting] = []
     final_agreement: float = 0.0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -127,7 +163,11 @@ def record_from_result(item: EvalItem, result: DebateResult, latency_ms: int) ->
             ))  # fmt: skip
             if a.ok:
                 latest[a.panelist] = got
-        rounds.append(RoundRecord(index=rnd.index, agreement=rnd.agreement.score if rnd.agreement else None, answers=answers))
+        agreement = rnd.agreement
+        rounds.append(RoundRecord(index=rnd.index, agreement=agreement.score if agreement else None,
+                                  method=agreement.method if agreement else None,
+                                  majority=agreement.majority if agreement else None,
+                                  tie=agreement.tie if agreement else None, answers=answers))  # fmt: skip
     failed = result.status == DebateStatus.failed
     order = [p.name for p in result.panel]
     record = EvalRecord(
@@ -143,9 +183,14 @@ def record_from_result(item: EvalItem, result: DebateResult, latency_ms: int) ->
         record.final_vote = _vote([(p, latest[p]) for p in order if p in latest], item)
     c = result.consensus
     if c is not None:
-        got = extract_answer(c.answer, item.type, item.choices)
+        split = c.source == "majority_answer" and bool(rounds) and bool(rounds[-1].tie)
+        got = None if split else extract_answer(c.answer, item.type, item.choices)
         record.consensus = Scored(answer=c.answer, extracted=got, correct=not failed and is_correct(got, item))
+        record.consensus_split = split
         record.synthesizer, record.consensus_fallback = c.synthesizer, c.fallback
+        record.consensus_source, record.consensus_checks = c.source, list(c.checks)
+        record.consensus_fallback_reason = c.fallback_reason
+        record.rejected = [RejectedWriting(seat=w.synthesizer, failed=[k.name for k in w.failed]) for w in c.rejected]
     return record
 
 

@@ -60,9 +60,7 @@ def _check_paired(a: Sequence[bool], b: Sequence[bool]) -> None:
         raise ValueError(f"paired lists differ in length: {len(a)} != {len(b)}")
 
 
-def paired_bootstrap(
-    a: Sequence[bool], b: Sequence[bool], iterations: int = 10000, seed: int = 0
-) -> dict[str, float]:
+def paired_bootstrap(a: Sequence[bool], b: Sequence[bool], iterations: int = 10000, seed: int = 0) -> dict[str, float]:
     """Paired bootstrap of accuracy(a) - accuracy(b): mean difference, 95 % percentile CI, two-sided p-value.
 
     Items are resampled with replacement as pairs (so the pairing is kept), ``iterations`` times,

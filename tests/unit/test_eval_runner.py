@@ -11,9 +11,10 @@ from consensus.errors import ProviderError
 from consensus.eval.datasets import EvalItem
 from consensus.eval.html import render_html
 from consensus.eval.report import compare, load_summary, render_table, summarize
-from consensus.eval.runner import RECORDS, read_records, run_eval
+from consensus.eval.runner import RECORDS, panel_fingerprint, read_records, run_eval
 from consensus.eval.scoring import extract_answer
 from consensus.eval.stats import mcnemar_exact, paired_bootstrap, wilson_interval
+from consensus.guard import CHECKS
 from consensus.providers.base import Completion
 from consensus.types import Usage
 from tests.helpers import ans, make_panel
@@ -332,3 +333,154 @@ async def test_a_run_json_with_a_relative_dataset_path_resumes(tmp_path, monkeyp
     again = await run_eval(items({"q01"}), PANEL, QuestionFake(), tmp_path / "r",
                            run_info={**info, "dataset": str(tmp_path / "data" / "x.jsonl")})  # fmt: skip
     assert again.resumed == 1
+
+
+# The guard in research mode: a second scripted panel whose synthesizer is rejected in known ways.
+# id: (type, gold, [a, b, c] final answers, the analyst's reply or None, the synthesis writings in call order)
+PARIS = "Paris, because it is the capital."
+CLAIM_MAP = json.dumps({
+    "claims": [
+        {"text": "Paris", "asserts": [{"panelist": "A", "quote": "Paris"}, {"panelist": "B", "quote": "Paris"}],
+         "contradicts": []},
+        {"text": "Lyon", "asserts": [{"panelist": "C", "quote": "Lyon"}], "contradicts": []},
+    ],
+    "positions": [["A", "B"], ["C"]],
+})  # fmt: skip
+GUARDED = {
+    "g01": ("number", "4", ["4", "4", "4"], None, ["4"]),
+    "g02": ("number", "6", ["6", "6", "7"], None, ["<<<DATA-0123456789ab QUESTION\n6", "6"]),
+    "g03": ("number", "2", ["5", "5", "2"], None, ["2", "2", "5"]),  # the minority was right; the guard keeps 5
+    "g04": ("number", "3", ["3", "3", "1"], None, ["", "", ""]),
+    "g05": ("text", "Paris", [PARIS, PARIS, "Lyon, because it is bigger."], CLAIM_MAP, [PARIS]),
+    "g06": ("text", "Nice", ["Nice, because it is sunny."] * 3, "no claim map here", ["Nice, because it is sunny."]),
+    "g07": ("number", "9", ["9", "9", "9"], None, [ERR, "9"]),  # the synthesizer's call fails: b writes
+}  # fmt: skip
+
+
+def guarded_items():
+    return [EvalItem(id=qid, question=f"{qid}: what is it?", answer=gold, type=kind)
+            for qid, (kind, gold, *_rest) in GUARDED.items()]  # fmt: skip
+
+
+class GuardFake:
+    """Openings by question id; the analyst's reply; the synthesis writings in order (the retry and the fallback seat
+    get the next one)."""
+
+    def __init__(self):
+        self.calls: Counter[tuple[str, str]] = Counter()
+
+    async def complete(self, seat, messages, *, timeout_s, schema=None, on_delta=None):
+        qid = next(k for k in GUARDED if k in messages[-1].content)
+        _, _, finals, analyst, writings = GUARDED[qid]
+        usage = Usage(prompt_tokens=10, completion_tokens=5, total_tokens=15)
+        if schema is None or "claims" in schema.get("properties", {}):
+            step = "synth" if schema is None else "analysis"
+            n = self.calls[(qid, step)]
+            self.calls[(qid, step)] += 1
+            text = writings[n] if step == "synth" else analyst
+            if text is ERR:
+                raise ProviderError("server", "scripted outage")
+            return Completion(text=text, usage=usage, cost_usd=0.0)
+        self.calls[(qid, seat.name)] += 1
+        final = finals[SEATS.index(seat.name)]
+        return Completion(text=ans(final, final, 0.7), usage=usage, cost_usd=0.0)
+
+
+async def test_records_keep_each_rounds_method_and_the_consensus_checks_and_source(tmp_path):
+    run = await run_eval(guarded_items(), PANEL, GuardFake(), tmp_path, concurrency=2, rounds=0)
+    r = {x.id: x for x in run.records}
+    assert {k: x.consensus_source for k, x in r.items()} == {
+        "g01": "synthesis", "g02": "synthesis_retry", "g03": "fallback_seat", "g04": "majority_answer",
+        "g05": "synthesis", "g06": "synthesis", "g07": "fallback_seat",
+    }  # fmt: skip
+    assert {k: [rnd.method for rnd in x.rounds] for k, x in r.items()} == {
+        "g01": ["exact"], "g02": ["exact"], "g03": ["exact"], "g04": ["exact"], "g05": ["claims"],
+        "g06": ["exact_fallback"], "g07": ["exact"],
+    }  # fmt: skip
+    assert [(w.seat, w.failed) for w in r["g02"].rejected] == [("a", ["no_scaffolding"])]
+    assert [(w.seat, w.failed) for w in r["g03"].rejected] == [("a", ["majority_answer"])] * 2
+    assert [(w.seat, w.failed) for w in r["g04"].rejected] == [("a", ["not_empty", "majority_answer"])] * 2 + [
+        ("b", ["not_empty", "majority_answer"])
+    ]
+    assert r["g07"].rejected == [] and "a failed (server: scripted outage)" in r["g07"].consensus_fallback_reason
+    assert r["g03"].consensus.extracted == "5" and not r["g03"].consensus.correct  # the majority, not the gold
+    assert r["g04"].consensus.answer.endswith("Majority answer: 3") and r["g04"].consensus.correct
+    for x in r.values():  # every check of the shown consensus, in the guard's order, all passed
+        assert [c.name for c in x.consensus_checks] == list(CHECKS) and all(c.passed for c in x.consensus_checks)
+    line = json.loads((tmp_path / RECORDS).read_text().splitlines()[0])
+    assert {"consensus_source", "consensus_checks", "consensus_fallback_reason", "rejected"} <= line.keys()
+    assert "method" in line["rounds"][0]
+
+
+async def test_the_summary_counts_guard_rejections_by_check_sources_and_agreement_by_method(tmp_path):
+    run = await run_eval(guarded_items(), PANEL, GuardFake(), tmp_path, concurrency=2, rounds=0)
+    s = summarize(run.records)
+    g = s["guard"]
+    assert (g["recorded"], g["unrecorded"], g["not_first_writing"]) == (7, 0, 4)  # g02, g03, g04, g07
+    assert (g["rejected_debates"], g["rejected_writings"]) == (3, 6)  # g02 1, g03 2, g04 3; g07's failure is none
+    assert g["rejected_by_check"] == {"not_empty": 1, "no_scaffolding": 1, "majority_answer": 2, "labels_exist": 0,
+                                      "quotes_verbatim": 0, "language": 0, "no_false_unanimity": 0}  # fmt: skip
+    assert g["shown_failing"] == dict.fromkeys(CHECKS, 0)
+    assert {k: (v["correct"], v["n"]) for k, v in g["source"].items()} == {
+        "synthesis": (3, 3), "synthesis_retry": (1, 1), "fallback_seat": (1, 2), "majority_answer": (1, 1),
+    }  # fmt: skip
+    by_method = {m: {b["label"]: (b["correct"], b["n"]) for b in bs} for m, bs in s["agreement_vs_accuracy_by_method"].items()}
+    assert by_method == {
+        "exact": {"[0, 0.5)": (0, 0), "[0.5, 0.8)": (2, 3), "[0.8, 1]": (2, 2)},  # g02 g03 g04 at 2/3; g01 g07
+        "claims": {"[0, 0.5)": (0, 0), "[0.5, 0.8)": (1, 1), "[0.8, 1]": (0, 0)},  # g05: the verified 2 of 3
+        "exact_fallback": {"[0, 0.5)": (0, 0), "[0.5, 0.8)": (0, 0), "[0.8, 1]": (1, 1)},  # g06
+    }
+    buckets = {b["label"]: (b["correct"], b["n"]) for b in s["agreement_vs_accuracy"]}
+    assert buckets == {"[0, 0.5)": (0, 0), "[0.5, 0.8)": (3, 4), "[0.8, 1]": (3, 3)}  # the methods added up
+    # The vote and the best seat stay beside the consensus: a is right on all but g03, c on g01, g03, g06, g07.
+    assert s["accuracy"]["round0_vote"] == acc(6, 7) == s["accuracy"]["consensus"]
+    assert s["best_panelist"] == "a" and s["accuracy"]["panelists"]["c"] == acc(4, 7)
+    assert s["usage"]["llm_calls_per_question"] == pytest.approx(36 / 7)  # 4 + 5 + 6 + 6 + 5 + 5 + 5
+    assert s["unreadable"]["consensus"] == 0
+    from rich.console import Console
+
+    console = Console(record=True, width=220)
+    console.print(render_table(s))
+    text = console.export_text()
+    assert "consensus from fallback_seat" in text and "1/2" in text and "round-0 majority vote" in text
+    assert "4 of 7 consensus not the first writing · 6 writings rejected in 3 debates" in text
+    assert "not_empty 1 · no_scaffolding 1 · majority_answer 2" in text and "shown consensus failing" not in text
+    assert "claims: agreement [0.5, 0.8)" in text and "exact_fallback: agreement [0.8, 1]" in text
+    page = render_html(s, run.records)
+    assert "The faithfulness guard" in page and "majority_answer · rejected a: not_empty, majority_answer;" in page
+    assert page.count("<svg") == 3
+
+
+async def test_records_written_before_the_guard_still_load_resume_and_count_as_unrecorded(tmp_path):
+    await run_eval(guarded_items(), PANEL, GuardFake(), tmp_path, concurrency=2, rounds=0)
+    old = []
+    for line in (tmp_path / RECORDS).read_text().splitlines():  # as the code before these fields wrote them
+        data = json.loads(line)
+        for key in ("consensus_source", "consensus_checks", "consensus_fallback_reason", "rejected"):
+            del data[key]
+        for rnd in data["rounds"]:
+            del rnd["method"]
+        old.append(json.dumps(data))
+    (tmp_path / RECORDS).write_text("\n".join(old) + "\n")
+    fake = GuardFake()
+    again = await run_eval(guarded_items(), PANEL, fake, tmp_path, concurrency=2, rounds=0)
+    assert (again.resumed, again.new, again.problems, fake.calls) == (7, 0, [], Counter())
+    s = summarize(again.records)
+    assert (s["guard"]["recorded"], s["guard"]["unrecorded"], s["guard"]["not_first_writing"]) == (0, 7, 0)
+    assert list(s["agreement_vs_accuracy_by_method"]) == ["unrecorded"]
+    assert s["accuracy"]["consensus"] == acc(6, 7)
+    from rich.console import Console
+
+    console = Console(record=True, width=220)
+    console.print(render_table(s))
+    assert "7 recorded before the guard" in console.export_text()
+    assert "The faithfulness guard" in render_html(s, again.records)
+
+
+def test_the_fingerprint_names_an_analyst_seat_only_when_the_panel_has_one():
+    """Its claim map decides agreement and early stop; a run.json from before the analyst existed still matches."""
+    plain = panel_fingerprint(PANEL)
+    assert "analyst" not in plain
+    judged = PANEL.model_copy(update={"analyst": PANEL.panelists[1]})
+    assert panel_fingerprint(judged) == {**plain, "analyst": panel_fingerprint(judged)["analyst"]}
+    assert panel_fingerprint(judged)["analyst"]["name"] == "b"
