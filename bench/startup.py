@@ -48,8 +48,10 @@ def ask() -> None:
     wall = time.perf_counter() - start
     rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     lines = dict(line.split(" ", 1) for line in p.stderr.splitlines() if line.startswith(("FIRST_TOKEN", "LITELLM")))
-    print(f"consensus ask (default local panel): exit {p.returncode}, wall {wall:.1f} s, first token "
-          f"{lines.get('FIRST_TOKEN', '?')} s, peak RSS {rss:.0f} MiB, LiteLLM imported: {lines.get('LITELLM')}")  # fmt: skip
+    print(
+        f"consensus ask (default local panel): exit {p.returncode}, wall {wall:.1f} s, first token "
+        f"{lines.get('FIRST_TOKEN', '?')} s, peak RSS {rss:.0f} MiB, LiteLLM imported: {lines.get('LITELLM')}"
+    )
     print(f"  load average {os.getloadavg()[0]:.1f} (2 cores; targets: <= 10 s and <= 300 MiB)")
 
 

@@ -63,8 +63,10 @@ async def main() -> None:
     for slow in (a.slow, 2.0):
         for label, grace in settings:
             ratio, reached = await run(a.call_s, slow, grace, a.debates)
-            print(f"  straggler {slow:>4g}x, {label:<42} wall / critical path {ratio:5.2f}x, "
-                  f"its answer reached the synthesis {reached:4.0%}")  # fmt: skip
+            print(
+                f"  straggler {slow:>4g}x, {label:<42} wall / critical path {ratio:5.2f}x, "
+                f"its answer reached the synthesis {reached:4.0%}"
+            )
 
 
 if __name__ == "__main__":

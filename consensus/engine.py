@@ -141,7 +141,10 @@ def fits_some_seat(question: str, panel: Panel, language: str) -> bool:
     marker = new_marker()
     for seat in panel.panelists:
         budget = seat_budget(seat)
-        if budget is None or prompt_chars(opening_messages(seat, question, language, marker)) <= budget * CHARS_PER_TOKEN:
+        if (
+            budget is None
+            or prompt_chars(opening_messages(seat, question, language, marker)) <= budget * CHARS_PER_TOKEN
+        ):
             return True
     return False
 
@@ -188,7 +191,9 @@ def thread_turn(result: DebateResult) -> ThreadTurn:
         for name, a in result.answers.items()
         if a.ok and a.answer
     }
-    return ThreadTurn(question=result.question, consensus=result.consensus.answer if result.consensus else "", own_answers=own)
+    return ThreadTurn(
+        question=result.question, consensus=result.consensus.answer if result.consensus else "", own_answers=own
+    )
 
 
 def new_result(
@@ -477,9 +482,7 @@ class _Debate:
         answers = {a.panelist: quotable_answer(a) for _, a in finals}
         messages = analysis_messages(self.result.question, finals, self.result.language, self.marker, self.budget(seat))
         try:
-            done = await self.reviewers.complete(
-                seat, messages, timeout_s=self.timeout(seat), schema=CLAIM_MAP_SCHEMA
-            )
+            done = await self.reviewers.complete(seat, messages, timeout_s=self.timeout(seat), schema=CLAIM_MAP_SCHEMA)
         except ProviderError as err:
             return Analysis(
                 analyst=seat.name, reason=f"the analyst failed ({err.kind}: {err.message})", attempts=err.attempts

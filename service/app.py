@@ -68,7 +68,10 @@ def create_app(settings: Settings | None = None, panel: Panel | None = None, pro
         await services.runner.start_background()
         drain_on_exit_signals(services.runner)
         services.ready = True
-        log.info("serving", extra={"replica": settings.replica_id, "panel": panel.source, "db": settings.database_url.split("://")[0]})
+        log.info(
+            "serving",
+            extra={"replica": settings.replica_id, "panel": panel.source, "db": settings.database_url.split("://")[0]},
+        )
         try:
             yield
         finally:
@@ -178,7 +181,9 @@ class BodyTimeout:
                 async with asyncio.timeout_at(deadline):
                     message = await receive()
             except TimeoutError:
-                raise StarletteHTTPException(408, f"the request body did not arrive within {self.timeout_s:g} s") from None
+                raise StarletteHTTPException(
+                    408, f"the request body did not arrive within {self.timeout_s:g} s"
+                ) from None
             complete = message["type"] != "http.request" or not message.get("more_body", False)
             return message
 
@@ -188,8 +193,16 @@ class BodyTimeout:
 class JsonTooLarge:
     """Starlette's body limiter answers 413 in plain text; rewrite it to our JSON error shape."""
 
-    BODY = json.dumps({"error": {"message": "the request body is too large", "type": "invalid_request_error",
-                                 "param": "body", "code": "body_too_large"}}).encode()  # fmt: skip
+    BODY = json.dumps(
+        {
+            "error": {
+                "message": "the request body is too large",
+                "type": "invalid_request_error",
+                "param": "body",
+                "code": "body_too_large",
+            }
+        }
+    ).encode()
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -205,7 +218,10 @@ class JsonTooLarge:
                 ctype = dict(message.get("headers", [])).get(b"content-type", b"")
                 if ctype.startswith(b"text/plain"):
                     rewriting = True
-                    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(self.BODY)).encode())]
+                    headers = [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(self.BODY)).encode()),
+                    ]
                     return await send({"type": "http.response.start", "status": 413, "headers": headers})
             if rewriting and message["type"] == "http.response.body":
                 if not message.get("more_body"):
@@ -216,8 +232,14 @@ class JsonTooLarge:
         await self.app(scope, receive, send_json)
 
 
-def error_json(status: int, message: str, type_: str, param: str | None = None, code: str | None = None,
-               headers: dict[str, str] | None = None) -> JSONResponse:  # fmt: skip
+def error_json(
+    status: int,
+    message: str,
+    type_: str,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     """An error in OpenAI's shape: {"error": {"message", "type", "param", "code"}}."""
     body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
     return JSONResponse(body, status_code=status, headers=headers)
@@ -283,8 +305,9 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):
             # FastAPI parses the body and wraps what json.loads raised, here its nesting limit (about 1000 deep),
             # into a 400: it is valid UTF-8, and invalid JSON for this service, like any other.
-            return error_json(invalid_status(r), "the body is not valid JSON: it is nested too deeply", type_, "body",
-                              "json_invalid")  # fmt: skip
+            return error_json(
+                invalid_status(r), "the body is not valid JSON: it is nested too deeply", type_, "body", "json_invalid"
+            )
         if exc.status_code == 400:  # Starlette could not read the body (not UTF-8, a broken form)
             return error_json(400, "the body could not be read: send UTF-8 JSON", type_, "body", "invalid_body")
         return error_json(exc.status_code, str(exc.detail), type_, None, None, dict(exc.headers or {}))
@@ -297,8 +320,9 @@ def install_error_handlers(app: FastAPI) -> None:
         # No free connection, or SQLite's write lock held past its timeout: overload, not a bug; nothing stored.
         metrics.REJECTED.labels(reason="503").inc()
         log.warning("database overloaded (%s): answered 503", type(exc).__name__)
-        return error_json(503, "the service is overloaded; retry later", "server_error", None, "overloaded",
-                          {"Retry-After": "5"})  # fmt: skip
+        return error_json(
+            503, "the service is overloaded; retry later", "server_error", None, "overloaded", {"Retry-After": "5"}
+        )
 
     @app.exception_handler(Exception)
     async def unexpected(_r: Request, exc: Exception) -> JSONResponse:

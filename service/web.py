@@ -32,10 +32,20 @@ STATIC = HERE / "static"
 SHARE_CHARS = 200  # the consensus in a shared message or a link preview
 QUESTION_CHARS = 300
 
-CSP = "; ".join([
-    "default-src 'self'", "script-src 'self'", "style-src 'self'", "img-src 'self' data:", "connect-src 'self'",
-    "font-src 'self'", "object-src 'none'", "base-uri 'none'", "form-action 'self'", "frame-ancestors 'none'",
-])  # fmt: skip
+CSP = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "connect-src 'self'",
+        "font-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
 PAGE_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
@@ -57,12 +67,22 @@ def _load_static() -> dict[str, tuple[bytes, str, str]]:
 
 STATIC_FILES = _load_static()
 # The widget is one file for host pages: the shared debate UI and the widget boot code in one scope.
-WIDGET_JS = (b"/* consensus widget: https://HOST/widget.js, see README */\n(function () {\n"
-             + STATIC_FILES["debate.js"][0] + b"\n" + STATIC_FILES["widget.js"][0] + b"\n})();\n")  # fmt: skip
+WIDGET_JS = (
+    b"/* consensus widget: https://HOST/widget.js, see README */\n(function () {\n"
+    + STATIC_FILES["debate.js"][0]
+    + b"\n"
+    + STATIC_FILES["widget.js"][0]
+    + b"\n})();\n"
+)
 WIDGET_ETAG = hashlib.sha256(WIDGET_JS).hexdigest()[:16]
 
-templates = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]),
-                        undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)  # fmt: skip
+templates = Environment(
+    loader=FileSystemLoader(HERE / "templates"),
+    autoescape=select_autoescape(["html"]),
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
 templates.globals["static"] = lambda name: f"/static/{name}?v={STATIC_FILES[name][2]}"
 
 
@@ -80,8 +100,10 @@ def page_key(svc: AppServices) -> str | None:
     key: str | None = getattr(svc.settings, "page_key", None)
     if key and key.startswith(SECRET_PREFIX):
         if not _warned_secret:
-            log.warning("CONSENSUS_PAGE_KEY is a secret sk_ key: ignored, the web page never gets a secret key; "
-                        "create a publishable one with `consensus keys create --name page --origin URL`")  # fmt: skip
+            log.warning(
+                "CONSENSUS_PAGE_KEY is a secret sk_ key: ignored, the web page never gets a secret key; "
+                "create a publishable one with `consensus keys create --name page --origin URL`"
+            )
             _warned_secret = True
         return None
     return key or None
@@ -103,7 +125,7 @@ def shorten(text: str, limit: int) -> str:
     cut = flat[: limit - 1]
     space = cut.rfind(" ")
     if flat[limit - 1] == " " or space >= limit // 2:
-        return cut[:space if flat[limit - 1] != " " else None].rstrip() + "…"
+        return cut[: space if flat[limit - 1] != " " else None].rstrip() + "…"
     while cut and unicodedata.category(cut[-1]).startswith("M"):  # a hard cut inside a word
         cut = cut[:-1]
     return cut + "…"
@@ -167,8 +189,12 @@ async def permalink(debate_id: str, request: Request, svc: Services, lang: str |
 @router.get("/widget.js")
 async def widget_js(request: Request) -> Response:
     """The embeddable widget: `<script src=".../widget.js" data-key="pk_..." data-question="..." data-lang="hi">`."""
-    headers = {"ETag": f'"{WIDGET_ETAG}"', "Cache-Control": "public, max-age=300", "X-Content-Type-Options": "nosniff",
-               "Cross-Origin-Resource-Policy": "cross-origin"}  # fmt: skip
+    headers = {
+        "ETag": f'"{WIDGET_ETAG}"',
+        "Cache-Control": "public, max-age=300",
+        "X-Content-Type-Options": "nosniff",
+        "Cross-Origin-Resource-Policy": "cross-origin",
+    }
     if request.headers.get("if-none-match") == headers["ETag"]:
         return Response(status_code=304, headers=headers)
     return Response(WIDGET_JS, media_type="text/javascript; charset=utf-8", headers=headers)
@@ -179,13 +205,31 @@ async def widget_box(request: Request, svc: Services, lang: str | None = None) -
     """The widget's box in one language: our own template, CSS and strings (no model data)."""
     t = Translator(negotiate(lang, accept_language=request.headers.get("accept-language")))
     html = templates.get_template("_box.html").render(
-        _=t, lang=t.code, dir=t.dir, languages=language_options(), question="", autofocus=False, show_title=True,
+        _=t,
+        lang=t.code,
+        dir=t.dir,
+        languages=language_options(),
+        question="",
+        autofocus=False,
+        show_title=True,
         max_chars=svc.panel.debate.max_question_chars,
-    )  # fmt: skip
-    body = {"lang": t.code, "dir": t.dir, "html": html, "css": STATIC_FILES["consensus.css"][0].decode(),
-            "config": {"lang": t.code, **t.client_strings()}}  # fmt: skip
-    return JSONResponse(body, headers={"Access-Control-Allow-Origin": "*", "Cache-Control": "public, max-age=300",
-                                       "Vary": "Accept-Language", "X-Content-Type-Options": "nosniff"})  # fmt: skip
+    )
+    body = {
+        "lang": t.code,
+        "dir": t.dir,
+        "html": html,
+        "css": STATIC_FILES["consensus.css"][0].decode(),
+        "config": {"lang": t.code, **t.client_strings()},
+    }
+    return JSONResponse(
+        body,
+        headers={
+            "Access-Control-Allow-Origin": "*",
+            "Cache-Control": "public, max-age=300",
+            "Vary": "Accept-Language",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
 
 
 @router.get("/static/{name}")
@@ -212,14 +256,20 @@ def debate_view(r: DebateResult, t: Translator, url: str) -> dict[str, Any]:
         for rnd in r.rounds:
             a = next((a for a in rnd.answers if a.panelist == p.name), None)
             if a is not None:
-                turns.append({"label": round_label(t, rnd.index), "answer": a.answer, "final": a.final_answer,
-                              "error": t.reason(a.error.kind, p.name) if a.error else None})  # fmt: skip
+                turns.append(
+                    {
+                        "label": round_label(t, rnd.index),
+                        "answer": a.answer,
+                        "final": a.final_answer,
+                        "error": t.reason(a.error.kind, p.name) if a.error else None,
+                    }
+                )
         failed = bool(turns) and all(x["error"] for x in turns)
         columns.append({"name": p.name, "model": p.model, "turns": turns, "failed": failed})
-    positions = [
-        {"name": p.name, "cells": [_position(t, rnd.answers, p.name) for rnd in r.rounds]} for p in r.panel
-    ]
-    failures = list(dict.fromkeys(t.reason(a.error.kind, a.panelist) for rnd in r.rounds for a in rnd.answers if a.error))
+    positions = [{"name": p.name, "cells": [_position(t, rnd.answers, p.name) for rnd in r.rounds]} for p in r.panel]
+    failures = list(
+        dict.fromkeys(t.reason(a.error.kind, a.panelist) for rnd in r.rounds for a in rnd.answers if a.error)
+    )
     notes = []
     if r.status.value == "degraded" and failures:
         notes.append(t("Some panelists failed; the result is based on the others."))
@@ -230,23 +280,37 @@ def debate_view(r: DebateResult, t: Translator, url: str) -> dict[str, Any]:
     c = r.consensus
     consensus = None
     if c is not None:
-        consensus = {"text": c.answer, "score": c.agreement, "majority": c.majority,
-                     "agreement": agreement_text(t, c),
-                     "dissent": [{"who": ", ".join(d.panelists), "final": d.final_answer, "excerpt": d.excerpt}
-                                 for d in c.dissent],
-                     "check": check_mark(t, c), "claims": claim_groups(t, c.claims)}  # fmt: skip
+        consensus = {
+            "text": c.answer,
+            "score": c.agreement,
+            "majority": c.majority,
+            "agreement": agreement_text(t, c),
+            "dissent": [
+                {"who": ", ".join(d.panelists), "final": d.final_answer, "excerpt": d.excerpt} for d in c.dissent
+            ],
+            "check": check_mark(t, c),
+            "claims": claim_groups(t, c.claims),
+        }
     running = r.status.value == "running"
     if running:
         description = t("This debate is still running; this page refreshes by itself.")
     else:
         description = shorten(c.answer, SHARE_CHARS) if c else (notes[-1] if notes else "")
     return {
-        "id": r.id, "question": r.question, "status": r.status.value, "running": running, "url": url,
-        "rounds": [round_label(t, rnd.index) for rnd in r.rounds], "columns": columns, "positions": positions,
-        "failures": failures, "notes": notes, "consensus": consensus,
+        "id": r.id,
+        "question": r.question,
+        "status": r.status.value,
+        "running": running,
+        "url": url,
+        "rounds": [round_label(t, rnd.index) for rnd in r.rounds],
+        "columns": columns,
+        "positions": positions,
+        "failures": failures,
+        "notes": notes,
+        "consensus": consensus,
         "og": {"title": shorten(r.question, QUESTION_CHARS), "description": description},
         "share": share_links(t, r.question, c.answer, url) if c else None,
-    }  # fmt: skip
+    }
 
 
 def agreement_text(t: Translator, c: Consensus) -> str:

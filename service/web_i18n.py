@@ -56,8 +56,11 @@ class Translator:
 
     def client_strings(self) -> dict[str, object]:
         """What the browser scripts need: every message and the error-kind table."""
-        return {"messages": {m: self(m) for m in catalogue(DEFAULT_LANGUAGE)}, "reasons": REASONS,
-                "unknown_reason": UNKNOWN_REASON}  # fmt: skip
+        return {
+            "messages": {m: self(m) for m in catalogue(DEFAULT_LANGUAGE)},
+            "reasons": REASONS,
+            "unknown_reason": UNKNOWN_REASON,
+        }
 
 
 def ui_language(tag: str | None) -> str | None:

@@ -38,8 +38,10 @@ def _bars(rows: Sequence[tuple[str, float | None, Sequence[float], str, str]], w
     out = [f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">']
     for tick in range(0, 101, 25):
         x = left + plot * tick / 100
-        out.append(f'<line x1="{x:.1f}" y1="4" x2="{x:.1f}" y2="{height - 26}" stroke="#e0e0e0"/>'
-                   f'<text x="{x:.1f}" y="{height - 10}" text-anchor="middle">{tick}%</text>')  # fmt: skip
+        out.append(
+            f'<line x1="{x:.1f}" y1="4" x2="{x:.1f}" y2="{height - 26}" stroke="#e0e0e0"/>'
+            f'<text x="{x:.1f}" y="{height - 10}" text-anchor="middle">{tick}%</text>'
+        )
     for i, (label, value, ci, note, colour) in enumerate(rows):
         y = 6 + i * row_h
         mid = y + (row_h - 8) / 2
@@ -49,8 +51,10 @@ def _bars(rows: Sequence[tuple[str, float | None, Sequence[float], str, str]], w
                 f'<rect x="{left}" y="{y}" width="{plot * value:.1f}" height="{row_h - 8}" fill="{colour}" opacity=".8"/>'
             )
             lo, hi = left + plot * ci[0], left + plot * ci[1]
-            out.append(f'<path d="M{lo:.1f} {mid:.1f}H{hi:.1f}M{lo:.1f} {mid - 5:.1f}V{mid + 5:.1f}M{hi:.1f} {mid - 5:.1f}V{mid + 5:.1f}" '
-                       'stroke="#111" stroke-width="1.5" fill="none"/>')  # fmt: skip
+            out.append(
+                f'<path d="M{lo:.1f} {mid:.1f}H{hi:.1f}M{lo:.1f} {mid - 5:.1f}V{mid + 5:.1f}M{hi:.1f} {mid - 5:.1f}V{mid + 5:.1f}" '
+                'stroke="#111" stroke-width="1.5" fill="none"/>'
+            )
         out.append(f'<text x="{left + plot + 8}" y="{mid + 4:.1f}">{escape(note)}</text>')
     out.append("</svg>")
     return "".join(out)
@@ -62,16 +66,20 @@ def _flip_bars(rows: Sequence[tuple[str, int, int]], width: int = 760) -> str:
     plot = width - left - 60
     top = max([1, *(max(a, b) for _, a, b in rows)])
     height = row_h * len(rows) + 30
-    out = [f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">',
-           f'<rect x="{left}" y="{height - 18}" width="10" height="10" fill="{_GREEN}"/><text x="{left + 14}" y="{height - 9}">wrong→right</text>'
-           f'<rect x="{left + 110}" y="{height - 18}" width="10" height="10" fill="{_RED}"/><text x="{left + 124}" y="{height - 9}">right→wrong</text>']  # fmt: skip
+    out = [
+        f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">',
+        f'<rect x="{left}" y="{height - 18}" width="10" height="10" fill="{_GREEN}"/><text x="{left + 14}" y="{height - 9}">wrong→right</text>'
+        f'<rect x="{left + 110}" y="{height - 18}" width="10" height="10" fill="{_RED}"/><text x="{left + 124}" y="{height - 9}">right→wrong</text>',
+    ]
     for i, (label, w2r, r2w) in enumerate(rows):
         y = 4 + i * row_h
         out.append(f'<text x="{left - 8}" y="{y + 19}" text-anchor="end">{escape(label)}</text>')
         for j, (count, colour) in enumerate(((w2r, _GREEN), (r2w, _RED))):
             yy = y + j * 16
-            out.append(f'<rect x="{left}" y="{yy}" width="{plot * count / top:.1f}" height="14" fill="{colour}"/>'
-                       f'<text x="{left + plot * count / top + 5:.1f}" y="{yy + 11}">{count}</text>')  # fmt: skip
+            out.append(
+                f'<rect x="{left}" y="{yy}" width="{plot * count / top:.1f}" height="14" fill="{colour}"/>'
+                f'<text x="{left + plot * count / top + 5:.1f}" y="{yy + 11}">{count}</text>'
+            )
     out.append("</svg>")
     return "".join(out)
 
@@ -102,16 +110,28 @@ def _test_rows(summary: dict[str, Any]) -> list[list[str]]:
         boot = t["bootstrap"] or {}
         ci = f"[{100 * boot['ci_low']:+.1f}, {100 * boot['ci_high']:+.1f}]" if boot else "—"
         name = f"{label} ({t['against']})" if key == "consensus_vs_best_panelist" else label
-        rows.append([escape(name), str(t["b"]), str(t["c"]), f"{t['mcnemar_p']:.4g}",
-                     f"{100 * boot['mean_difference']:+.1f} pts" if boot else "—", ci,
-                     f"{boot['p_value']:.4g}" if boot and boot["p_value"] is not None else "—"])  # fmt: skip
+        rows.append(
+            [
+                escape(name),
+                str(t["b"]),
+                str(t["c"]),
+                f"{t['mcnemar_p']:.4g}",
+                f"{100 * boot['mean_difference']:+.1f} pts" if boot else "—",
+                ci,
+                f"{boot['p_value']:.4g}" if boot and boot["p_value"] is not None else "—",
+            ]
+        )
     return rows
 
 
 def _flip_table(rounds: Sequence[dict[str, Any]], seats: Sequence[str]) -> list[list[str]]:
-    return [[f"round {f['from']}→{f['to']}",
-             *(f"+{f['by_panelist'][p]['wrong_to_right']} / −{f['by_panelist'][p]['right_to_wrong']}" for p in seats)]
-            for f in rounds]  # fmt: skip
+    return [
+        [
+            f"round {f['from']}→{f['to']}",
+            *(f"+{f['by_panelist'][p]['wrong_to_right']} / −{f['by_panelist'][p]['right_to_wrong']}" for p in seats),
+        ]
+        for f in rounds
+    ]
 
 
 def _question_rows(records: Sequence[EvalRecord], seats: Sequence[str]) -> list[list[str]]:
@@ -130,8 +150,10 @@ def _question_rows(records: Sequence[EvalRecord], seats: Sequence[str]) -> list[
             )
         for s in (r.round0_vote, r.final_vote):
             cells.append(f"{_short(s.extracted, 30)} {_mark(s.correct)}")
-        cells.append(f"{_short(r.consensus.extracted, 30)} {_mark(r.consensus.correct)}{_provenance(r)}"
-                     f"<details><summary>text</summary>{_short(r.consensus.answer, 2000)}</details>")  # fmt: skip
+        cells.append(
+            f"{_short(r.consensus.extracted, 30)} {_mark(r.consensus.correct)}{_provenance(r)}"
+            f"<details><summary>text</summary>{_short(r.consensus.answer, 2000)}</details>"
+        )
         cells += [
             f"{r.final_agreement:.2f}",
             escape(r.status) + (f"<br><small>{_short(r.reason, 200)}</small>" if r.reason else ""),
@@ -150,9 +172,17 @@ def _provenance(r: EvalRecord) -> str:
 
 
 def _method_rows(summary: dict[str, Any]) -> list[list[str]]:
-    return [[escape(method), escape(b["label"]), f"{b['correct']}/{b['n']}", _pct(b["accuracy"]),
-             f"{100 * b['ci95'][0]:.1f}–{100 * b['ci95'][1]:.1f}%"]
-            for method, buckets in summary.get("agreement_vs_accuracy_by_method", {}).items() for b in buckets]  # fmt: skip
+    return [
+        [
+            escape(method),
+            escape(b["label"]),
+            f"{b['correct']}/{b['n']}",
+            _pct(b["accuracy"]),
+            f"{100 * b['ci95'][0]:.1f}–{100 * b['ci95'][1]:.1f}%",
+        ]
+        for method, buckets in summary.get("agreement_vs_accuracy_by_method", {}).items()
+        for b in buckets
+    ]
 
 
 def _guard_parts(summary: dict[str, Any]) -> list[str]:
@@ -165,17 +195,24 @@ def _guard_parts(summary: dict[str, Any]) -> list[str]:
         for src, a in guard["source"].items()
     ]
     checks = [[escape(c), str(n), str(guard["shown_failing"].get(c, 0))] for c, n in guard["rejected_by_check"].items()]
-    note = (f"{guard['not_first_writing']} of {guard['recorded']} consensus were not the synthesizer's first writing; "
-            f"the guard rejected {guard['rejected_writings']} writings in {guard['rejected_debates']} debates"
-            + (f"; {guard['unrecorded']} records were written before the guard" if guard["unrecorded"] else "")
-            + (f"; {split['consensus']} consensus said the panel is split (the guard's list of tied positions, counted "
-               f"wrong; the round-0 vote's tie-break was right on {split['round0_vote_right']})" if split["consensus"] else "")
-            + ".")  # fmt: skip
+    note = (
+        f"{guard['not_first_writing']} of {guard['recorded']} consensus were not the synthesizer's first writing; "
+        f"the guard rejected {guard['rejected_writings']} writings in {guard['rejected_debates']} debates"
+        + (f"; {guard['unrecorded']} records were written before the guard" if guard["unrecorded"] else "")
+        + (
+            f"; {split['consensus']} consensus said the panel is split (the guard's list of tied positions, counted "
+            f"wrong; the round-0 vote's tie-break was right on {split['round0_vote_right']})"
+            if split["consensus"]
+            else ""
+        )
+        + "."
+    )
     return [
-        "<h2>The faithfulness guard</h2>", f"<p>{escape(note)}</p>",
+        "<h2>The faithfulness guard</h2>",
+        f"<p>{escape(note)}</p>",
         _table(["source", "consensus", "correct", "accuracy"], sources),
         _table(["check", "debates with a rejected writing failing it", "shown consensus failing it"], checks),
-    ]  # fmt: skip
+    ]
 
 
 def render_html(summary: dict[str, Any], records: Sequence[EvalRecord]) -> str:
@@ -208,17 +245,22 @@ def render_html(summary: dict[str, Any], records: Sequence[EvalRecord]) -> str:
         ("final_vote_to_consensus", "final vote → consensus"),
     ):
         flip_rows.append((label, flips[key]["wrong_to_right"], flips[key]["right_to_wrong"]))
-    agree = [(f"agreement {b['label']}", b["accuracy"], b["ci95"], f"{_pct(b['accuracy'])} (n={b['n']})", _GREEN)
-             for b in summary["agreement_vs_accuracy"]]  # fmt: skip
+    agree = [
+        (f"agreement {b['label']}", b["accuracy"], b["ci95"], f"{_pct(b['accuracy'])} (n={b['n']})", _GREEN)
+        for b in summary["agreement_vs_accuracy"]
+    ]
     u, lat = summary["usage"], summary["latency_ms"]
     cost = (
         "unknown"
         if u["cost_usd_per_question"] is None
         else f"${u['cost_usd_per_question']:.6f} (total ${u['cost_usd_total']:.4f})"
     )
-    usage_rows = [["LLM calls / question", _num(u["llm_calls_per_question"])], ["tokens / question", _num(u["tokens_per_question"])],
-                  ["cost / question", escape(cost)],
-                  ["latency p50 / p95", f"{_num(lat['p50'], 1000)} s / {_num(lat['p95'], 1000)} s"]]  # fmt: skip
+    usage_rows = [
+        ["LLM calls / question", _num(u["llm_calls_per_question"])],
+        ["tokens / question", _num(u["tokens_per_question"])],
+        ["cost / question", escape(cost)],
+        ["latency p50 / p95", f"{_num(lat['p50'], 1000)} s / {_num(lat['p95'], 1000)} s"],
+    ]
     errors = [
         [escape(p), escape(", ".join(f"{k} {v}" for k, v in c.items()) or "none")]
         for p, c in summary["panelist_errors"].items()

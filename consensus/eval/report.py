@@ -117,7 +117,7 @@ def _guard(debated: Sequence[EvalRecord]) -> dict[str, Any]:
         "rejected_by_check": {c: sum(1 for r in rejected if any(c in w.failed for w in r.rejected)) for c in CHECKS},
         "shown_failing": {
             c: sum(1 for r in known if any(k.name == c and not k.passed for k in r.consensus_checks)) for c in CHECKS
-        },  # fmt: skip
+        },
     }
 
 
@@ -135,8 +135,14 @@ def summarize(records: Sequence[EvalRecord], run: dict[str, Any] | None = None) 
     rounds = []
     for i in range(1, last + 1):
         per = {p: flips([s[i - 1][p] for s in states], [s[i][p] for s in states]) for p in seats}
-        rounds.append({"from": i - 1, "to": i, **{k: sum(f[k] for f in per.values()) for k in ("wrong_to_right", "right_to_wrong")},
-                       "by_panelist": per})  # fmt: skip
+        rounds.append(
+            {
+                "from": i - 1,
+                "to": i,
+                **{k: sum(f[k] for f in per.values()) for k in ("wrong_to_right", "right_to_wrong")},
+                "by_panelist": per,
+            }
+        )
     debated = [
         r for r in recs if r.status != "failed"
     ]  # a failed debate's "agreement" is one answer agreeing with itself
@@ -235,8 +241,10 @@ def _test_line(t: dict[str, Any]) -> str:
         if boot["p_value"] is not None
         else f"p: n/a (b+c < {MIN_DISCORDANT_FOR_BOOTSTRAP_P})"
     )
-    return (f"{head} · bootstrap Δ {100 * boot['mean_difference']:+.1f} pts "
-            f"[{100 * boot['ci_low']:+.1f}, {100 * boot['ci_high']:+.1f}] {p}")  # fmt: skip
+    return (
+        f"{head} · bootstrap Δ {100 * boot['mean_difference']:+.1f} pts "
+        f"[{100 * boot['ci_low']:+.1f}, {100 * boot['ci_high']:+.1f}] {p}"
+    )
 
 
 def _latency(s: dict[str, Any]) -> str:
@@ -255,8 +263,10 @@ def _counts(by_check: dict[str, int]) -> str:
 
 
 def _guard_line(guard: dict[str, Any]) -> str:
-    line = (f"{guard['not_first_writing']} of {guard['recorded']} consensus not the first writing · "
-            f"{guard['rejected_writings']} writings rejected in {guard['rejected_debates']} debates")  # fmt: skip
+    line = (
+        f"{guard['not_first_writing']} of {guard['recorded']} consensus not the first writing · "
+        f"{guard['rejected_writings']} writings rejected in {guard['rejected_debates']} debates"
+    )
     return line + (f" · {guard['unrecorded']} recorded before the guard" if guard["unrecorded"] else "")
 
 
@@ -326,12 +336,22 @@ def render_table(summary: dict[str, Any]) -> Table:
     status = ", ".join(f"{k} {v}" for k, v in summary["status"].items())
     errs = sum(sum(c.values()) for c in summary["panelist_errors"].values())
     unread = summary["unreadable"]
-    t.add_row("debates", "", "", f"{status} · {errs} failed panelist calls · unreadable: "
-              f"{unread['consensus']} consensus, {unread['round0_answers']} round-0 answers")  # fmt: skip
+    t.add_row(
+        "debates",
+        "",
+        "",
+        f"{status} · {errs} failed panelist calls · unreadable: "
+        f"{unread['consensus']} consensus, {unread['round0_answers']} round-0 answers",
+    )
     split = summary.get("split")
     if split and split["consensus"]:
-        t.add_row("consensus: the panel is split", "", "", f"{split['consensus']} (counted wrong; the round-0 vote's "
-                  f"tie-break was right on {split['round0_vote_right']}, the final vote's on {split['final_vote_right']})")  # fmt: skip
+        t.add_row(
+            "consensus: the panel is split",
+            "",
+            "",
+            f"{split['consensus']} (counted wrong; the round-0 vote's "
+            f"tie-break was right on {split['round0_vote_right']}, the final vote's on {split['final_vote_right']})",
+        )
     return t
 
 
@@ -386,8 +406,14 @@ def compare(dirs: Sequence[str | Path], problems: list[str] | None = None) -> Ta
     t.add_section()
     for p in _seats_of(summaries):
         row(f"{p} alone", lambda s, p=p: _cell(s["accuracy"]["panelists"].get(p)))
-    row("best single", lambda s: f"{s['best_panelist']}: {_pct(s['accuracy']['panelists'][s['best_panelist']]['accuracy'])}"
-        if s["best_panelist"] else "—")  # fmt: skip
+    row(
+        "best single",
+        lambda s: (
+            f"{s['best_panelist']}: {_pct(s['accuracy']['panelists'][s['best_panelist']]['accuracy'])}"
+            if s["best_panelist"]
+            else "—"
+        ),
+    )
     for key, label in (("round0_vote", "round-0 vote"), ("final_vote", "final vote"), ("consensus", "consensus")):
         row(label, lambda s, key=key: _cell(s["accuracy"][key]))
     t.add_section()
@@ -396,14 +422,20 @@ def compare(dirs: Sequence[str | Path], problems: list[str] | None = None) -> Ta
     t.add_section()
     row("calls / question", lambda s: _num(s["usage"]["llm_calls_per_question"]))
     row("tokens / question", lambda s: _num(s["usage"]["tokens_per_question"], ",.0f"))
-    row("cost / question", lambda s: "unknown" if s["usage"]["cost_usd_per_question"] is None
-        else f"${s['usage']['cost_usd_per_question']:.5f}")  # fmt: skip
+    row(
+        "cost / question",
+        lambda s: (
+            "unknown" if s["usage"]["cost_usd_per_question"] is None else f"${s['usage']['cost_usd_per_question']:.5f}"
+        ),
+    )
     row("latency", _latency)
     row("failed debates", lambda s: str(s["status"].get("failed", 0)))
     row("unreadable consensus", lambda s: str(s["unreadable"]["consensus"]) if "unreadable" in s else "—")
     row("consensus: the panel is split", lambda s: str(s["split"]["consensus"]) if "split" in s else "—")
-    row("consensus not first writing", lambda s: f"{s['guard']['not_first_writing']} of {s['guard']['recorded']}"
-        if "guard" in s else "—")  # fmt: skip
+    row(
+        "consensus not first writing",
+        lambda s: f"{s['guard']['not_first_writing']} of {s['guard']['recorded']}" if "guard" in s else "—",
+    )
     return t
 
 

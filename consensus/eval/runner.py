@@ -122,13 +122,23 @@ def _prepare_run_info(out: Path, info: dict[str, Any]) -> None:
             ) from None
         differ = [k for k in _MATCHED if _setting(old, k) != _setting(info, k)]
         if differ:
-            said = [f"its {k.removesuffix('_fingerprint')} differs" if k.endswith("_fingerprint")
-                    else f"{k} {_setting(old, k)!r} then, {_setting(info, k)!r} now" for k in differ]  # fmt: skip
+            said = [
+                f"its {k.removesuffix('_fingerprint')} differs"
+                if k.endswith("_fingerprint")
+                else f"{k} {_setting(old, k)!r} then, {_setting(info, k)!r} now"
+                for k in differ
+            ]
             raise ValueError(
                 f"{out} holds a different run ({'; '.join(said)}); resume with the same settings or choose another --out"
             )
-        info = {**old, "limit": info.get("limit"), "n_items": info.get("n_items"), "item_ids": info.get("item_ids"),
-                "resumed_at": info["started_at"], "started_at": old.get("started_at")}  # fmt: skip
+        info = {
+            **old,
+            "limit": info.get("limit"),
+            "n_items": info.get("n_items"),
+            "item_ids": info.get("item_ids"),
+            "resumed_at": info["started_at"],
+            "started_at": old.get("started_at"),
+        }
     _write_json(path, info)
 
 
@@ -169,12 +179,19 @@ def prepare_out_dir(
     the run covers, and its summary (and `eval compare`) count only the run's own.
     """
     info = {
-        "dataset": None, "seed": None, "limit": None, **(run_info or {}),
-        "language": language, "rounds": rounds, "n_items": len(item_ids), "item_ids": item_ids,
+        "dataset": None,
+        "seed": None,
+        "limit": None,
+        **(run_info or {}),
+        "language": language,
+        "rounds": rounds,
+        "n_items": len(item_ids),
+        "item_ids": item_ids,
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "panel_fingerprint": panel_fingerprint(panel),
-        "panel": panel.model_dump(mode="json", exclude={"source"}), "panel_source": panel.source,
-    }  # fmt: skip
+        "panel": panel.model_dump(mode="json", exclude={"source"}),
+        "panel_source": panel.source,
+    }
     _prepare_run_info(out, info)
     path = out / RECORDS
     problems = [p for p in [_drop_partial_line(path)] if p]
@@ -222,9 +239,16 @@ def _exclusive(out: Path) -> Iterator[None]:
 
 
 async def _run_eval(
-    items: Sequence[EvalItem], panel: Panel, provider: Provider, out_dir: Path, concurrency: int, rounds: int | None,
-    progress: Progress | None, language: str, run_info: dict[str, Any] | None,
-) -> EvalRun:  # fmt: skip
+    items: Sequence[EvalItem],
+    panel: Panel,
+    provider: Provider,
+    out_dir: Path,
+    concurrency: int,
+    rounds: int | None,
+    progress: Progress | None,
+    language: str,
+    run_info: dict[str, Any] | None,
+) -> EvalRun:
     path, done, problems = prepare_out_dir(out_dir, panel, [i.id for i in items], rounds, language, run_info)
     # A record is reused only for the question it answered: ids without an "id" field are line numbers, and a
     # line inserted, or a gold corrected, would otherwise keep the old answer and score. A failed debate (an
@@ -232,8 +256,10 @@ async def _run_eval(
     changed = [i.id for i in items if i.id in done and not _answers(done[i.id], i)]
     failed = [i.id for i in items if i.id in done and _answers(done[i.id], i) and done[i.id].status == "failed"]
     if changed:
-        problems.append(f"{len(changed)} stored record(s) no longer match their question, answer or choices in the "
-                        f"dataset; asked again: {', '.join(changed[:5])}{' ...' if len(changed) > 5 else ''}")  # fmt: skip
+        problems.append(
+            f"{len(changed)} stored record(s) no longer match their question, answer or choices in the "
+            f"dataset; asked again: {', '.join(changed[:5])}{' ...' if len(changed) > 5 else ''}"
+        )
     if failed:
         problems.append(f"{len(failed)} debate(s) that failed before are asked again")
     again = {*changed, *failed}

@@ -64,7 +64,6 @@ __all__ = [
 ]
 
 
-
 def is_correct(answer: str | None, item: EvalItem) -> bool:
     """Whether an extracted answer matches the item's gold."""
     return answer is not None and matches_gold(answer, item.answer, item.type)
@@ -157,27 +156,51 @@ def record_from_result(item: EvalItem, result: DebateResult, latency_ms: int) ->
         answers = []
         for a in rnd.answers:
             got = extract_answer(_scored_text(a), item.type, item.choices) if a.ok else None
-            answers.append(PanelistRecord(
-                panelist=a.panelist, answer=a.answer, final_answer=a.final_answer, extracted=got, correct=is_correct(got, item),
-                confidence=a.confidence, error=a.error.kind if a.error else None, latency_ms=a.latency_ms,
-            ))  # fmt: skip
+            answers.append(
+                PanelistRecord(
+                    panelist=a.panelist,
+                    answer=a.answer,
+                    final_answer=a.final_answer,
+                    extracted=got,
+                    correct=is_correct(got, item),
+                    confidence=a.confidence,
+                    error=a.error.kind if a.error else None,
+                    latency_ms=a.latency_ms,
+                )
+            )
             if a.ok:
                 latest[a.panelist] = got
         agreement = rnd.agreement
-        rounds.append(RoundRecord(index=rnd.index, agreement=agreement.score if agreement else None,
-                                  method=agreement.method if agreement else None,
-                                  majority=agreement.majority if agreement else None,
-                                  tie=agreement.tie if agreement else None, answers=answers))  # fmt: skip
+        rounds.append(
+            RoundRecord(
+                index=rnd.index,
+                agreement=agreement.score if agreement else None,
+                method=agreement.method if agreement else None,
+                majority=agreement.majority if agreement else None,
+                tie=agreement.tie if agreement else None,
+                answers=answers,
+            )
+        )
     failed = result.status == DebateStatus.failed
     order = [p.name for p in result.panel]
     record = EvalRecord(
-        id=item.id, question=item.question, gold=item.answer, type=item.type, choices=item.choices,
-        panelists=order, status=result.status.value, reason=result.reason, rounds=rounds,
+        id=item.id,
+        question=item.question,
+        gold=item.answer,
+        type=item.type,
+        choices=item.choices,
+        panelists=order,
+        status=result.status.value,
+        reason=result.reason,
+        rounds=rounds,
         final_agreement=(rounds[-1].agreement or 0.0) if rounds else 0.0,
-        prompt_tokens=result.usage.prompt_tokens, completion_tokens=result.usage.completion_tokens,
-        tokens=result.usage.total_tokens, cost_usd=result.usage.cost_usd, llm_calls=result.usage.llm_calls,
+        prompt_tokens=result.usage.prompt_tokens,
+        completion_tokens=result.usage.completion_tokens,
+        tokens=result.usage.total_tokens,
+        cost_usd=result.usage.cost_usd,
+        llm_calls=result.usage.llm_calls,
         latency_ms=latency_ms,
-    )  # fmt: skip
+    )
     if rounds and not failed:
         record.round0_vote = _vote([(a.panelist, a.extracted) for a in rounds[0].answers], item)
         record.final_vote = _vote([(p, latest[p]) for p in order if p in latest], item)
@@ -197,7 +220,13 @@ def record_from_result(item: EvalItem, result: DebateResult, latency_ms: int) ->
 def record_from_error(item: EvalItem, panelists: list[str], error: BaseException, latency_ms: int) -> EvalRecord:
     """A failed record for a debate that raised instead of returning a result."""
     return EvalRecord(
-        id=item.id, question=item.question, gold=item.answer, type=item.type, choices=item.choices,
-        panelists=panelists, status=DebateStatus.failed.value, reason=f"{type(error).__name__}: {error}",
+        id=item.id,
+        question=item.question,
+        gold=item.answer,
+        type=item.type,
+        choices=item.choices,
+        panelists=panelists,
+        status=DebateStatus.failed.value,
+        reason=f"{type(error).__name__}: {error}",
         latency_ms=latency_ms,
-    )  # fmt: skip
+    )

@@ -26,8 +26,9 @@ QUESTION = 'Is 2+2 "4" & <b>bold</b>?'
 
 @pytest.fixture(scope="module")
 def web(tmp_path_factory, stub_server):
-    srv = ServiceServer(Settings(database_url=f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('web')}/svc.db"),
-                        stub_panel(stub_server)).start()  # fmt: skip
+    srv = ServiceServer(
+        Settings(database_url=f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('web')}/svc.db"), stub_panel(stub_server)
+    ).start()
     yield srv
     srv.stop()
 
@@ -167,7 +168,9 @@ def test_the_page_gets_a_publishable_key_never_a_secret_one(tmp_path, stub, monk
             assert '"key": null' in c.get("/").text  # open loopback service: no key needed
             secret = make_key(srv, "backend")
             public = make_key(srv, "page", [srv.url])
-            assert '<p class="cx-notice" role="note">This page is not set up to ask questions yet.</p>' in c.get("/").text
+            assert (
+                '<p class="cx-notice" role="note">This page is not set up to ask questions yet.</p>' in c.get("/").text
+            )
             srv.services.settings.page_key = secret
             page = c.get("/").text
             assert secret not in page and '"key": null' in page

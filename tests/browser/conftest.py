@@ -20,8 +20,14 @@ from tests.api.conftest import ServiceServer, ans, stub_panel
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 @pytest.fixture(scope="package")
@@ -90,7 +96,9 @@ def keyed_web(tmp_path_factory, stub_server) -> Iterator[ServiceServer]:
 
 def make_key(srv: ServiceServer, name: str, origins: list[str]) -> str:
     """Create a key in the running service's store and refresh its key cache."""
-    plain, _row = asyncio.run_coroutine_threadsafe(create_key(srv.services.store, name, origins), srv.server_loop).result(10)
+    plain, _row = asyncio.run_coroutine_threadsafe(
+        create_key(srv.services.store, name, origins), srv.server_loop
+    ).result(10)
     asyncio.run_coroutine_threadsafe(srv.services.keys.refresh(force=True), srv.server_loop).result(10)
     return plain
 
@@ -110,7 +118,7 @@ class HostSite:
                 body = f"""<!doctype html><html><head><meta charset="utf-8"><title>host</title>
 <style>* {{ color: rgb(255, 0, 0) !important; font-size: 9px !important; }} textarea, button {{ display: none !important; }}</style>
 </head><body><h1 id="host-title">A news site</h1>
-<script src="{html.escape(q.get('api', ''))}/widget.js" {attrs}></script>
+<script src="{html.escape(q.get("api", ""))}/widget.js" {attrs}></script>
 <p id="after">text after the widget</p></body></html>""".encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/html; charset=utf-8")

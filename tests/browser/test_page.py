@@ -41,7 +41,11 @@ def test_ask_page_runs_a_debate_three_answers_then_the_consensus(page, web, stub
     # How each position moved: carol 5 -> 4.
     rows = page.locator('[data-role="positions-table"] tbody tr')
     assert rows.filter(has_text="carol").locator("td").all_inner_texts() == ["5", "4"]
-    assert page.locator('[data-role="positions-table"] thead th').all_inner_texts() == ["Panelist", "Opening answers", "Round 1"]
+    assert page.locator('[data-role="positions-table"] thead th').all_inner_texts() == [
+        "Panelist",
+        "Opening answers",
+        "Round 1",
+    ]
     assert page.locator('[data-role="submit"]').get_attribute("aria-disabled") is None
     page.screenshot(path=str(artifacts / "debate-finished.png"), full_page=True)
 
@@ -199,8 +203,16 @@ def test_the_page_and_the_server_shorten_and_share_identically(page, web):
     from service.web import share_links, shorten
     from service.web_i18n import Translator
 
-    samples = ["What is 2+2?", "word " * 80, "दुनिया" * 60, "नमस्ते दुनिया " * 30, "اردو زبان  \n میں " * 25,
-               "emoji 😀 " * 50, "tab\tand\nnew  lines " * 20, "ᱥᱟᱱᱛᱟᱲᱤ " * 40]  # fmt: skip
+    samples = [
+        "What is 2+2?",
+        "word " * 80,
+        "दुनिया" * 60,
+        "नमस्ते दुनिया " * 30,
+        "اردو زبان  \n میں " * 25,
+        "emoji 😀 " * 50,
+        "tab\tand\nnew  lines " * 20,
+        "ᱥᱟᱱᱛᱟᱲᱤ " * 40,
+    ]
     page.goto(f"{web.url}/?lang=hi")
     got = page.evaluate(
         """([samples, messages]) => samples.map(s => [ConsensusCore.shorten(s, 200), ConsensusCore.shorten(s, 7),
@@ -223,7 +235,6 @@ def test_a_streaming_json_answer_shows_only_its_text_even_after_leading_blank_li
         'free text, not JSON',
     ].map(ConsensusCore.partialAnswer)""")
     assert shown == ["Yes, 91 = 7 x 13.", "fenced", "plain", "free text, not JSON"]
-
 
 
 def test_a_question_of_only_spaces_is_refused_with_a_message_in_the_page_language(page, web):

@@ -14,9 +14,12 @@ from tests.helpers import ans, make_panel, write_panel
 def setup(tmp_path, stub):
     panel = write_panel(tmp_path / "panel.toml", make_panel(stub=stub, synthesizer="judge", max_rounds=1))
     data = tmp_path / "data.jsonl"
-    data.write_text('{"id": "one", "question": "What is 2+2?", "answer": "4"}\n'
-                    '{"question": "no answer here"}\n'
-                    '{"id": "two", "question": "What is 2+3?", "answer": 5, "type": "number"}\n', encoding="utf-8")  # fmt: skip
+    data.write_text(
+        '{"id": "one", "question": "What is 2+2?", "answer": "4"}\n'
+        '{"question": "no answer here"}\n'
+        '{"id": "two", "question": "What is 2+3?", "answer": 5, "type": "number"}\n',
+        encoding="utf-8",
+    )
     for name in ("alice", "bob", "carol"):
         stub.script(name, [{"text": ans("4")}])
     stub.script("judge", [{"text": "The panel agrees: 4.\n\nAgreement: everyone says 4."}])
@@ -67,7 +70,19 @@ def test_ctrl_c_keeps_finished_questions_and_says_how_to_resume(tmp_path, stub):
     data.write_text("".join(f'{{"id": "q{i}", "question": "What is {i}+0?", "answer": {i}}}\n' for i in range(8)))
     out = tmp_path / "run"
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    args = [sys.executable, "-m", "consensus", "eval", str(data), "--panel-file", str(panel), "--out", str(out), "--concurrency", "1"]
+    args = [
+        sys.executable,
+        "-m",
+        "consensus",
+        "eval",
+        str(data),
+        "--panel-file",
+        str(panel),
+        "--out",
+        str(out),
+        "--concurrency",
+        "1",
+    ]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     records = out / "records.jsonl"
     deadline = time.monotonic() + 60
@@ -84,8 +99,11 @@ def test_ctrl_c_keeps_finished_questions_and_says_how_to_resume(tmp_path, stub):
 def test_eval_input_and_output_problems_are_one_line_each(tmp_path, stub):
     panel, data = setup(tmp_path, stub)
     long = tmp_path / "long.jsonl"
-    long.write_text('{"id": "big", "question": "%s", "answer": "4"}\n{"id": "ok", "question": "2+2?", "answer": "4"}\n'
-                    % ("x" * 9000), encoding="utf-8")  # fmt: skip
+    long.write_text(
+        '{"id": "big", "question": "%s", "answer": "4"}\n{"id": "ok", "question": "2+2?", "answer": "4"}\n'
+        % ("x" * 9000),
+        encoding="utf-8",
+    )
     out = tmp_path / "d[/]out"  # Rich markup in a path: a MarkupError traceback when it was printed
     p = cli_here("eval", str(long), "--panel-file", str(panel), "--out", str(out))
     assert p.returncode == 0, p.stderr

@@ -111,9 +111,7 @@ def test_builtin_loads_with_a_limit_and_well_formed_items(name: str) -> None:
         else:
             assert item.type == "choice" and item.choices is not None
             assert item.answer in "ABCDE"[: len(item.choices)]
-            assert "\nA. " in item.question and item.question.endswith(
-                "letter of the correct choice (A, B, C or D)."
-            )
+            assert "\nA. " in item.question and item.question.endswith("letter of the correct choice (A, B, C or D).")
 
 
 def _by_id(name: str) -> dict[str, EvalItem]:
@@ -172,9 +170,7 @@ def test_seeded_limit_is_a_deterministic_shuffle() -> None:
 def test_unknown_names_list_the_valid_ones() -> None:
     with pytest.raises(ValueError, match=r"unknown dataset 'gsm9k'.*gsm8k, mmlu:<subject>, arc-challenge"):
         load_dataset("gsm9k")
-    with pytest.raises(
-        ValueError, match=r"unknown MMLU subject 'astrology'; valid subjects: abstract_algebra"
-    ):
+    with pytest.raises(ValueError, match=r"unknown MMLU subject 'astrology'; valid subjects: abstract_algebra"):
         load_dataset("mmlu:astrology")
     with pytest.raises(ValueError, match="limit"):
         load_dataset("gsm8k", limit=-1)
@@ -194,9 +190,14 @@ def load_lines(tmp_path: Path, lines: list[str]):
 
 
 def test_a_gold_with_a_decimal_comma_is_that_number(tmp_path: Path) -> None:
-    """"3,5" loaded as 35 while the answer "3,5" was read as 3.5: right answers scored wrong."""
-    loaded = load_lines(tmp_path, ['{"id": "a", "question": "q?", "answer": "3,5", "type": "number"}',
-                                   '{"id": "b", "question": "q?", "answer": "1,234", "type": "number"}'])  # fmt: skip
+    """ "3,5" loaded as 35 while the answer "3,5" was read as 3.5: right answers scored wrong."""
+    loaded = load_lines(
+        tmp_path,
+        [
+            '{"id": "a", "question": "q?", "answer": "3,5", "type": "number"}',
+            '{"id": "b", "question": "q?", "answer": "1,234", "type": "number"}',
+        ],
+    )
     golds = {item.id: item.answer for item in loaded.items}
     assert golds == {"a": "3.5", "b": "1234"}
     from consensus.agreement import matches_gold
@@ -207,12 +208,15 @@ def test_a_gold_with_a_decimal_comma_is_that_number(tmp_path: Path) -> None:
 
 def test_numeric_golds_are_plain_decimals_and_must_be_finite(tmp_path: Path) -> None:
     """0.00001 loaded as the gold "1e-05", which no answer could match: answers are read without exponents."""
-    loaded = load_lines(tmp_path, [
-        '{"id": "small", "question": "q?", "answer": 0.00001}',
-        '{"id": "big", "question": "q?", "answer": 1e20}',
-        '{"id": "nan", "question": "q?", "answer": NaN}',
-        '{"id": "eleven", "question": "q?", "choices": ["a","b","c","d","e","f","g","h","i","j","k"], "answer": "k"}',
-    ])  # fmt: skip
+    loaded = load_lines(
+        tmp_path,
+        [
+            '{"id": "small", "question": "q?", "answer": 0.00001}',
+            '{"id": "big", "question": "q?", "answer": 1e20}',
+            '{"id": "nan", "question": "q?", "answer": NaN}',
+            '{"id": "eleven", "question": "q?", "choices": ["a","b","c","d","e","f","g","h","i","j","k"], "answer": "k"}',
+        ],
+    )
     golds = {item.id: item.answer for item in loaded.items}
     assert golds == {"small": "0.00001", "big": "100000000000000000000"}
     from consensus.agreement import matches_gold
@@ -225,12 +229,15 @@ def test_numeric_golds_are_plain_decimals_and_must_be_finite(tmp_path: Path) -> 
 
 
 def test_a_misspelt_field_is_named_and_other_fields_are_the_datasets_own(tmp_path: Path) -> None:
-    """"choises" was ignored: the item became a text item whose gold was the letter "B"."""
-    loaded = load_lines(tmp_path, [
-        '{"question": "Pick", "choises": ["x", "y"], "answer": "B"}',
-        '{"question": "2+2?", "answr": "4"}',
-        '{"question": "2+2?", "answer": "4", "subject": "arithmetic", "question_id": 17, "idx": 3, "answers": ["4"]}',
-    ])  # fmt: skip
+    """ "choises" was ignored: the item became a text item whose gold was the letter "B"."""
+    loaded = load_lines(
+        tmp_path,
+        [
+            '{"question": "Pick", "choises": ["x", "y"], "answer": "B"}',
+            '{"question": "2+2?", "answr": "4"}',
+            '{"question": "2+2?", "answer": "4", "subject": "arithmetic", "question_id": 17, "idx": 3, "answers": ["4"]}',
+        ],
+    )
     assert [i.id for i in loaded.items] == ["line-3"]  # near names of fields that are there are the dataset's own
     assert "line 1: unknown field 'choises'; did you mean 'choices'?" in loaded.problems[0]
     assert "line 2: unknown field 'answr'; did you mean 'answer'?" in loaded.problems[1]

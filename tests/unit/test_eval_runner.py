@@ -24,17 +24,34 @@ CHOICES = ["Lyon", "Paris", "Nice"]
 # id: (type, gold, [round-0 a, b, c], [round-1 a, b, c] or None, synthesizer text or None)
 SCRIPT = {
     "q01": ("number", "4", ["4", "4", "4"], None, "4"),
-    "q02": ("number", "10", ["10", "12", "12"], ["10", "10", "12"],
-            "The panel settles on 10.\n\nAgreement: two panelists say 10.\n\nDissent: Panelist C says 12."),
+    "q02": (
+        "number",
+        "10",
+        ["10", "12", "12"],
+        ["10", "10", "12"],
+        "The panel settles on 10.\n\nAgreement: two panelists say 10.\n\nDissent: Panelist C says 12.",
+    ),
     "q03": ("number", "7", ["7", "7", "9"], ["7", "9", "9"], "The answer is 9."),
     "q04": ("number", "3", ["5", "3", "6"], ["3", "3", "3"], "3"),
-    "q05": ("choice", "B", ["B", "C", "C"], ["B", "B", "C"], "The panel concludes (B).\n\nDissent: Panelist C chose C."),
-    "q06": ("text", "Paris", ["Paris", "Paris", "Lyon"], ["Paris", "Paris", "Paris"], "Paris is the capital of France."),
+    "q05": (
+        "choice",
+        "B",
+        ["B", "C", "C"],
+        ["B", "B", "C"],
+        "The panel concludes (B).\n\nDissent: Panelist C chose C.",
+    ),
+    "q06": (
+        "text",
+        "Paris",
+        ["Paris", "Paris", "Lyon"],
+        ["Paris", "Paris", "Paris"],
+        "Paris is the capital of France.",
+    ),
     "q07": ("number", "42", [ERR, "41", "41"], None, "41"),
     "q08": ("number", "100", ["100", "90", "80"], ["90", "90", "80"], "Final answer: 90"),
     "q09": ("number", "8", ["8", "8", "8"], None, "The answer is 9."),
     "q10": ("number", "5", [ERR, ERR, ERR], None, None),
-}  # fmt: skip
+}
 SEATS = ("a", "b", "c")
 
 
@@ -163,7 +180,9 @@ async def test_a_resume_with_a_smaller_limit_is_summarised_and_compared_on_its_o
     four = await run_eval(items({"q01", "q02", "q03", "q04"}), PANEL, QuestionFake(), tmp_path / "r")
     assert (four.resumed, four.new, len(four.records)) == (4, 0, 4)
     assert len(read_records(tmp_path / "r" / RECORDS)[0]) == 10
-    assert stable(load_summary(tmp_path / "r")) == stable(summarize(four.records, json.loads((tmp_path / "r" / "run.json").read_text())))
+    assert stable(load_summary(tmp_path / "r")) == stable(
+        summarize(four.records, json.loads((tmp_path / "r" / "run.json").read_text()))
+    )
     assert load_summary(tmp_path / "r")["n"] == 4 and "item_ids" not in load_summary(tmp_path / "r")["run"]
 
 
@@ -175,8 +194,9 @@ async def test_an_interrupted_run_keeps_what_finished_and_resumes_to_the_same_su
         if done >= 3 and task is not None:
             task.cancel()
 
-    task = asyncio.create_task(run_eval(items(), PANEL, QuestionFake(delay_s=0.01), tmp_path / "cut",
-                                        concurrency=2, progress=stop_after_three))  # fmt: skip
+    task = asyncio.create_task(
+        run_eval(items(), PANEL, QuestionFake(delay_s=0.01), tmp_path / "cut", concurrency=2, progress=stop_after_three)
+    )
     with pytest.raises(asyncio.CancelledError):
         await task
     kept, problems = read_records(tmp_path / "cut" / RECORDS)
@@ -200,7 +220,9 @@ async def test_a_half_written_last_line_is_dropped_reported_and_re_run(tmp_path)
 async def test_resuming_refuses_a_different_panel(tmp_path):
     await run_eval(items({"q01"}), PANEL, QuestionFake(), tmp_path)
     with pytest.raises(ValueError, match="its panel differs"):
-        await run_eval(items({"q01"}), make_panel(SEATS, seat={"temperature": 0.5}, max_rounds=1), QuestionFake(), tmp_path)
+        await run_eval(
+            items({"q01"}), make_panel(SEATS, seat={"temperature": 0.5}, max_rounds=1), QuestionFake(), tmp_path
+        )
 
 
 async def test_html_report_is_self_contained_and_escapes_dataset_text(tmp_path):
@@ -330,22 +352,32 @@ async def test_a_run_json_with_a_relative_dataset_path_resumes(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     info = {"dataset": "data/x.jsonl", "seed": None, "limit": None}
     await run_eval(items({"q01"}), PANEL, QuestionFake(), tmp_path / "r", run_info=info)
-    again = await run_eval(items({"q01"}), PANEL, QuestionFake(), tmp_path / "r",
-                           run_info={**info, "dataset": str(tmp_path / "data" / "x.jsonl")})  # fmt: skip
+    again = await run_eval(
+        items({"q01"}),
+        PANEL,
+        QuestionFake(),
+        tmp_path / "r",
+        run_info={**info, "dataset": str(tmp_path / "data" / "x.jsonl")},
+    )
     assert again.resumed == 1
 
 
 # The guard in research mode: a second scripted panel whose synthesizer is rejected in known ways.
 # id: (type, gold, [a, b, c] final answers, the analyst's reply or None, the synthesis writings in call order)
 PARIS = "Paris, because it is the capital."
-CLAIM_MAP = json.dumps({
-    "claims": [
-        {"text": "Paris", "asserts": [{"panelist": "A", "quote": "Paris"}, {"panelist": "B", "quote": "Paris"}],
-         "contradicts": []},
-        {"text": "Lyon", "asserts": [{"panelist": "C", "quote": "Lyon"}], "contradicts": []},
-    ],
-    "positions": [["A", "B"], ["C"]],
-})  # fmt: skip
+CLAIM_MAP = json.dumps(
+    {
+        "claims": [
+            {
+                "text": "Paris",
+                "asserts": [{"panelist": "A", "quote": "Paris"}, {"panelist": "B", "quote": "Paris"}],
+                "contradicts": [],
+            },
+            {"text": "Lyon", "asserts": [{"panelist": "C", "quote": "Lyon"}], "contradicts": []},
+        ],
+        "positions": [["A", "B"], ["C"]],
+    }
+)
 GUARDED = {
     "g01": ("number", "4", ["4", "4", "4"], None, ["4"]),
     "g02": ("number", "6", ["6", "6", "7"], None, ["<<<DATA-0123456789ab QUESTION\n6", "6"]),
@@ -354,12 +386,14 @@ GUARDED = {
     "g05": ("text", "Paris", [PARIS, PARIS, "Lyon, because it is bigger."], CLAIM_MAP, [PARIS]),
     "g06": ("text", "Nice", ["Nice, because it is sunny."] * 3, "no claim map here", ["Nice, because it is sunny."]),
     "g07": ("number", "9", ["9", "9", "9"], None, [ERR, "9"]),  # the synthesizer's call fails: b writes
-}  # fmt: skip
+}
 
 
 def guarded_items():
-    return [EvalItem(id=qid, question=f"{qid}: what is it?", answer=gold, type=kind)
-            for qid, (kind, gold, *_rest) in GUARDED.items()]  # fmt: skip
+    return [
+        EvalItem(id=qid, question=f"{qid}: what is it?", answer=gold, type=kind)
+        for qid, (kind, gold, *_rest) in GUARDED.items()
+    ]
 
 
 class GuardFake:
@@ -390,13 +424,23 @@ async def test_records_keep_each_rounds_method_and_the_consensus_checks_and_sour
     run = await run_eval(guarded_items(), PANEL, GuardFake(), tmp_path, concurrency=2, rounds=0)
     r = {x.id: x for x in run.records}
     assert {k: x.consensus_source for k, x in r.items()} == {
-        "g01": "synthesis", "g02": "synthesis_retry", "g03": "fallback_seat", "g04": "majority_answer",
-        "g05": "synthesis", "g06": "synthesis", "g07": "fallback_seat",
-    }  # fmt: skip
+        "g01": "synthesis",
+        "g02": "synthesis_retry",
+        "g03": "fallback_seat",
+        "g04": "majority_answer",
+        "g05": "synthesis",
+        "g06": "synthesis",
+        "g07": "fallback_seat",
+    }
     assert {k: [rnd.method for rnd in x.rounds] for k, x in r.items()} == {
-        "g01": ["exact"], "g02": ["exact"], "g03": ["exact"], "g04": ["exact"], "g05": ["claims"],
-        "g06": ["exact_fallback"], "g07": ["exact"],
-    }  # fmt: skip
+        "g01": ["exact"],
+        "g02": ["exact"],
+        "g03": ["exact"],
+        "g04": ["exact"],
+        "g05": ["claims"],
+        "g06": ["exact_fallback"],
+        "g07": ["exact"],
+    }
     assert [(w.seat, w.failed) for w in r["g02"].rejected] == [("a", ["no_scaffolding"])]
     assert [(w.seat, w.failed) for w in r["g03"].rejected] == [("a", ["majority_answer"])] * 2
     assert [(w.seat, w.failed) for w in r["g04"].rejected] == [("a", ["not_empty", "majority_answer"])] * 2 + [
@@ -418,13 +462,25 @@ async def test_the_summary_counts_guard_rejections_by_check_sources_and_agreemen
     g = s["guard"]
     assert (g["recorded"], g["unrecorded"], g["not_first_writing"]) == (7, 0, 4)  # g02, g03, g04, g07
     assert (g["rejected_debates"], g["rejected_writings"]) == (3, 6)  # g02 1, g03 2, g04 3; g07's failure is none
-    assert g["rejected_by_check"] == {"not_empty": 1, "no_scaffolding": 1, "majority_answer": 2, "labels_exist": 0,
-                                      "quotes_verbatim": 0, "language": 0, "no_false_unanimity": 0}  # fmt: skip
+    assert g["rejected_by_check"] == {
+        "not_empty": 1,
+        "no_scaffolding": 1,
+        "majority_answer": 2,
+        "labels_exist": 0,
+        "quotes_verbatim": 0,
+        "language": 0,
+        "no_false_unanimity": 0,
+    }
     assert g["shown_failing"] == dict.fromkeys(CHECKS, 0)
     assert {k: (v["correct"], v["n"]) for k, v in g["source"].items()} == {
-        "synthesis": (3, 3), "synthesis_retry": (1, 1), "fallback_seat": (1, 2), "majority_answer": (1, 1),
-    }  # fmt: skip
-    by_method = {m: {b["label"]: (b["correct"], b["n"]) for b in bs} for m, bs in s["agreement_vs_accuracy_by_method"].items()}
+        "synthesis": (3, 3),
+        "synthesis_retry": (1, 1),
+        "fallback_seat": (1, 2),
+        "majority_answer": (1, 1),
+    }
+    by_method = {
+        m: {b["label"]: (b["correct"], b["n"]) for b in bs} for m, bs in s["agreement_vs_accuracy_by_method"].items()
+    }
     assert by_method == {
         "exact": {"[0, 0.5)": (0, 0), "[0.5, 0.8)": (2, 3), "[0.8, 1]": (2, 2)},  # g02 g03 g04 at 2/3; g01 g07
         "claims": {"[0, 0.5)": (0, 0), "[0.5, 0.8)": (1, 1), "[0.8, 1]": (0, 0)},  # g05: the verified 2 of 3

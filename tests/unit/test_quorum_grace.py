@@ -77,8 +77,9 @@ async def test_seats_on_the_embedded_model_are_never_stragglers():
 
     seats = [Seat(name=n, model="local/smollm2") for n in "abc"]
     panel = Panel(panelists=seats, synthesizer=seats[0], debate=DebateSettings(max_rounds=0))
-    fake = ScriptedProvider(script={"a": [Step(final="4"), Step(text="4.")], "b": [Step(final="4")],
-                                    "c": [Step(final="4", delay_s=0.3)]})  # fmt: skip
+    fake = ScriptedProvider(
+        script={"a": [Step(final="4"), Step(text="4.")], "b": [Step(final="4")], "c": [Step(final="4", delay_s=0.3)]}
+    )
     r = await debate("2+2?", panel, fake, DebateOptions(language="en", quorum_grace=GRACE))
     assert sorted(a.panelist for a in r.rounds[0].answers) == ["a", "b", "c"]
     assert not any(a.late for a in r.rounds[0].answers)

@@ -18,7 +18,7 @@ from consensus.types import Seat
             "auto",
             "openai-compatible",
             "meta-llama/Llama-3.1-8B",
-        ),  # fmt: skip
+        ),
         ("openai/gpt-4o-mini", None, "auto", "litellm", "gpt-4o-mini"),  # OpenAI itself: LiteLLM maps parameters
         ("anthropic/claude-3-5-haiku-latest", None, "auto", "litellm", "anthropic/claude-3-5-haiku-latest"),
         ("ollama/llama3", "http://127.0.0.1:11434", "auto", "litellm", "ollama/llama3"),  # not OpenAI's API
@@ -29,7 +29,7 @@ from consensus.types import Seat
             "openai-compatible",
             "openai-compatible",
             "meta-llama/Llama-3.1-8B",
-        ),  # fmt: skip
+        ),
         ("local/smollm2", None, "auto", "local", "local/smollm2"),
     ],
 )
