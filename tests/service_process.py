@@ -51,7 +51,8 @@ class ServiceProcess:
             NO_PROXY="127.0.0.1,localhost",
             DATABASE_URL=self.database_url,
             CONSENSUS_REPLICA_ID=self.name,
-            **self.env,
+            # The replica and restart tests time slow seats against leases: every seat is waited for.
+            **{"CONSENSUS_QUORUM_GRACE": "false", **self.env},
         )
         cmd = [
             sys.executable,

@@ -38,6 +38,16 @@ from tests.api.conftest import (
 from tests.helpers import make_panel, write_panel
 from tests.service_process import REPLICA_PANEL, ServiceProcess
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _wait_for_every_seat():
+    """These tests time slow seats against leases and replays: quorum grace (on by default in the service) would
+    move their rounds on without the slow seat, which is another behaviour (tested in test_debates_api.py)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CONSENSUS_QUORUM_GRACE", "false")
+        yield
+
+
 pytestmark = pytest.mark.postgres
 LEASE_S = 3  # short, so a dead replica's debate is adopted within seconds
 
