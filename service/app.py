@@ -19,6 +19,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from consensus.errors import ConsensusError
@@ -53,6 +54,9 @@ def create_app(settings: Settings | None = None, panel: Panel | None = None, pro
     if panel is None:
         panel = configured_panel(settings)
     services = AppServices(settings, panel, provider or build_provider(panel))
+    from service.mcp import McpEndpoint
+
+    mcp = McpEndpoint(services)  # the MCP server at /mcp (streamable HTTP), behind the same keys
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -72,13 +76,14 @@ def create_app(settings: Settings | None = None, panel: Panel | None = None, pro
             "serving",
             extra={"replica": settings.replica_id, "panel": panel.source, "db": settings.database_url.split("://")[0]},
         )
-        try:
-            yield
-        finally:
-            services.ready = False
-            await services.runner.shutdown()
-            await close_provider(services.runner.provider)
-            await services.store.close()
+        async with mcp.sessions():  # exits last: MCP calls still following a debate see it end or drain
+            try:
+                yield
+            finally:
+                services.ready = False
+                await services.runner.shutdown()
+                await close_provider(services.runner.provider)
+                await services.store.close()
 
     app = FastAPI(
         title="consensus",
@@ -102,6 +107,7 @@ def create_app(settings: Settings | None = None, panel: Panel | None = None, pro
     app.include_router(debates_router)
     app.include_router(openai_router)
     app.include_router(web_router)
+    app.router.routes.append(Route("/mcp", mcp, methods=["GET", "POST", "DELETE"], include_in_schema=False))
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -13,6 +13,7 @@ import typer
 
 from consensus.cli.common import err, fail, out
 from consensus.cli.debate import LiveView, ask, chat, panels, print_result
+from consensus.cli.mcp import mcp_command
 from consensus.cli.research import compare_command, eval_command
 from consensus.cli.serve import keys_app, serve
 
@@ -23,6 +24,7 @@ COMMANDS: list[tuple[str, Callable[..., Any]]] = [
     ("eval", eval_command),
     ("compare", compare_command),
     ("serve", serve),
+    ("mcp", mcp_command),
 ]
 GROUPS: list[tuple[str, typer.Typer]] = [("keys", keys_app)]
 
