@@ -31,6 +31,8 @@ from consensus.rounds import (
     new_marker,
     opening_messages,
     parse_reply,
+    prompt_chars,
+    seat_budget,
     thread_block,
     with_thread,
 )
@@ -113,16 +115,6 @@ def validate_request(question: str, panel: Panel, options: DebateOptions) -> tup
     if not 0 <= rounds <= 10:
         raise QuestionError("rounds", f"must be between 0 and 10, got {rounds}")
     return q, language, rounds
-
-
-def prompt_chars(messages: list[Message]) -> int:
-    """The size of a prompt in characters, as the budgets count it."""
-    return sum(len(m.content) for m in messages)
-
-
-def seat_budget(seat: Seat) -> int | None:
-    """The prompt tokens a seat can take: its context window less its answer's room (None: unbounded)."""
-    return seat.context_window - (seat.max_tokens or 256) if seat.context_window else None
 
 
 def follow_up_language(question: str, thread_language: str) -> str:
@@ -401,7 +393,7 @@ class _Debate:
                     index,
                     self.result.language,
                     self.marker,
-                    self.budget(seat),
+                    seat_budget(seat),
                     contested,
                 )
             messages = threaded(messages, seat, seat.name, self.opts.thread, self.marker)
@@ -480,7 +472,7 @@ class _Debate:
         finals = sorted(((self.index[n], a) for n, a in latest.items()), key=lambda t: t[0])
         labels = {label_for(i): a.panelist for i, a in finals}
         answers = {a.panelist: quotable_answer(a) for _, a in finals}
-        messages = analysis_messages(self.result.question, finals, self.result.language, self.marker, self.budget(seat))
+        messages = analysis_messages(self.result.question, finals, self.result.language, self.marker, seat_budget(seat))
         try:
             done = await self.reviewers.complete(seat, messages, timeout_s=self.timeout(seat), schema=CLAIM_MAP_SCHEMA)
         except ProviderError as err:
@@ -508,9 +500,6 @@ class _Debate:
         """Hand a copy of the state so far to whoever persists it (before the event goes out)."""
         if self.opts.on_checkpoint is not None:
             self.opts.on_checkpoint(_copied(self.result))
-
-    def budget(self, seat: Seat) -> int | None:
-        return seat_budget(seat)
 
     def timeout(self, seat: Seat) -> float:
         return seat.timeout_s or self.settings.call_timeout_s

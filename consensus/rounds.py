@@ -26,6 +26,16 @@ ANSWER_SCHEMA = {
 }
 
 
+def prompt_chars(messages: Sequence[Message]) -> int:
+    """The size of a prompt in characters, as the budgets count it."""
+    return sum(len(m.content) for m in messages)
+
+
+def seat_budget(seat: Seat) -> int | None:
+    """The prompt tokens a seat can take: its context window less its answer's room (None: unbounded)."""
+    return seat.context_window - (seat.max_tokens or 256) if seat.context_window else None
+
+
 def new_marker() -> str:
     """A random per-debate fence token a model cannot guess."""
     return "DATA-" + secrets.token_hex(6)
@@ -180,7 +190,7 @@ def debate_messages(
         return msgs
     budget_chars = budget_tokens * CHARS_PER_TOKEN
     for _ in range(12):
-        size = sum(len(m.content) for m in msgs)
+        size = prompt_chars(msgs)
         if size <= budget_chars:
             break
         excess = size - budget_chars

@@ -20,7 +20,7 @@ from consensus.claims import claim_map_prompt, normalize_quote
 from consensus.errors import ProviderError
 from consensus.guard import check_consensus, guard_passed, majority_answer_consensus_text, rejection_feedback
 from consensus.providers.base import Completion, DeltaSink, Provider
-from consensus.rounds import label_for, parse_reply, shorten, synthesis_messages
+from consensus.rounds import label_for, parse_reply, seat_budget, shorten, synthesis_messages
 from consensus.types import (
     Agreement,
     Analysis,
@@ -91,6 +91,39 @@ class SynthesisInput:
     seats: int  # panelists on the panel, answered or not
     panelists: Sequence[str] = ()  # every panelist's name, in seat order
 
+    @property
+    def latest(self) -> dict[str, ModelAnswer]:
+        """Each answering panelist's latest answer, by name."""
+        return {a.panelist: a for _, a in self.finals}
+
+    @property
+    def answers(self) -> dict[str, str]:
+        """Each answering panelist's answer text, as the synthesizer was shown it."""
+        return {a.panelist: a.answer for _, a in self.finals}
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """Each answering panelist's anonymous label, by name."""
+        return {a.panelist: label_for(i) for i, a in self.finals}
+
+    @property
+    def closed(self) -> bool:
+        """Closed-form answers (no claim map): the guard compares the stated answer with the majority."""
+        return self.analysis is None
+
+    def check(self, text: str) -> list[Check]:
+        """Every check of the guard on a consensus `text` written from this input."""
+        return check_consensus(
+            text,
+            marker=self.marker,
+            agreement=self.agreement,
+            answers=self.answers,
+            labels={label: name for name, label in self.labels.items()},
+            language=self.language,
+            closed=self.closed,
+            seats=self.seats,
+        )
+
 
 async def synthesize_consensus(
     provider: Provider,
@@ -101,31 +134,17 @@ async def synthesize_consensus(
     on_delta: Callable[[Seat], DeltaSink | None],
 ) -> tuple[Consensus, list[tuple[Seat, ProviderError]]]:
     """Ask the synthesizer (then each fallback seat) for the consensus, check it, and report every failure."""
-    labels = {a.panelist: label_for(i) for i, a in given.finals}
-    latest = {a.panelist: a for _, a in given.finals}
-    answers = {a.panelist: a.answer for _, a in given.finals}
-    by_label = {label: name for name, label in labels.items()}
-    closed = given.analysis is None
+    labels = given.labels
+    latest = given.latest
     failures: list[tuple[Seat, ProviderError]] = []
     rejected: list[RejectedWriting] = []
     attempts = 0
     usage = Usage()
     costs: list[float | None] = []
+    by_label = {label: name for name, label in labels.items()}
     claim_map = claim_map_prompt(given.analysis, by_label, given.marker) if given.analysis else ""
     summary = agreement_summary(given.agreement, labels, given.seats)
     positions = positions_text(given.agreement)
-
-    def check(text: str) -> list[Check]:
-        return check_consensus(
-            text,
-            marker=given.marker,
-            agreement=given.agreement,
-            answers=answers,
-            labels=by_label,
-            language=given.language,
-            closed=closed,
-            seats=given.seats,
-        )
 
     # The synthesizer writes, and writes once more when the guard rejects it; a fallback seat writes once.
     tries: list[tuple[Seat, ConsensusSource]] = [(synthesizer, "synthesis"), (synthesizer, "synthesis_retry")]
@@ -138,7 +157,7 @@ async def synthesize_consensus(
             continue
         if source == "fallback_seat" and rejected and guard_fallback_used:
             break  # one fallback seat after the synthesizer's two rejected writings, then the majority answer
-        budget = seat.context_window - (seat.max_tokens or 256) if seat.context_window else None
+        budget = seat_budget(seat)
         messages = synthesis_messages(
             given.question,
             given.finals,
@@ -161,7 +180,7 @@ async def synthesize_consensus(
         usage = usage + done.usage
         costs.append(done.cost_usd)
         text = consensus_text(done.text)
-        checks = check(text)
+        checks = given.check(text)
         if guard_passed(checks):
             if source == "synthesis" and failures:
                 source = "fallback_seat"  # the synthesizer's call failed: this is another seat's writing
@@ -186,33 +205,22 @@ async def synthesize_consensus(
     # Nobody wrote a consensus that passed: the verified majority's answer, labelled as such.
     text = majority_text(given)
     return _consensus(
-        given, latest, text, None, "majority_answer", check(text), failures, rejected, attempts, usage, costs, 0
+        given, latest, text, None, "majority_answer", given.check(text), failures, rejected, attempts, usage, costs, 0
     ), failures
 
 
 def majority_text(given: SynthesisInput) -> str:
     """The verified majority's answer verbatim, labelled as the majority answer in the debate's language."""
-    answers = {a.panelist: a.answer for _, a in given.finals}
-    text = majority_answer_consensus_text(given.agreement, answers, given.language, closed=given.analysis is None)
+    text = majority_answer_consensus_text(given.agreement, given.answers, given.language, closed=given.closed)
     return text or next((a.answer for _, a in given.finals if a.answer.strip()), "")
 
 
 def majority_consensus(given: SynthesisInput, reason: str) -> Consensus:
     """A consensus of the verified majority's answer when no synthesis could run (the deadline ran out first)."""
-    labels = {a.panelist: label_for(i) for i, a in given.finals}
     text = majority_text(given)
-    checks = check_consensus(
-        text,
-        marker=given.marker,
-        agreement=given.agreement,
-        answers={a.panelist: a.answer for _, a in given.finals},
-        labels={label: name for name, label in labels.items()},
-        language=given.language,
-        closed=given.analysis is None,
-        seats=given.seats,
+    return _consensus(
+        given, given.latest, text, None, "majority_answer", given.check(text), [], [], 0, Usage(), [], 0, reason
     )
-    latest = {a.panelist: a for _, a in given.finals}
-    return _consensus(given, latest, text, None, "majority_answer", checks, [], [], 0, Usage(), [], 0, reason)
 
 
 def _consensus(
