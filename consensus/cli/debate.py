@@ -310,7 +310,7 @@ def print_result(r: DebateResult) -> None:
     out.rule("Consensus")
     c = r.consensus
     if c:
-        who = f"synthesized by {c.synthesizer}" if c.synthesizer else "no synthesizer"
+        who = f"synthesized by {c.synthesizer}" if c.synthesizer else "no synthesis passed the checks"
         last = r.rounds[-1].agreement if r.rounds else None
         sizes = sorted((len(k.panelists) for k in last.clusters), reverse=True) if last else []
         # A tie has no majority: the vote's seat-order tie-break is for scoring, not to print as one.
@@ -329,11 +329,16 @@ def print_result(r: DebateResult) -> None:
                 style="yellow",
             )
         if c.source == "majority_answer":
-            out.print(Text("not checked synthesis: the verified majority's answer is shown", style="yellow"))
+            out.print(
+                Text(
+                    "The moderator's text did not pass the checks: this is the panel's verified majority answer.",
+                    style="yellow",
+                )
+            )
         else:
-            out.print(Text(f"checked against the panel's answers ({c.source})", style="green"))
+            out.print(Text(f"Checked against the panel's answers ({c.source}).", style="green"))
         if c.fallback:
-            out.print(Text("fallback: ", style="yellow") + Text(c.fallback_reason or ""))
+            out.print(Text("why: ", style="yellow") + Text(c.fallback_reason or ""))
         out.print(Text(c.answer))
         for d in c.dissent:
             out.print(f"[magenta]dissent[/] {escape(', '.join(d.panelists))}: {escape(d.final_answer)}")
