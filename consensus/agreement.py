@@ -382,6 +382,9 @@ _LABELS = (
     "|सहमति|असहमति|मतभेद|اتفاق|الاتفاق|اختلاف|الخلاف|معارضة|اتفاق رائے|اختلاف رائے"
 )
 _SECTION = re.compile(rf"(?im)^[ \t]*[#>*_ \t]*(?:{_LABELS})(?!\w)[*_ \t]*[:：]")
+# The same label after a sentence's end on the answer's own line ("… is 42. Agreement: 2 of 3"): its counts are
+# not the answer.
+_INLINE_SECTION = re.compile(rf"(?i)(?<=[.!?。;])[ \t]+[*_]*(?:{_LABELS})(?!\w)[*_ \t]*[:：]")
 _FINAL = re.compile(r"(?im)^[ \t]*[#>*_ \t]*final answer[*_ \t]*[:：][ \t]*(.+?)[ \t]*$")
 _NUMBER_IN_TEXT = re.compile(
     r"(?<![\w.,])-?(?:\d{1,3}(?:\.\d{3})+,\d+(?!\d)|\d+,\d{1,2}(?![\d,])|(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?!\d))"
@@ -397,8 +400,8 @@ _REJECTED = re.compile(r"\s+(?:is|was|seems|looks|appears)\s+(?:not\b|wrong|inco
 
 def answer_reading(text: str) -> str:
     """The part of a reply that states the answer: before Agreement/Dissent, or the Final answer line."""
-    section = _SECTION.search(text)
-    head = text[: section.start()] if section and text[: section.start()].strip() else text
+    cuts = sorted(m.start() for pattern in (_SECTION, _INLINE_SECTION) for m in pattern.finditer(text))
+    head = next((text[:cut] for cut in cuts if text[:cut].strip()), text)
     finals = _FINAL.findall(head)
     return str(finals[-1]).strip().strip("*_").strip() if finals else head.strip()
 

@@ -4,9 +4,10 @@ How an answer is read and scored (quoted in the README):
 
 1. Which text is read. A panelist's ``final_answer`` when it replied in the requested JSON
    format, else its whole reply. The consensus is the synthesizer's free text: everything from
-   the first line that starts with "Agreement:" or "Dissent:" (or their Spanish, French,
-   Portuguese, German, Italian, Hindi, Arabic or Urdu words) on is cut off (those paragraphs
-   quote the minority's answers); if a line "Final answer: X" remains, only X is read.
+   the first "Agreement:" or "Dissent:" (or their Spanish, French, Portuguese, German, Italian,
+   Hindi, Arabic or Urdu words) that starts a line or follows a sentence's end on it ("... $18.
+   Agreement: 2 of 3") on is cut off (those paragraphs quote the minority's answers and counts);
+   if a line "Final answer: X" remains, only X is read.
 2. number items: the text itself when it is one number ("1,234", "$42", "3/4", "50%", and
    decimal commas: "3,5" and "12,50 €" are 3.5 and 12.5, "1.234,5" is 1234.5),
    else the LAST number in it ("16 - 3 - 4 = 9, so $18" -> 18). Equal to the gold when the

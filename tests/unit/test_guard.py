@@ -81,6 +81,20 @@ def test_the_minority_number_is_rejected_and_the_majority_passes():
     assert "majority_answer" in failed("Janet makes some money.")  # unreadable: eval would score it wrong
 
 
+def test_agreement_counts_on_the_answers_own_line_are_not_read_as_the_answer():
+    """'... answers 42. Agreement: 2 of 3' used to read as 3, and a correct consensus was rejected."""
+    for text in (
+        "Janet makes $18 a day. Agreement: 2 of 3 panelists.",
+        "Janet makes $18 a day. **Dissent:** Panelist C said 20.",
+        "Janet makes $18 a day; agreement: 2 of 3.",
+    ):
+        assert extract_answer(text, "number") == "18", text
+        assert failed(text) == [], text
+    # A sentence that merely mentions agreement mid-line is not cut: its number is still the answer.
+    assert extract_answer("In agreement with the others, Janet makes $18 a day.", "number") == "18"
+    assert "majority_answer" in failed("Janet makes $20 a day. Agreement: 1 of 3.")
+
+
 def test_the_guard_reads_the_answer_with_evals_reading():
     text = "First 16 - 3 - 4 = 9, then 9 x 2 = 18, so $18.\n\nDésaccord : le panéliste C dit 20."
     assert extract_answer(text, "number") == "18" and failed(text, language="en") == []
