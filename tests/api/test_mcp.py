@@ -123,15 +123,21 @@ async def assert_failed_debate_is_a_tool_error(client: Client, stub) -> None:
     assert stub.hits() == dict.fromkeys(SEATS, 1)  # a 401 is not retried
 
 
+SLOW_S = 1.0  # how long each opening takes in the cancelled call
+
+
 async def cancel_once_asked(client: Client, stub) -> str:
-    """Call ask_panel on seats that hang, cancel the call once every opening reached the stub; the debate's id."""
+    """Call ask_panel on seats whose openings take SLOW_S and disagree, cancel the call once every opening reached
+    the stub, and check the debate stopped there: had it gone on, round 1 would reach the stub once the openings
+    came back. The debate's id."""
     stub.reset()
-    script_all(stub, {"fault": "hang"})
+    for name, first in zip(SEATS, ("4", "5", "6"), strict=True):
+        stub.script(name, [{"text": ans(first), "delay_s": SLOW_S}, {"text": ans("4")}])
     progress = Progress()
     async with anyio.create_task_group() as tg:
 
         async def call() -> None:
-            await client.call_tool("ask_panel", {"question": "Will you ever answer?"}, progress_callback=progress)
+            await client.call_tool("ask_panel", {"question": "What is 2 + 2?"}, progress_callback=progress)
             raise AssertionError("the call returned")
 
         tg.start_soon(call)
@@ -141,6 +147,8 @@ async def cancel_once_asked(client: Client, stub) -> str:
 
         await polled(every_opening_asked)
         tg.cancel_scope.cancel()
+    await anyio.sleep(2 * SLOW_S + 0.5)  # the openings would have come back, and round 1 started
+    assert stub.hits() == dict.fromkeys(SEATS, 1), "the debate went on after its call was cancelled"
     return started_id(progress)
 
 
