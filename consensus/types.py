@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -265,6 +266,14 @@ class Analysis(BaseModel):
     attempts: int = 0
 
 
+def coverage_label(score: float, answered: int, seats: int, missing: Sequence[str]) -> str:
+    """An agreement with the answers it covers: "100%", or "100% of 2 of 3 answers (carol missing)"."""
+    pct = f"{score:.0%}"
+    if not missing:
+        return pct
+    return f"{pct} of {answered} of {seats} answers ({', '.join(missing)} missing)"
+
+
 class Round(BaseModel):
     """A round: 0 holds the openings, then one per debate round."""
 
@@ -272,6 +281,14 @@ class Round(BaseModel):
     answers: list[ModelAnswer]
     agreement: Agreement | None = None
     analysis: Analysis | None = None
+
+    def agreement_label(self, panelists: Sequence[str]) -> str | None:
+        """This round's agreement, naming the panelists with no answer in it; None before it was measured."""
+        if self.agreement is None:
+            return None
+        answered = {a.panelist for a in self.answers if a.ok}
+        missing = [p for p in panelists if p not in answered]
+        return coverage_label(self.agreement.score, len(panelists) - len(missing), len(panelists), missing)
 
 
 class Dissent(BaseModel):
@@ -325,10 +342,9 @@ class Consensus(BaseModel):
     @property
     def agreement_label(self) -> str:
         """The agreement as every surface words it: "100%", or "100% of 2 of 3 answers (carol missing)"."""
-        pct = f"{self.agreement:.0%}"
-        if not self.missing or self.answered is None or self.seats is None:
-            return pct
-        return f"{pct} of {self.answered} of {self.seats} answers ({', '.join(self.missing)} missing)"
+        if self.answered is None or self.seats is None:
+            return f"{self.agreement:.0%}"
+        return coverage_label(self.agreement, self.answered, self.seats, self.missing)
 
 
 class PanelistInfo(BaseModel):

@@ -245,7 +245,7 @@ class LiveView:
         self.text: dict[str, str] = {s.name: "" for s in panel.panelists}
         self.state: dict[str, str] = {s.name: "waiting" for s in panel.panelists}
         self.round = 0
-        self.agreement: float | None = None
+        self.agreement: str | None = None
         self.analysis = ""
         self.consensus = ""
 
@@ -268,7 +268,7 @@ class LiveView:
         elif isinstance(e, AnalysisCompleted):
             self.analysis = "claim map verified" if e.analysis.verified else "claim map fell back"
         elif isinstance(e, RoundCompleted) and e.round_result.agreement:
-            self.agreement = e.round_result.agreement.score
+            self.agreement = e.round_result.agreement_label([s.name for s in self.panel.panelists])
         elif isinstance(e, ConsensusDelta):
             restart = bool(e.data and e.data.get("restart"))
             self.consensus = e.delta if restart else self.consensus + e.delta
@@ -276,7 +276,7 @@ class LiveView:
     def render(self) -> Group:
         head = Text(f"Round {self.round}", style="bold")
         if self.agreement is not None:
-            head.append(f"   agreement {self.agreement:.0%}")
+            head.append(f"   agreement {self.agreement}")
         if self.analysis:
             head.append(f"   {self.analysis}")
         panels: list[Any] = [head]
@@ -292,7 +292,8 @@ def print_result(r: DebateResult) -> None:
     """Every model's answer per round, then the consensus."""
     for rnd in r.rounds:
         title = "Openings" if rnd.index == 0 else f"Debate round {rnd.index}"
-        agree = f" — agreement {rnd.agreement.score:.0%} ({rnd.agreement.method})" if rnd.agreement else ""
+        label = rnd.agreement_label([p.name for p in r.panel])
+        agree = f" — agreement {label} ({rnd.agreement.method})" if rnd.agreement and label else ""
         out.rule(f"{title}{agree}")
         for a in rnd.answers:
             if a.ok:
@@ -344,6 +345,13 @@ def print_result(r: DebateResult) -> None:
             out.print(f"[magenta]dissent[/] {escape(', '.join(d.panelists))}: {escape(d.final_answer)}")
         if c.claims:
             out.print(claims_table(c, [p.name for p in r.panel]))
+        analysed = [rnd.analysis for rnd in r.rounds if rnd.analysis]
+        for drop in analysed[-1].dropped if analysed else []:  # model text: never markup
+            out.print(
+                Text("dropped ", style="yellow")
+                + Text(f"{drop.panelist} {drop.stance} {drop.claim!r}")
+                + Text(f" (quote {drop.quote!r}): {drop.reason}" if drop.quote else f": {drop.reason}")
+            )
         out.print(checks_table(c))
     cost = "unknown" if r.usage.cost_usd is None else f"${r.usage.cost_usd:.4f}"
     out.print(

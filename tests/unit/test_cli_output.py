@@ -5,6 +5,7 @@ from __future__ import annotations
 from consensus import cli
 from consensus.engine import DebateOptions, debate
 from consensus.providers.fake import ScriptedProvider, Step
+from consensus.types import RoundCompleted
 from tests.helpers import make_panel
 
 NASTY = ("a[/]b", "[bold magenta]PWNED[/bold magenta]", "[link=http://x.example]click[/link]")
@@ -121,6 +122,7 @@ async def test_the_result_shows_the_claim_map_the_checks_and_the_missing_seat():
                 "asserts": [{"panelist": "B", "quote": "cost control"}],
                 "contradicts": [{"panelist": "A", "quote": "evaluation matter most"}],
             },
+            {"text": "Ethics", "asserts": [{"panelist": "A", "quote": "ethics above all"}]},  # invented quote
         ],
         "positions": [["A", "B"]],
     }
@@ -145,3 +147,14 @@ async def test_the_result_shows_the_claim_map_the_checks_and_the_missing_seat():
     assert rows["Cost control"].count("asserts") == 1 and "·" in rows["Cost control"]  # c: silent
     assert "missing: c (no answer): the agreement covers 2 of 3 panelists" in shown
     assert "of 2 of 3 answers (c missing)" in shown and "no_scaffolding" in shown and "majority_answer" in shown
+    # The round's header too: an agreement over 2 answers of 3 seats is never a bare percentage.
+    [header] = [line for line in shown.splitlines() if "Openings" in line]
+    assert f"agreement {r.rounds[0].agreement.score:.0%} of 2 of 3 answers (c missing)" in header, header
+    view = cli.LiveView(make_panel("abc", max_rounds=0))
+    view.update(RoundCompleted(seq=1, debate_id="d", round=0, round_result=r.rounds[0]))
+    with cli.out.capture() as cap:
+        cli.out.print(view.render())
+    assert "of 2 of 3 answers (c missing)" in cap.get()
+    # The attribution whose quote is not in A's answer is dropped, and the result says so.
+    [dropped] = [line for line in shown.splitlines() if line.startswith("dropped ")]
+    assert "'Ethics'" in dropped and "'ethics above all'" in dropped and "A" in dropped, dropped
