@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -87,7 +88,9 @@ def panel_from_mapping(data: Mapping[str, Any], src: str) -> Panel:
     """Validate the parsed contents of a panel file."""
     unknown = set(data) - {"debate", "panelist", "synthesizer", "analyst"}
     if unknown:
-        raise ConfigError(src, sorted(unknown)[0], "unknown table or key (expected debate, panelist, synthesizer)")
+        raise ConfigError(
+            src, sorted(unknown)[0], "unknown table or key (expected debate, panelist, synthesizer, analyst)"
+        )
     entries = data.get("panelist")
     if not isinstance(entries, list) or not entries:
         raise ConfigError(src, "panelist", "at least 2 [[panelist]] tables are required")
@@ -113,6 +116,12 @@ def panel_from_mapping(data: Mapping[str, Any], src: str) -> Panel:
 def _seat(entry: Any, where: str, src: str) -> Seat:
     if not isinstance(entry, dict):
         raise ConfigError(src, where, "must be a table")
+    unknown = sorted(set(entry) - set(Seat.model_fields))
+    if unknown:  # before "model is required": a misspelt `modle` is the error to name
+        near = difflib.get_close_matches(unknown[0], list(Seat.model_fields), n=1)
+        raise ConfigError(
+            src, f"{where}.{unknown[0]}", "unknown field" + (f" (did you mean {near[0]}?)" if near else "")
+        )
     if "model" not in entry:
         raise ConfigError(src, f"{where}.model", "is required (any LiteLLM model id, e.g. openai/gpt-4o-mini)")
     data = dict(entry)

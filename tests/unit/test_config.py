@@ -44,6 +44,9 @@ def test_a_good_file_loads(tmp_path):
         (GOOD.replace("max_rounds = 3", "max_rounds = -1"), "debate.max_rounds", "greater than or equal"),
         (GOOD.replace('panelist = "gpt"', 'panelist = "nobody"'), "synthesizer.panelist", "nobody"),
         (GOOD + "\n[extra]\nx=1\n", "extra", "unknown"),
+        (GOOD + "\n[extra]\nx=1\n", "extra", "analyst"),  # the hint lists every table
+        (GOOD.replace('model = "local/smollm2"', 'modle = "local/smollm2"'), "panelist[1].modle", "did you mean model"),
+        (GOOD + '\n[analyst]\nmodle = "openai/judge"\n', "analyst.modle", "did you mean model"),
         ("[[panelist]]\nname='a'\nmodel='openai/a'\n", "panelist", "2 to 7"),
         (
             GOOD.replace("temperature = 0.7", 'transport = "openai-compatible"'),
