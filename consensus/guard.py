@@ -23,7 +23,8 @@ software text only):
 - ``language``: when detection is confident, the text is in the debate's language, or one written in
   the same script that detection cannot tell apart (Hindi/Marathi/Nepali, Arabic/Urdu/Sindhi/Persian,
   Bengali/Assamese). Quotations, labels and numbers are left out first. A Latin-script text of fewer
-  than 12 words passes (langdetect guesses those at random, and sure of itself), and so does a text of
+  than 12 distinct words passes (langdetect guesses those at random, and sure of itself, and a small
+  model's repetitions, "Answer: C. Answer C. ...", read as German), and so does a text of
   which 20 % or more of the words are the debate language's function words (agreement.FUNCTION_WORDS);
   otherwise language.detect_language must settle on a language rather than its default to reject.
 - ``no_false_unanimity``: the text does not call the panel unanimous ("unanimous", "all panelists
@@ -296,8 +297,8 @@ def _language(text: str, language: str, mentions: Sequence[tuple[int, int, list[
     prose = _DIGITS.sub(" ", _QUOTED.sub(" ", prose))
     latin = prose.isascii() or len(_BEYOND_LATIN.findall(prose)) <= len(_LETTERS.findall(prose)) // 2
     words = normalize_text(prose).split()
-    if latin and len(words) < _MIN_WORDS:
-        return Check(name=name, passed=True, detail="too few words to tell the language")
+    if latin and len(set(words)) < _MIN_WORDS:
+        return Check(name=name, passed=True, detail="too few distinct words to tell the language")
     # A text full of the debate language's function words is in it: no need to ask langdetect, the costly part.
     function_words = FUNCTION_WORDS.get(want, frozenset())
     share = sum(w in function_words for w in words) / max(1, len(words))

@@ -194,6 +194,10 @@ def test_a_consensus_in_the_wrong_language_is_rejected(text, language):
         ("Janet gana 18 dólares al día, según la mayoría de los panelistas que respondieron.", "es"),
         ("जेनेट हर दिन 18 डॉलर कमाती है।", "mr"),  # the same script: detection cannot tell them apart
         ('Janet makes $18. Panelist B said "9 eggs at $2 each". Panelist A agrees with Panelist B on it all.', "en"),
+        # A small model's repetitions: langdetect reads these as German and Lithuanian, sure of itself.
+        ("Answer: C. Answer C. Answer: C. Answer C. Answer: C. Answer C. Answer: C.", "en"),
+        ("Paris Paris Paris Paris Paris Paris Paris Paris Paris Paris Paris Paris Paris", "en"),
+        ("B. Magnetism. Magnetism magnet attracts iron nails. Iron nails magnet. Magnet attracts iron. Force.", "en"),
     ],
 )
 def test_the_language_check_passes_when_it_is_right_or_unsure(text, language):
