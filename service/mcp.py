@@ -6,14 +6,18 @@ One server definition (`build_server`), two hosts, each with its own place where
     the service     HTTP /mcp    ServiceDebates: debates run by the service's runner and kept in its store;
                                  McpEndpoint checks the API key of every request, as the REST API does
 
-The stdio server never opens the service's store: that belongs to the one process serving it (SQLite's lock says
-so, and leases do on PostgreSQL). To read the service's debates, connect to its /mcp endpoint.
+The stdio server runs no debate of the service's store (that belongs to the one process serving it: SQLite's lock
+says so, and leases do on PostgreSQL); like `consensus ask --follow-up`, it reads a stored thread to follow it up and
+stores the finished follow-up there. To read the service's debates, connect to its /mcp endpoint.
 
-    tool ask_panel(question, rounds?, language?)   runs a debate; the result is its outcome (PanelOutcome) as
-                                                   structured content, plus a short text rendering. Progress:
+    tool ask_panel(question, rounds?, language?,   runs a debate; the result is its outcome (PanelOutcome) as
+                   follow_up_of?)                  structured content, plus a short text rendering. Progress:
                                                    a notification as it starts (with its id), after each round
                                                    and after the synthesis. The client's cancellation cancels
-                                                   the debate.
+                                                   the debate. follow_up_of continues a finished debate's
+                                                   thread: over HTTP the caller's key's, as POST /v1/debates
+                                                   does; over stdio one this process ran, else one in the local
+                                                   store (DATABASE_URL, else consensus.db here).
     tool get_debate(id)                            the outcome of a debate, running or finished
     resource template debate://{id}                the whole DebateResult as JSON
 
@@ -40,7 +44,15 @@ from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from consensus.engine import DebateOptions, new_result, run_debate, validate_request
+from consensus.engine import (
+    DebateOptions,
+    fits_some_seat,
+    follow_up_language,
+    new_result,
+    run_debate,
+    thread_turn,
+    validate_request,
+)
 from consensus.errors import QuestionError
 from consensus.types import (
     Check,
@@ -55,17 +67,21 @@ from consensus.types import (
     Dissent,
     Panel,
     RoundCompleted,
+    ThreadContext,
 )
 from service.deps import principal
 from service.routes_debates import start_debate
 from service.schemas import DebateRequest
 from service.security import ApiError, Principal
 from service.services import AppServices
+from service.settings import Settings
+from service.store import Store, sqlite_path
 
 log = logging.getLogger("consensus.service")
 
 PRINCIPAL = "consensus.principal"  # ASGI scope key: the caller McpEndpoint authenticated
-ARGUMENTS = {"question", "rounds", "language"}
+ARGUMENTS = {"question", "rounds", "language", "follow_up_of"}
+FINISHED = (DebateStatus.completed, DebateStatus.degraded)  # a debate with a consensus to follow
 INSTRUCTIONS = (
     "ask_panel puts a question to a panel of language models: they answer independently, debate, and a "
     "synthesizer writes the consensus, checked against their answers. The result gives the consensus, how far the "
@@ -212,20 +228,38 @@ class Debates(Protocol):
 
     def permalink(self, debate_id: str) -> str | None: ...
 
-    async def ask(self, ctx: Context, question: str, rounds: int | None, language: str | None) -> DebateResult: ...
+    async def ask(
+        self, ctx: Context, question: str, rounds: int | None, language: str | None, follow_up_of: str | None
+    ) -> DebateResult: ...
 
     async def get(self, ctx: Context, debate_id: str) -> DebateResult | None: ...
 
 
+class FollowUp:
+    """Where a stdio follow-up goes: the earlier turns its panel sees, and its place in the local store's thread
+    (thread id, position, the debate it follows) when that thread is stored there, else None (kept in memory)."""
+
+    def __init__(self, context: ThreadContext, stored: tuple[str, int, str] | None) -> None:
+        self.context = context
+        self.stored = stored
+
+
 class LocalDebates:
-    """stdio: debates run in this process, like `consensus ask`; get_debate knows the last KEEP this process ran."""
+    """stdio: debates run in this process, like `consensus ask`; get_debate knows the last KEEP this process ran.
+
+    A follow-up of one of those keeps its thread in memory; a follow-up of a debate in the local store (`settings`'
+    database_url) is stored in that thread once it ends, as `consensus ask --follow-up` does. The store is opened
+    only for that: a desktop client may start this server anywhere, with no store at all."""
 
     KEEP = 200
 
-    def __init__(self, panel: Panel, provider: Any) -> None:
+    def __init__(self, panel: Panel, provider: Any, settings: Settings | None = None) -> None:
         self.panel = panel
         self.provider = provider
+        self.settings = settings or Settings()
         self.results: OrderedDict[str, DebateResult] = OrderedDict()
+        self.threads: dict[str, ThreadContext] = {}  # a follow-up's earlier turns, for the follow-ups of it
+        self.in_store: set[str] = set()  # follow-ups stored in the local store: theirs are read from there
 
     def permalink(self, debate_id: str) -> str | None:
         return None  # no page serves these debates
@@ -234,16 +268,37 @@ class LocalDebates:
         self.results[result.id] = result
         self.results.move_to_end(result.id)
         while len(self.results) > self.KEEP:
-            self.results.popitem(last=False)
+            gone, _ = self.results.popitem(last=False)
+            self.threads.pop(gone, None)
 
-    async def ask(self, ctx: Context, question: str, rounds: int | None, language: str | None) -> DebateResult:
+    async def ask(
+        self, ctx: Context, question: str, rounds: int | None, language: str | None, follow_up_of: str | None
+    ) -> DebateResult:
         options = DebateOptions(rounds=rounds, language=language, debate_id=uuid.uuid4().hex, on_checkpoint=self.keep)
         try:
             checked = validate_request(question, self.panel, options)
         except QuestionError as exc:
             raise ToolError(str(exc)) from None
+        follow = await self.follow(follow_up_of) if follow_up_of is not None else None
+        if follow is not None:
+            options.thread = follow.context
+            language = checked[1] or follow_up_language(checked[0], follow.context.language or "en")
+            checked = (checked[0], language, checked[2])
+            if not fits_some_seat(checked[0], self.panel, language):
+                raise ToolError(
+                    "question: with the thread's context it fits no seat's context window; ask a shorter one"
+                )
         initial = new_result(question, self.panel, options, checked)
         self.keep(initial)
+        if follow is not None:
+            self.threads[initial.id] = follow.context
+        result = await self.run(ctx, initial, options)
+        if follow is not None and follow.stored is not None:
+            await self.store_follow_up(result, follow.context, follow.stored)
+        return result
+
+    async def run(self, ctx: Context, initial: DebateResult, options: DebateOptions) -> DebateResult:
+        """Run the debate, reporting progress; the client's cancellation cancels it."""
         progress = Progress(ctx)
         try:
             events = cast(  # an async generator: closing it cancels the debate
@@ -271,8 +326,80 @@ class LocalDebates:
             latest.status = status
             latest.reason = reason
 
+    async def follow(self, debate_id: str) -> FollowUp:
+        """The thread a follow-up of `debate_id` joins: one this process ran, else the local store's; or a tool
+        error naming follow_up_of."""
+        known = self.results.get(debate_id)
+        if known is None or debate_id in self.in_store:
+            return await self.follow_stored(debate_id)
+        refused(known.status.value)
+        earlier = self.threads.get(debate_id)
+        turns = [*(earlier.turns if earlier else []), thread_turn(known)]
+        if len(turns) >= self.settings.thread_max_depth:
+            raise too_long(len(turns), self.settings.thread_max_depth)
+        return FollowUp(ThreadContext(turns=turns, language=known.language), None)
+
+    async def follow_stored(self, debate_id: str) -> FollowUp:
+        """The thread of a finished debate in the local store, read as `consensus ask --follow-up` reads it."""
+        url = self.settings.database_url
+        path = sqlite_path(url)
+        if path is not None and not await anyio.Path(path).exists():  # a lookup makes no store
+            raise ToolError(f"follow_up_of: no debate {debate_id!r} here (none this process ran, and no store {path})")
+        store = Store(url)
+        try:
+            await store.migrate()
+            row = await store.get(debate_id)
+            if row is None:
+                raise ToolError(f"follow_up_of: no debate {debate_id!r} here (none this process ran, nor in {url})")
+            refused(row.status)
+            thread_id = row.thread_id or row.id
+            rows = await store.thread(thread_id)
+            if len(rows) >= self.settings.thread_max_depth:
+                raise too_long(len(rows), self.settings.thread_max_depth)
+            upto = row.thread_index or 0
+            turns = [
+                thread_turn(DebateResult.model_validate(r.result))
+                for r in rows
+                if (r.thread_index or 0) <= upto and r.status in FINISHED
+            ]
+        except ToolError:
+            raise
+        except Exception as exc:  # an unreachable or broken store: the call fails, the session goes on
+            log.warning("follow_up_of %s: cannot read the store %s: %r", debate_id, url, exc)
+            raise ToolError(f"follow_up_of: cannot read the store {url}: {type(exc).__name__}") from None
+        finally:
+            await store.close()
+        return FollowUp(ThreadContext(turns=turns, language=row.language), (thread_id, len(rows), debate_id))
+
+    async def store_follow_up(self, result: DebateResult, context: ThreadContext, place: tuple[str, int, str]) -> None:
+        """Store the ended follow-up in its thread of the local store, as the service would have."""
+        thread_id, position, follows = place
+        store = Store(self.settings.database_url)
+        try:
+            request = {"question": result.question, "follow_up_of": follows, "thread_context": context.model_dump()}
+            running = result.model_copy(update={"status": DebateStatus.running})  # stored as a run, then its end
+            await store.create_debate(running, request, None, None, "mcp", 5.0, thread=(thread_id, position))
+            await store.finish(result.id, result, [], "mcp")
+            self.in_store.add(result.id)
+        except Exception:  # noqa: BLE001 - logged: the debate ran and its result goes back all the same
+            log.exception("debate %s: could not store it in thread %s", result.id, thread_id)
+        finally:
+            await store.close()
+
     async def get(self, ctx: Context, debate_id: str) -> DebateResult | None:
         return self.results.get(debate_id)
+
+
+def refused(status: str) -> None:
+    """A tool error when a debate of this status has no consensus to follow up."""
+    if status == DebateStatus.running:
+        raise ToolError("follow_up_of: that debate is still running; ask the follow-up once it ends")
+    if status not in FINISHED:
+        raise ToolError(f"follow_up_of: that debate has no consensus to follow ({status})")
+
+
+def too_long(debates: int, limit: int) -> ToolError:
+    return ToolError(f"follow_up_of: the thread already has {debates} debates; the limit is {limit}")
 
 
 class ServiceDebates:
@@ -286,9 +413,11 @@ class ServiceDebates:
         base = (self.svc.settings.public_url or "").rstrip("/")
         return f"{base}/d/{debate_id}"
 
-    async def ask(self, ctx: Context, question: str, rounds: int | None, language: str | None) -> DebateResult:
+    async def ask(
+        self, ctx: Context, question: str, rounds: int | None, language: str | None, follow_up_of: str | None
+    ) -> DebateResult:
         who = caller(ctx)
-        body = DebateRequest(question=question, rounds=rounds, language=language)
+        body = DebateRequest(question=question, rounds=rounds, language=language, follow_up_of=follow_up_of)
         try:
             row, _created, _token = await start_debate(self.svc, who, body, None)
         except ApiError as exc:  # 422 names the field (as "field: ..." here, like stdio's); 429 and 503 say when
@@ -358,16 +487,23 @@ def build_server(debates: Debates) -> MCPServer:
         language: Annotated[
             str | None, Field(max_length=35, description="answer language code, e.g. 'hi' (default: detected)")
         ] = None,
+        follow_up_of: Annotated[
+            str | None,
+            Field(
+                min_length=1,
+                max_length=64,
+                description="the id of an earlier, finished debate: this question continues its thread, and the "
+                "panel sees the earlier questions and consensus",
+            ),
+        ] = None,
     ) -> Annotated[CallToolResult, PanelOutcome]:
         """Ask a panel of language models: they answer on their own, debate, and a synthesizer writes the
         consensus, checked against their answers. Returns the consensus, the agreement, each model's final
-        answer and the dissent."""
+        answer and the dissent. With follow_up_of, a follow-up question in that debate's thread."""
         unknown = sorted(set(arguments(ctx)) - ARGUMENTS)
-        if "follow_up_of" in unknown:
-            raise ToolError("follow_up_of: follow-ups are not offered over MCP yet; ask a standalone question")
         if unknown:
             raise ToolError(f"unknown argument(s) {', '.join(map(repr, unknown))}; ask_panel takes {sorted(ARGUMENTS)}")
-        result = await debates.ask(ctx, question, rounds, language or None)
+        result = await debates.ask(ctx, question, rounds, language or None, follow_up_of)
         return tool_result(result, debates.permalink(result.id))
 
     @server.tool(title="Read a debate", annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,9 @@ import pytest
 from mcp import Client, MCPError, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
+from consensus.types import DebateResult, DebateStatus
 from service.security import create_key
+from service.store import Store
 from tests.api.conftest import stub_panel
 from tests.helpers import SEATS, ans, write_panel
 
@@ -102,13 +105,33 @@ async def assert_bad_arguments_are_tool_errors(client: Client) -> None:
         ({"question": "q?", "rounds": "many"}, "rounds"),
         ({"question": "   "}, "question: is empty"),
         ({"question": "q?", "language": "zz-!!"}, "language: 'zz-!!' is not a language code"),
-        ({"question": "q?", "follow_up_of": "abc"}, "follow_up_of: follow-ups are not offered over MCP yet"),
+        ({"question": "q?", "follow_up_of": "0" * 32}, "follow_up_of: no debate"),
+        ({"question": "q?", "follow_up_of": ""}, "follow_up_of"),
+        ({"question": "q?", "follow_up_of": 7}, "follow_up_of"),
+        ({"question": "q?", "follow_up_of": "x" * 65}, "follow_up_of"),
         ({"question": "q?", "colour": "red"}, "unknown argument(s) 'colour'"),
     ):
         r = await client.call_tool("ask_panel", args)
         assert r.is_error and needle in r.content[0].text, (args, r.content)
     r = await client.call_tool("get_debate", {})
     assert r.is_error and "id" in r.content[0].text
+
+
+async def follow_up(client: Client, stub, of: str, question: str = "How many people live there?") -> dict[str, Any]:
+    """A follow-up of the Paris debate `of`: each panelist is shown the earlier question and its consensus."""
+    stub.reset()
+    stub.script("alice", [{"text": ans("2.1 million")}, {"text": "About 2.1 million people."}])
+    for name in SEATS[1:]:
+        stub.script(name, [{"text": ans("2.1 million")}])
+    r = await client.call_tool("ask_panel", {"question": question, "follow_up_of": of, "rounds": 0})
+    assert not r.is_error, r.content
+    out = r.structured_content
+    assert out is not None and out["status"] == "completed" and out["consensus"] == "About 2.1 million people."
+    assert out["id"] != of and out["question"] == question
+    for name in SEATS:
+        opening = json.dumps(stub.requests(name)[0]["messages"])
+        assert "What is the capital of France?" in opening and "The panel agrees: Paris." in opening, name
+    return out
 
 
 async def assert_failed_debate_is_a_tool_error(client: Client, stub) -> None:
@@ -160,13 +183,14 @@ async def outcome_of(client: Client, debate_id: str) -> dict[str, Any]:
 
 # -- stdio: `consensus mcp` ---------------------------------------------------------------------------------------
 async def test_stdio_server_runs_debates_reports_progress_and_keeps_the_session(tmp_path, stub):
-    """One `consensus mcp` process: tools listed, a debate with progress, get_debate and debate://, bad arguments,
-    a cancelled call, a failed debate; the session outlives each error."""
+    """One `consensus mcp` process: tools listed, a debate with progress, get_debate and debate://, follow-ups,
+    bad arguments, a cancelled call, a failed debate; the session outlives each error."""
+    store_url = f"sqlite+aiosqlite:///{tmp_path}/store.db"  # made by the test midway: a lookup makes no store
     panel_file = write_panel(tmp_path / "panel.toml", stub_panel(stub))
     params = StdioServerParameters(
         command=sys.executable,
         args=["-m", "consensus", "mcp", "--panel-file", str(panel_file)],
-        env={"LITELLM_LOCAL_MODEL_COST_MAP": "True"},
+        env={"LITELLM_LOCAL_MODEL_COST_MAP": "True", "DATABASE_URL": store_url},
         cwd=ROOT,
     )
     script_paris(stub)
@@ -175,7 +199,12 @@ async def test_stdio_server_runs_debates_reports_progress_and_keeps_the_session(
             async with Client(stdio_client(params, errlog=errlog)) as client:
                 tools = {t.name: t for t in (await client.list_tools()).tools}
                 assert set(tools) == {"ask_panel", "get_debate"}
-                assert set(tools["ask_panel"].input_schema["properties"]) == {"question", "rounds", "language"}
+                assert set(tools["ask_panel"].input_schema["properties"]) == {
+                    "question",
+                    "rounds",
+                    "language",
+                    "follow_up_of",
+                }
                 assert tools["ask_panel"].input_schema["required"] == ["question"]
                 out_fields = set((tools["ask_panel"].output_schema or {})["properties"])
                 assert {"consensus", "agreement", "agreement_label", "answers", "dissent", "claims"} <= out_fields
@@ -194,15 +223,61 @@ async def test_stdio_server_runs_debates_reports_progress_and_keeps_the_session(
                     await client.read_resource("debate://nothing-here")
 
                 await assert_bad_arguments_are_tool_errors(client)
+                assert not (tmp_path / "store.db").exists()
+
+                # A follow-up of a debate this process ran: its thread stays in memory, and so does the next one's.
+                second = await follow_up(client, stub, done["id"])
+                assert not (tmp_path / "store.db").exists()
+                await follow_up(client, stub, second["id"], "And in 1900?")
+                assert "How many people live there?" in json.dumps(stub.requests("bob")[0]["messages"])
+
+                # A follow-up of a debate in the local store (as `consensus ask --follow-up`): stored in its thread.
+                stored_id = await store_a_finished_debate(store_url, record)
+                third = await follow_up(client, stub, stored_id)
+                fourth = await follow_up(client, stub, third["id"], "And in 1900?")  # read back from the store
+                assert "How many people live there?" in json.dumps(stub.requests("bob")[0]["messages"])
+                assert await stored_thread(store_url, stored_id) == [
+                    (stored_id, None, "completed"),
+                    (third["id"], stored_id, "completed"),
+                    (fourth["id"], third["id"], "completed"),
+                ]
 
                 cancelled_id = await cancel_once_asked(client, stub)
                 cancelled = await outcome_of(client, cancelled_id)
                 assert cancelled["status"] == "cancelled" and cancelled["reason"] == "cancelled by the client"
+                r = await client.call_tool("ask_panel", {"question": "q?", "follow_up_of": cancelled_id})
+                assert r.is_error and "follow_up_of: that debate has no consensus to follow (cancelled)" in (
+                    r.content[0].text
+                )
 
                 await assert_failed_debate_is_a_tool_error(client, stub)
         finally:
             errlog.seek(0)
             sys.stderr.write(errlog.read())
+
+
+async def store_a_finished_debate(url: str, record: dict[str, Any]) -> str:
+    """The finished debate `record` under a new id in the store at `url`, as the service stores one; its id."""
+    result = DebateResult.model_validate({**record, "id": uuid.uuid4().hex})
+    store = Store(url)
+    try:
+        await store.migrate()
+        running = result.model_copy(update={"status": DebateStatus.running})
+        await store.create_debate(running, {"question": result.question}, None, None, "test", 5.0)
+        await store.finish(result.id, result, [], "test")
+    finally:
+        await store.close()
+    return result.id
+
+
+async def stored_thread(url: str, debate_id: str) -> list[tuple[str, str | None, str]]:
+    """The thread of `debate_id` in the store at `url`: (id, the debate it follows, status) of each, in order."""
+    store = Store(url)
+    try:
+        rows = await store.thread(debate_id)
+    finally:
+        await store.close()
+    return [(r.id, (r.request or {}).get("follow_up_of"), r.status) for r in rows]
 
 
 # -- HTTP: the service's /mcp ------------------------------------------------------------------------------------
@@ -248,13 +323,19 @@ async def test_http_mcp_runs_debates_with_progress_for_the_callers_key_only(make
         record = json.loads((await client.read_resource(f"debate://{done['id']}")).contents[0].text)
         assert record["status"] == "completed"
         await assert_bad_arguments_are_tool_errors(client)
+        second = await follow_up(client, stub, done["id"])
+        assert second["permalink"] == f"/d/{second['id']}"
     async with httpx.AsyncClient(base_url=srv.url, headers={"Authorization": f"Bearer {mine}"}) as rest:
         stored = (await rest.get(f"/v1/debates/{done['id']}")).json()
         assert stored["consensus"]["answer"] == "The panel agrees: Paris."
+        thread = (await rest.get(f"/v1/threads/{done['id']}")).json()
+        assert [d["id"] for d in thread["data"]] == [done["id"], second["id"]]
     # Another key learns nothing of it: the same answer as for an id that does not exist.
     async with mcp_client(srv, theirs) as client:
         r = await client.call_tool("get_debate", {"id": done["id"]})
         assert r.is_error and f"no debate {done['id']!r}" in r.content[0].text
+        r = await client.call_tool("ask_panel", {"question": "And in 1900?", "follow_up_of": done["id"]})
+        assert r.is_error and "follow_up_of: only the API key that started this thread" in r.content[0].text
         with pytest.raises(MCPError, match="no debate"):
             await client.read_resource(f"debate://{done['id']}")
 
