@@ -252,6 +252,47 @@ async def debate(question: str, panel: Panel, provider: Provider, options: Debat
     return final
 
 
+async def ask_seat(
+    provider: Provider,
+    seat: Seat,
+    index: int,
+    messages: list[Message],
+    timeout_s: float,
+    on_delta: DeltaSink | None = None,
+) -> ModelAnswer:
+    """One panelist's answer to a round's messages (JSON asked for, parsed), or the answer holding its error."""
+    base = ModelAnswer(panelist=seat.name, model=seat.model, round=index)
+    try:
+        done = await provider.complete(seat, messages, timeout_s=timeout_s, schema=ANSWER_SCHEMA, on_delta=on_delta)
+    except ProviderError as err:
+        base.error = AnswerError(kind=err.kind, message=err.message, attempts=err.attempts)
+        base.attempts = err.attempts
+        return base
+    parsed = parse_reply(done.text)
+    return base.model_copy(
+        update={
+            "answer": parsed.answer,
+            "final_answer": parsed.final_answer,
+            "confidence": parsed.confidence,
+            "structured": parsed.structured,
+            **done.spent(),
+        }
+    )
+
+
+def sum_spent(spent: list[tuple[Usage, int, float | None]]) -> UsageTotals:
+    """Tokens, calls and cost of these (usage, attempts, cost) triples; the cost is None when any is unknown."""
+    totals = UsageTotals()
+    for usage, calls, _ in spent:
+        totals.prompt_tokens += usage.prompt_tokens
+        totals.completion_tokens += usage.completion_tokens
+        totals.total_tokens += usage.total_tokens
+        totals.llm_calls += calls
+    costs = [cost for _, _, cost in spent]
+    totals.cost_usd = None if any(c is None for c in costs) else round(sum(c or 0.0 for c in costs), 8)
+    return totals
+
+
 class _Debate:
     def __init__(self, panel: Panel, provider: Provider, opts: DebateOptions, result: DebateResult) -> None:
         self.panel = panel
@@ -505,28 +546,8 @@ class _Debate:
         return seat.timeout_s or self.settings.call_timeout_s
 
     async def ask(self, seat: Seat, index: int, messages: list[Message]) -> ModelAnswer:
-        base = ModelAnswer(panelist=seat.name, model=seat.model, round=index)
-        try:
-            done = await self.provider.complete(
-                seat,
-                messages,
-                timeout_s=self.timeout(seat),
-                schema=ANSWER_SCHEMA,
-                on_delta=self.sink("answer.delta", index, seat.name),
-            )
-        except ProviderError as err:
-            base.error = AnswerError(kind=err.kind, message=err.message, attempts=err.attempts)
-            base.attempts = err.attempts
-            return base
-        parsed = parse_reply(done.text)
-        return base.model_copy(
-            update={
-                "answer": parsed.answer,
-                "final_answer": parsed.final_answer,
-                "confidence": parsed.confidence,
-                "structured": parsed.structured,
-                **done.spent(),
-            }
+        return await ask_seat(
+            self.provider, seat, index, messages, self.timeout(seat), self.sink("answer.delta", index, seat.name)
         )
 
     async def finish(self) -> None:
@@ -590,15 +611,7 @@ class _Debate:
                 spent.append((rnd.analysis.usage, rnd.analysis.attempts, rnd.analysis.cost_usd))
         if r.consensus:
             spent.append((r.consensus.usage, r.consensus.attempts, r.consensus.cost_usd))
-        totals = UsageTotals()
-        for usage, calls, _ in spent:
-            totals.prompt_tokens += usage.prompt_tokens
-            totals.completion_tokens += usage.completion_tokens
-            totals.total_tokens += usage.total_tokens
-            totals.llm_calls += calls
-        costs = [cost for _, _, cost in spent]
-        totals.cost_usd = None if any(c is None for c in costs) else round(sum(c or 0.0 for c in costs), 8)
-        r.usage = totals
+        r.usage = sum_spent(spent)
 
     def complete(self, status: DebateStatus, reason: str | None) -> None:
         r = self.result

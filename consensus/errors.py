@@ -4,6 +4,7 @@
     ├── ConfigError            bad panel file / settings (carries source and field)
     │   └── MissingKeyError    a provider's key env var is unset
     ├── QuestionError          empty or over-long question, bad language code
+    ├── UnknownArmError        a model id (or --arm) that names no comparison arm of the panel (lists the valid)
     ├── LocalModelUnavailable  the embedded model (or llama-cpp-python) is missing or broken
     └── ProviderError          one LLM call failed after retries (carries `kind`)
 
@@ -62,6 +63,16 @@ class QuestionError(ConsensusError):
         self.field = field
         self.message = message
         super().__init__(f"{field}: {message}")
+
+
+class UnknownArmError(ConsensusError):
+    """A model id names no comparison arm of this panel; `valid` lists the ids that do (consensus/arms.py)."""
+
+    def __init__(self, model: str, reason: str, valid: Sequence[str]) -> None:
+        self.model = model
+        self.reason = reason
+        self.valid = list(valid)
+        super().__init__(f"model {model!r} {reason}; valid: {', '.join(self.valid)}")
 
 
 class LocalModelUnavailable(ConsensusError):
