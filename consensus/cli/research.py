@@ -24,9 +24,10 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from consensus.arms import MAX_SAMPLES, MIN_SAMPLES, parse_arms
 from consensus.cli.common import configured_panel, fail, make_provider
 from consensus.engine import validate_question
-from consensus.errors import ConsensusError, QuestionError
+from consensus.errors import ConsensusError, QuestionError, UnknownArmError
 from consensus.eval.datasets import builtin_names, load_dataset
 from consensus.eval.report import SUMMARY, compare, render_table, summarize, write_html
 from consensus.eval.runner import RECORDS, RUN_INFO, EvalRun, read_records, run_eval
@@ -87,8 +88,18 @@ def eval_command(
         int | None, typer.Option("--rounds", min=0, max=10, help="most debate rounds (default: the panel's)")
     ] = None,
     language: Annotated[str, typer.Option("--language", help="answer language code")] = "en",
+    arm: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--arm",
+            help="what answers each question, repeatable or comma-separated: consensus (the debate, the default), "
+            f"consensus-vote, consensus-single-<name>, consensus-sample-<name>-<k> (k {MIN_SAMPLES}-{MAX_SAMPLES}); "
+            "the model ids of the OpenAI endpoint, 'consensus-' optional",
+        ),
+    ] = None,
 ) -> None:
-    """Run a labelled dataset through the panel: accuracy of each panelist, the votes and the consensus."""
+    """Run a labelled dataset through the panel: accuracy of each panelist, the votes and the consensus (and of
+    each comparison arm given with --arm)."""
 
     try:
         loaded = load_dataset(dataset, limit=limit, seed=seed)
@@ -100,6 +111,12 @@ def eval_command(
     if loaded.problems:
         err.print(f"[yellow]warning:[/] skipped {len(loaded.problems)} malformed record(s) of {escape(loaded.name)}")
     panel = configured_panel(panel_file)
+    try:
+        arms = parse_arms(arm or ["consensus"], panel)
+    except UnknownArmError as exc:
+        raise _fail(f"--arm: {exc}") from None
+    if not arms:
+        raise _fail("--arm: give at least one arm, e.g. --arm consensus,consensus-vote")
     items = []
     for item in loaded.items:  # what the engine would refuse is a dataset problem, not a wrong answer
         try:
@@ -140,7 +157,16 @@ def eval_command(
                 _closing(
                     provider,
                     run_eval(
-                        items, panel, provider, target, concurrency, rounds, progress, language=language, run_info=info
+                        items,
+                        panel,
+                        provider,
+                        target,
+                        concurrency,
+                        rounds,
+                        progress,
+                        language=language,
+                        run_info=info,
+                        arms=arms,
                     ),
                 )
             )
@@ -173,6 +199,9 @@ def eval_command(
         out.print(f"{name}: {escape(str(target / name))}")
     if failed and failed == summary["n"]:  # an outage or a bad key measured nothing: say so in the exit code
         raise _fail(f"every debate failed ({failed} of {failed}); nothing was measured", code=1)
+    asked = [a for a in summary["arms"].values() if a["n"]]
+    if not summary["n"] and asked and all(a["failed"] == a["n"] for a in asked):
+        raise _fail("every arm's every answer failed; nothing was measured", code=1)
 
 
 def compare_command(

@@ -215,6 +215,33 @@ def _guard_parts(summary: dict[str, Any]) -> list[str]:
     ]
 
 
+def _arm_parts(summary: dict[str, Any]) -> list[str]:
+    """The comparison arms (`--arm`): accuracy bars and calls, tokens, ties and failures per arm."""
+    arms = summary.get("arms") or {}
+    if not arms or list(arms) == ["consensus"]:
+        return []
+    bars = [
+        (arm, a["accuracy"], a["ci95"], f"{_pct(a['accuracy'])} ({a['correct']}/{a['n']})", _GREEN)
+        for arm, a in arms.items()
+    ]
+    rows = [
+        [
+            escape(arm),
+            f"{a['correct']}/{a['n']}",
+            _num(a["llm_calls_per_question"]),
+            _num(a["tokens_per_question"]),
+            str(a["ties"]),
+            str(a["failed"]),
+        ]
+        for arm, a in arms.items()
+    ]
+    return [
+        "<h2>Comparison arms</h2>",
+        _bars(bars),
+        _table(["arm", "correct", "calls / question", "tokens / question", "ties", "failed"], rows),
+    ]
+
+
 def render_html(summary: dict[str, Any], records: Sequence[EvalRecord]) -> str:
     """The report as one HTML string."""
     run = summary.get("run") or {}
@@ -285,7 +312,9 @@ def render_html(summary: dict[str, Any], records: Sequence[EvalRecord]) -> str:
     parts = [
         '<!doctype html><html lang="en"><head><meta charset="utf-8">',
         f"<title>{escape(str(run.get('dataset') or 'eval'))} — consensus eval</title><style>{_CSS}</style></head><body>",
-        f"<h1>{escape(str(run.get('dataset') or 'eval'))}: {summary['n']} questions</h1><p><small>{escape(info)}</small></p>",
+        f"<h1>{escape(str(run.get('dataset') or 'eval'))}: {summary.get('n_questions', summary['n'])} questions</h1>"
+        f"<p><small>{escape(info)}</small></p>",
+        *_arm_parts(summary),
         "<h2>Accuracy with 95 % Wilson intervals</h2>",
         _bars(bars),
         "<h2>Paired tests</h2><p><small>b = consensus right and the other wrong; c = the reverse.</small></p>",

@@ -8,6 +8,13 @@ highest round-0 accuracy on these same questions (ties go to the earlier seat): 
 the fact favours it, so "consensus beats the best panelist" is a conservative claim.
 In the paired tests b = consensus right and the other wrong, c = consensus wrong and the other right.
 
+Comparison arms (`consensus eval --arm`; consensus/arms.py): `arms` holds, for every arm the records answered
+(the debate as `consensus` among them when it ran), its accuracy with a Wilson CI over the questions it answered,
+its ties and failures, calls, tokens and cost per question (its median latency is under `latency_ms.arms`);
+`tests.consensus_vs_arms` pairs the
+consensus with each arm over the questions both answered. The debate's own figures (panelists alone, votes,
+flips, buckets, guard) count the debated records only; `n_questions` counts every record.
+
 The guard (over debates that produced a consensus whose record has a source; records written before
 the guard have none and are counted as unrecorded): the consensus's source and the consensus's
 accuracy for each; "not first writing" counts every consensus whose source is not "synthesis"; for
@@ -121,9 +128,63 @@ def _guard(debated: Sequence[EvalRecord]) -> dict[str, Any]:
     }
 
 
+def _arm_ids(records: Sequence[EvalRecord]) -> list[str]:
+    ids = ["consensus"] if any(r.debated for r in records) else []
+    for r in records:
+        ids += [a for a in r.arms if a not in ids]
+    return ids
+
+
+def _arm_summary(records: Sequence[EvalRecord], arm: str) -> dict[str, Any]:
+    """One arm's accuracy, ties, failures, usage and latency over the questions it answered."""
+    if arm == "consensus":
+        rows = [
+            (r.consensus.correct, r.consensus_split, r.status, r.llm_calls, r.tokens, r.cost_usd, r.latency_ms)
+            for r in records
+            if r.debated
+        ]
+    else:
+        rows = [
+            (a.correct, a.tie, a.status, a.llm_calls, a.tokens, a.cost_usd, a.latency_ms)
+            for r in records
+            if (a := r.arms.get(arm)) is not None
+        ]
+    costs = [row[5] for row in rows]
+    known = [c for c in costs if c is not None]
+    return {
+        **_accuracy([row[0] for row in rows]),
+        "ties": sum(1 for row in rows if row[1]),
+        "failed": sum(1 for row in rows if row[2] == "failed"),
+        "llm_calls_per_question": _mean([row[3] for row in rows]),
+        "tokens_per_question": _mean([row[4] for row in rows]),
+        "cost_usd_per_question": _mean(known) if len(known) == len(costs) else None,
+    }
+
+
+def _arm_latency(records: Sequence[EvalRecord], arm: str) -> float | None:
+    """An arm's median latency in ms (summary["latency_ms"]["arms"]: the clock's figures stay together)."""
+    if arm == "consensus":
+        latency = [float(r.latency_ms) for r in records if r.debated]
+    else:
+        latency = [float(a.latency_ms) for r in records if (a := r.arms.get(arm)) is not None]
+    return percentile(latency, 50) if latency else None
+
+
+def _arms_vs_consensus(records: Sequence[EvalRecord], arms: Sequence[str]) -> dict[str, Any]:
+    """The consensus paired with each arm over the questions both answered."""
+    out = {}
+    for arm in arms:
+        both = [r for r in records if r.debated and arm in r.arms]
+        if arm != "consensus" and both:
+            out[arm] = _paired([r.consensus.correct for r in both], [r.arms[arm].correct for r in both], arm)
+    return out
+
+
 def summarize(records: Sequence[EvalRecord], run: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Accuracies with 95 % Wilson CIs, flips, paired tests, usage, latency and agreement buckets."""
-    recs = sorted(records, key=lambda r: r.id)  # a canonical order: the bootstrap depends on it
+    """Accuracies with 95 % Wilson CIs, flips, paired tests, usage, latency and agreement buckets; and each arm's."""
+    every = sorted(records, key=lambda r: r.id)  # a canonical order: the bootstrap depends on it
+    arms = _arm_ids(every)
+    recs = [r for r in every if r.debated]
     seats = _seats(recs)
     last = max((len(r.rounds) for r in recs), default=1) - 1
     states = [_states(r, seats, max(last, 0)) for r in recs]
@@ -165,6 +226,8 @@ def summarize(records: Sequence[EvalRecord], run: dict[str, Any] | None = None) 
     return {
         "run": {k: v for k, v in (run or {}).items() if k not in ("panel", "panel_fingerprint", "item_ids")},
         "n": len(recs),
+        "n_questions": len(every),
+        "arms": {arm: _arm_summary(every, arm) for arm in arms},
         "panelists": seats,
         "accuracy": {
             "panelists": {p: _accuracy(alone[p]) for p in seats},
@@ -181,6 +244,7 @@ def summarize(records: Sequence[EvalRecord], run: dict[str, Any] | None = None) 
         "tests": {
             "consensus_vs_best_panelist": _paired(cons, alone[best] if best else [False] * len(recs), best),
             "consensus_vs_round0_vote": _paired(cons, vote0, "round-0 vote"),
+            "consensus_vs_arms": _arms_vs_consensus(every, arms),
         },
         "usage": {
             "llm_calls_per_question": _mean([r.llm_calls for r in recs]),
@@ -195,6 +259,7 @@ def summarize(records: Sequence[EvalRecord], run: dict[str, Any] | None = None) 
             "p50": percentile(latency, 50) if latency else None,
             "p95": percentile(latency, 95) if latency else None,
             "mean": _mean(latency),
+            "arms": {arm: _arm_latency(every, arm) for arm in arms},
         },
         "agreement_vs_accuracy": buckets,
         "agreement_vs_accuracy_by_method": by_method,
@@ -273,10 +338,35 @@ def _guard_line(guard: dict[str, Any]) -> str:
 def render_table(summary: dict[str, Any]) -> Table:
     """The terminal table: accuracy with CIs, paired tests, flips, usage, latency, agreement buckets."""
     run = summary.get("run") or {}
-    title = f"{escape(str(run.get('dataset') or 'eval'))} — {summary['n']} questions"  # a path may hold [brackets]
+    n = summary.get("n_questions", summary["n"])
+    title = f"{escape(str(run.get('dataset') or 'eval'))} — {n} questions"  # a path may hold [brackets]
     t = Table(title=title, title_justify="left")
     for col, justify in (("", "left"), ("accuracy", "right"), ("95% CI", "right"), ("detail", "left")):
         t.add_column(col, justify=justify)  # type: ignore[arg-type]
+    arms = summary.get("arms") or {}
+    if len(arms) > 1 or (arms and "consensus" not in arms):
+        _arm_rows(t, summary)
+    if not summary["n"]:  # no debate ran: the arms are the whole table
+        return t
+    _debate_rows(t, summary)
+    return t
+
+
+def _arm_rows(t: Table, summary: dict[str, Any]) -> None:
+    """One row per arm: accuracy, CI, and calls, tokens, ties and failures per question; then the paired tests."""
+    for arm, a in summary["arms"].items():
+        detail = (
+            f"{a['correct']}/{a['n']} · {_num(a['llm_calls_per_question'])} calls · "
+            f"{_num(a['tokens_per_question'], ',.0f')} tokens · {a['ties']} ties · {a['failed']} failed"
+        )
+        t.add_row(f"arm {escape(arm)}", _pct(a["accuracy"]), _ci(a), detail)
+    for arm, test in summary["tests"].get("consensus_vs_arms", {}).items():
+        t.add_row(f"consensus vs {escape(arm)}", "", "", _test_line(test))
+    t.add_section()
+
+
+def _debate_rows(t: Table, summary: dict[str, Any]) -> None:
+    """The debate's rows: panelists alone, votes, consensus, tests, flips, buckets, guard, usage, latency."""
     acc = summary["accuracy"]
     best = summary["best_panelist"]
     for p, a in acc["panelists"].items():
@@ -352,7 +442,6 @@ def render_table(summary: dict[str, Any]) -> Table:
             f"{split['consensus']} (counted wrong; the round-0 vote's "
             f"tie-break was right on {split['round0_vote_right']}, the final vote's on {split['final_vote_right']})",
         )
-    return t
 
 
 def load_summary(run_dir: str | Path, problems: list[str] | None = None) -> dict[str, Any]:
@@ -401,7 +490,7 @@ def compare(dirs: Sequence[str | Path], problems: list[str] | None = None) -> Ta
         t.add_row(label, *(fn(s) for s in summaries))
 
     row("dataset", lambda s: str((s.get("run") or {}).get("dataset") or "—"))
-    row("questions", lambda s: str(s["n"]))
+    row("questions", lambda s: str(s.get("n_questions", s["n"])))
     row("panel", lambda s: ", ".join(s["panelists"]))
     t.add_section()
     for p in _seats_of(summaries):
@@ -416,6 +505,8 @@ def compare(dirs: Sequence[str | Path], problems: list[str] | None = None) -> Ta
     )
     for key, label in (("round0_vote", "round-0 vote"), ("final_vote", "final vote"), ("consensus", "consensus")):
         row(label, lambda s, key=key: _cell(s["accuracy"][key]))
+    for arm in _arms_of(summaries):
+        row(f"arm {escape(arm)}", lambda s, arm=arm: _cell((s.get("arms") or {}).get(arm)))
     t.add_section()
     row("vs best: McNemar p", lambda s: f"{s['tests']['consensus_vs_best_panelist']['mcnemar_p']:.3g}")
     row("vs round-0 vote: McNemar p", lambda s: f"{s['tests']['consensus_vs_round0_vote']['mcnemar_p']:.3g}")
@@ -444,6 +535,14 @@ def _seats_of(summaries: Sequence[dict[str, Any]]) -> list[str]:
     for s in summaries:
         seats += [p for p in s["panelists"] if p not in seats]
     return seats
+
+
+def _arms_of(summaries: Sequence[dict[str, Any]]) -> list[str]:
+    """The comparison arms of these runs (the debate has its own rows)."""
+    arms: list[str] = []
+    for s in summaries:
+        arms += [a for a in s.get("arms") or {} if a != "consensus" and a not in arms]
+    return arms
 
 
 def _cell(acc: dict[str, Any] | None) -> str:

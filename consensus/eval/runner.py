@@ -10,6 +10,11 @@ the dataset now states them differently, or their debate failed: those are asked
 refuses to mix runs: the dataset, seed, language, rounds and every seat's answer-relevant settings
 must match.
 How answers are read and scored is documented in consensus.eval.scoring.
+
+Arms (`arms`, default the debate alone): each question is asked of every arm in the order given, one arm after
+the other (consensus/arms.py; `consensus` is the debate). A record keeps the debate's fields and one ArmRecord per
+other arm. A resume asks each question only the arms it lacks (or whose answer failed), so adding an arm to a run
+pays for that arm alone; run.json keeps every arm the run has asked.
 """
 
 from __future__ import annotations
@@ -28,9 +33,17 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from consensus.arms import Arm, run_arm
 from consensus.engine import DebateOptions, debate
 from consensus.eval.datasets import EvalItem
-from consensus.eval.scoring import EvalRecord, record_from_error, record_from_result
+from consensus.eval.scoring import (
+    EvalRecord,
+    arm_record_from_error,
+    not_debated,
+    record_from_arm,
+    record_from_error,
+    record_from_result,
+)
 from consensus.providers.base import Provider
 from consensus.types import Panel, Seat
 
@@ -138,6 +151,7 @@ def _prepare_run_info(out: Path, info: dict[str, Any]) -> None:
             "item_ids": info.get("item_ids"),
             "resumed_at": info["started_at"],
             "started_at": old.get("started_at"),
+            "arms": list(dict.fromkeys([*(old.get("arms") or ["consensus"]), *(info.get("arms") or [])])),
         }
     _write_json(path, info)
 
@@ -161,6 +175,20 @@ def _answers(record: EvalRecord, item: EvalItem) -> bool:
         item.type,
         item.choices,
     )
+
+
+def _missing(record: EvalRecord | None, arms: Sequence[Arm]) -> list[Arm]:
+    """The arms a stored record has no answer from (or a failed one): the debate, or an arm by id."""
+    if record is None:
+        return list(arms)
+    out = []
+    for arm in arms:
+        if arm.kind == "consensus":
+            if not record.debated or record.status == "failed":
+                out.append(arm)
+        elif arm.id not in record.arms or record.arms[arm.id].status == "failed":
+            out.append(arm)
+    return out
 
 
 def _append(fh: Any, record: EvalRecord) -> None:
@@ -210,12 +238,19 @@ async def run_eval(
     *,
     language: str = "en",
     run_info: dict[str, Any] | None = None,
+    arms: Sequence[Arm] = (Arm("consensus"),),
 ) -> EvalRun:
-    """Debate every item not yet in out_dir/records.jsonl, at most `concurrency` at a time."""
+    """Ask every item the arms (default: the debate) it has no answer from yet in out_dir/records.jsonl, at most
+    `concurrency` items at a time."""
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    if not arms:
+        raise ValueError("arms: give at least one arm")
+    info = {**(run_info or {}), "arms": [a.id for a in arms]}
     with _exclusive(Path(out_dir)):
-        return await _run_eval(items, panel, provider, Path(out_dir), concurrency, rounds, progress, language, run_info)
+        return await _run_eval(
+            items, panel, provider, Path(out_dir), concurrency, rounds, progress, language, info, list(arms)
+        )
 
 
 @contextlib.contextmanager
@@ -248,32 +283,38 @@ async def _run_eval(
     progress: Progress | None,
     language: str,
     run_info: dict[str, Any] | None,
+    arms: list[Arm],
 ) -> EvalRun:
     path, done, problems = prepare_out_dir(out_dir, panel, [i.id for i in items], rounds, language, run_info)
     # A record is reused only for the question it answered: ids without an "id" field are line numbers, and a
     # line inserted, or a gold corrected, would otherwise keep the old answer and score. A failed debate (an
-    # outage, a bad key) is asked again.
+    # outage, a bad key) is asked again, and so is a failed arm.
     changed = [i.id for i in items if i.id in done and not _answers(done[i.id], i)]
-    failed = [i.id for i in items if i.id in done and _answers(done[i.id], i) and done[i.id].status == "failed"]
     if changed:
         problems.append(
             f"{len(changed)} stored record(s) no longer match their question, answer or choices in the "
             f"dataset; asked again: {', '.join(changed[:5])}{' ...' if len(changed) > 5 else ''}"
         )
+    for i in changed:
+        done.pop(i)
+    debates = any(a.kind == "consensus" for a in arms)
+    failed = [i.id for i in items if debates and i.id in done and done[i.id].status == "failed"]
     if failed:
         problems.append(f"{len(failed)} debate(s) that failed before are asked again")
-    again = {*changed, *failed}
-    todo: asyncio.Queue[EvalItem] = asyncio.Queue()
+    failed_arms = sum(1 for i in items if i.id in done for a in done[i.id].arms.values() if a.status == "failed")
+    if failed_arms:
+        problems.append(f"{failed_arms} arm answer(s) that failed before are asked again")
+    todo: asyncio.Queue[tuple[EvalItem, list[Arm]]] = asyncio.Queue()
     for item in items:
-        if item.id not in done or item.id in again:
-            done.pop(item.id, None)
-            todo.put_nowait(item)
+        missing = _missing(done.get(item.id), arms)
+        if missing:
+            todo.put_nowait((item, missing))
     resumed, total, new = len(items) - todo.qsize(), len(items), 0
     names = [s.name for s in panel.panelists]
     if progress:
         progress(resumed, total)
 
-    async def one(item: EvalItem) -> EvalRecord:
+    async def debated(item: EvalItem) -> EvalRecord:
         t0 = time.monotonic()
         options = DebateOptions(rounds=rounds, language=language)
         try:
@@ -282,12 +323,29 @@ async def _run_eval(
             return record_from_error(item, names, exc, int((time.monotonic() - t0) * 1000))
         return record_from_result(item, result, int((time.monotonic() - t0) * 1000))
 
+    async def one(item: EvalItem, missing: list[Arm]) -> EvalRecord:
+        before = done.get(item.id)
+        record = before or not_debated(item, names)
+        if any(a.kind == "consensus" for a in missing):
+            record = (await debated(item)).model_copy(update={"arms": dict(record.arms)})
+        for arm in missing:
+            if arm.kind == "consensus":
+                continue
+            t0 = time.monotonic()
+            try:
+                answered = await run_arm(arm, item.question, panel, provider, language=language)
+            except Exception as exc:  # as a debate's: recorded with its reason, never dropped
+                record.arms[arm.id] = arm_record_from_error(arm.id, exc, int((time.monotonic() - t0) * 1000))
+                continue
+            record.arms[arm.id] = record_from_arm(item, answered, int((time.monotonic() - t0) * 1000))
+        return record
+
     with path.open("a", encoding="utf-8") as fh:
 
         async def worker() -> None:
             nonlocal new
             while not todo.empty():
-                record = await one(todo.get_nowait())
+                record = await one(*todo.get_nowait())
                 _append(fh, record)
                 done[record.id] = record
                 new += 1

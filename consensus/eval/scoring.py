@@ -38,6 +38,11 @@ majority_answer), its checks and its fallback reason, and the writings the guard
 (Consensus.rejected: who wrote each and the checks it failed). Records written before these fields load
 with them empty (None).
 
+A comparison arm (consensus/arms.py; `consensus eval --arm`) is scored on the reply the endpoint would send, read
+as the consensus is (1-3): the majority panelist's answer ending in its "Final answer: X" line, or a single
+panelist's. An arm whose vote tied states no answer: it counts as wrong and as a tie, as a split consensus does.
+A record made without the debate (no `consensus` among the arms) has `debated` false and status "not_run".
+
 A split consensus: when the final round's largest positions tie and no synthesis passed the guard,
 the consensus is the guard's list of the tied positions under "The panel is split" (source
 majority_answer). It states no answer: nothing is read from it (a letter in the list is one of the
@@ -52,14 +57,19 @@ from collections.abc import Sequence
 from pydantic import BaseModel
 
 from consensus.agreement import extract_answer, matches_gold, score_agreement
+from consensus.arms import ArmResult
 from consensus.eval.datasets import EvalItem, ItemType
 from consensus.types import AgreementMethod, Check, ConsensusSource, DebateResult, DebateStatus, ModelAnswer
 
 __all__ = [
+    "ArmRecord",
     "EvalRecord",
     "RejectedWriting",
     "extract_answer",
     "is_correct",
+    "arm_record_from_error",
+    "not_debated",
+    "record_from_arm",
     "record_from_error",
     "record_from_result",
 ]
@@ -109,6 +119,27 @@ class RejectedWriting(BaseModel):
     failed: list[str]
 
 
+class ArmRecord(BaseModel):
+    """One comparison arm's answer to one question: its reply, what was read from it, its vote and its cost."""
+
+    arm: str
+    status: str
+    reason: str | None = None
+    reply: str | None = None
+    extracted: str | None = None
+    correct: bool = False
+    tie: bool = False
+    majority: str | None = None
+    agreement: float | None = None
+    answers: list[PanelistRecord] = []
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    tokens: int = 0
+    cost_usd: float | None = 0.0
+    llm_calls: int = 0
+    latency_ms: int = 0
+
+
 class EvalRecord(BaseModel):
     """Everything measured for one question: one line of records.jsonl."""
 
@@ -138,6 +169,8 @@ class EvalRecord(BaseModel):
     cost_usd: float | None = 0.0
     llm_calls: int = 0
     latency_ms: int = 0
+    debated: bool = True  # the debate ran (False: only comparison arms were asked; records before arms: True)
+    arms: dict[str, ArmRecord] = {}  # comparison arms by id (consensus-vote, ...), beside the debate
 
 
 def _scored_text(a: ModelAnswer) -> str | None:
@@ -156,21 +189,10 @@ def record_from_result(item: EvalItem, result: DebateResult, latency_ms: int) ->
     for rnd in result.rounds:
         answers = []
         for a in rnd.answers:
-            got = extract_answer(_scored_text(a), item.type, item.choices) if a.ok else None
-            answers.append(
-                PanelistRecord(
-                    panelist=a.panelist,
-                    answer=a.answer,
-                    final_answer=a.final_answer,
-                    extracted=got,
-                    correct=is_correct(got, item),
-                    confidence=a.confidence,
-                    error=a.error.kind if a.error else None,
-                    latency_ms=a.latency_ms,
-                )
-            )
+            scored = _panelist_record(a, item)
+            answers.append(scored)
             if a.ok:
-                latest[a.panelist] = got
+                latest[a.panelist] = scored.extracted
         agreement = rnd.agreement
         rounds.append(
             RoundRecord(
@@ -230,4 +252,63 @@ def record_from_error(item: EvalItem, panelists: list[str], error: BaseException
         status=DebateStatus.failed.value,
         reason=f"{type(error).__name__}: {error}",
         latency_ms=latency_ms,
+    )
+
+
+def _panelist_record(a: ModelAnswer, item: EvalItem) -> PanelistRecord:
+    got = extract_answer(_scored_text(a), item.type, item.choices) if a.ok else None
+    return PanelistRecord(
+        panelist=a.panelist,
+        answer=a.answer,
+        final_answer=a.final_answer,
+        extracted=got,
+        correct=is_correct(got, item),
+        confidence=a.confidence,
+        error=a.error.kind if a.error else None,
+        latency_ms=a.latency_ms,
+    )
+
+
+def record_from_arm(item: EvalItem, result: ArmResult, latency_ms: int) -> ArmRecord:
+    """Score a comparison arm's reply against the item's gold (a tie states no answer: wrong)."""
+    got = None if result.tie or result.reply is None else extract_answer(result.reply, item.type, item.choices)
+    u = result.usage
+    return ArmRecord(
+        arm=result.arm,
+        status=result.status.value,
+        reason=result.reason,
+        reply=result.reply,
+        extracted=got,
+        correct=is_correct(got, item),
+        tie=result.tie,
+        majority=result.majority,
+        agreement=result.vote.score if result.vote else None,
+        answers=[_panelist_record(a, item) for a in result.answers],
+        prompt_tokens=u.prompt_tokens,
+        completion_tokens=u.completion_tokens,
+        tokens=u.total_tokens,
+        cost_usd=u.cost_usd,
+        llm_calls=u.llm_calls,
+        latency_ms=latency_ms,
+    )
+
+
+def arm_record_from_error(arm: str, error: BaseException, latency_ms: int) -> ArmRecord:
+    """A failed arm record for an arm that raised instead of returning a result."""
+    return ArmRecord(
+        arm=arm, status=DebateStatus.failed.value, reason=f"{type(error).__name__}: {error}", latency_ms=latency_ms
+    )
+
+
+def not_debated(item: EvalItem, panelists: list[str]) -> EvalRecord:
+    """The record of a question asked only of comparison arms: no debate ran."""
+    return EvalRecord(
+        id=item.id,
+        question=item.question,
+        gold=item.answer,
+        type=item.type,
+        choices=item.choices,
+        panelists=panelists,
+        status="not_run",
+        debated=False,
     )
