@@ -1,10 +1,14 @@
-"""An OpenAI-compatible endpoint: model `consensus`; the consensus is the assistant message."""
+"""An OpenAI-compatible endpoint: model `consensus` (the debate; the consensus is the assistant message) and the
+comparison arms of consensus/arms.py (consensus-vote, consensus-single-<name>, consensus-sample-<name>-<k>)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import re
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,6 +16,9 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.sse import format_sse_event
 
+from consensus.arms import MODEL_ID, Arm, ArmResult, arms_of, parse_arm, run_arm
+from consensus.engine import DebateOptions, validate_request
+from consensus.errors import QuestionError, UnknownArmError
 from consensus.language import detect_language
 from consensus.types import (
     ConsensusCompleted,
@@ -21,14 +28,15 @@ from consensus.types import (
     ThreadContext,
     ThreadTurn,
 )
-from service.deps import Caller, Services
+from service.deps import Caller, Services, admit
 from service.routes_debates import ERRORS, start_debate, wait_or_503
 from service.schemas import ChatMessage, ChatRequest, DebateRequest
-from service.security import ApiError
+from service.security import ApiError, Principal
 from service.services import AppServices
 
 router = APIRouter(prefix="/v1", tags=["openai"])
-MODEL_ID = "consensus"
+log = logging.getLogger(__name__)
+PING_S = 15.0  # an SSE comment this often while an arm runs, so proxies keep the stream open
 
 
 def _text(m: ChatMessage) -> str:
@@ -72,6 +80,8 @@ def extra(r: DebateResult) -> dict[str, Any]:
     """Each model's answer, the agreement and the debate id (the `consensus` field of the response)."""
     c = r.consensus
     return {
+        "arm": MODEL_ID,
+        "kind": "consensus",
         "debate_id": r.id,
         "status": r.status.value,
         "reason": r.reason,
@@ -108,42 +118,87 @@ def _usage(r: DebateResult) -> dict[str, int]:
     return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens}
 
 
+def arm_extra(r: ArmResult) -> dict[str, Any]:
+    """Which arm ran, its answers, the vote and the calls (the `consensus` field of an arm's response)."""
+    vote = r.vote
+    return {
+        "arm": r.arm,
+        "kind": r.kind,
+        "status": r.status.value,
+        "reason": r.reason,
+        "language": r.language,
+        "tie": r.tie,
+        "majority": r.majority,
+        "chosen": r.chosen,
+        "agreement": vote.score if vote else None,
+        "votes": [c.model_dump() for c in vote.clusters] if vote else [],
+        "calls": r.usage.llm_calls,
+        "cost_usd": r.usage.cost_usd,
+        "missing": [a.panelist for a in r.answers if not a.ok],
+        "answers": {
+            a.panelist: {
+                "model": a.model,
+                "answer": a.answer,
+                "final_answer": a.final_answer,
+                "confidence": a.confidence,
+                "error": a.error.model_dump() if a.error else None,
+            }
+            for a in r.answers
+        },
+    }
+
+
+def _arm_usage(r: ArmResult) -> dict[str, int]:
+    u = r.usage
+    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens}
+
+
+def _describe(arm: Arm, panel: list[str]) -> dict[str, Any]:
+    about: dict[str, Any] = {"id": arm.id, "object": "model", "created": 0, "owned_by": "consensus", "arm": arm.kind}
+    if arm.kind in ("consensus", "vote"):
+        about["panel"] = panel
+    else:
+        about["panelist"] = arm.seat
+    if arm.kind == "sample":
+        about["k"] = arm.k
+    return about
+
+
 @router.get("/models")
 async def list_models(svc: Services, who: Caller) -> dict[str, Any]:
-    """The one model this endpoint serves: `consensus` (the configured panel)."""
-    return {
-        "object": "list",
-        "data": [
-            {
-                "id": MODEL_ID,
-                "object": "model",
-                "created": 0,
-                "owned_by": "consensus",
-                "panel": [s.model for s in svc.panel.panelists],
-            }
-        ],
-    }
+    """`consensus` (the debate on the configured panel) and its comparison arms; any consensus-sample-<name>-<k>
+    with k in range is served, not only the k listed."""
+    panel = [s.model for s in svc.panel.panelists]
+    return {"object": "list", "data": [_describe(arm, panel) for arm in arms_of(svc.panel)]}
+
+
+def _as_messages_error(exc: ApiError) -> ApiError:
+    """This endpoint has no `question` field: the question is the last user message."""
+    if exc.param == "question":
+        exc.param = "messages"
+        exc.message = (
+            "messages: the last user message (with the conversation before it, as the panel sees it) "
+            + exc.message.removeprefix("question: ")
+        )
+    return exc
 
 
 @router.post("/chat/completions", responses=ERRORS)
 async def chat_completions(body: ChatRequest, svc: Services, who: Caller) -> Any:
-    """Run a debate for the last user message and answer with its consensus."""
-    if body.model != MODEL_ID:
-        raise ApiError(
-            404, f"model {body.model!r} does not exist; use 'consensus'", param="model", code="model_not_found"
-        )
+    """Run a debate for the last user message and answer with its consensus; or run the comparison arm the model
+    names."""
+    try:
+        arm = parse_arm(body.model, svc.panel)
+    except UnknownArmError as exc:
+        raise ApiError(404, str(exc), type_="not_found_error", param="model", code="model_not_found") from None
     question, context = thread_from(body.messages)
+    if arm.kind != "consensus":
+        return await _arm_completion(svc, who, body, arm, question, context)
     req = DebateRequest(question=question, rounds=body.rounds, language=body.language)
     try:
         row, _, token = await start_debate(svc, who, req, None, None, context)
     except ApiError as exc:
-        if exc.param == "question":  # this endpoint has no such field: the question is the last user message
-            exc.param = "messages"
-            exc.message = (
-                "messages: the last user message (with the conversation before it, as the panel sees it) "
-                + exc.message.removeprefix("question: ")
-            )
-        raise
+        raise _as_messages_error(exc) from None
     created = int(time.time())
     cid = f"chatcmpl-{row.id}"
     given = {"X-Cancel-Token": token} if token else {}  # a publishable key's caller can cancel it (debates API)
@@ -177,19 +232,134 @@ async def chat_completions(body: ChatRequest, svc: Services, who: Caller) -> Any
     )
 
 
+def _chunk(cid: str, created: int, model: str, delta: dict[str, Any], finish: str | None = None, **more: Any) -> bytes:
+    """One `chat.completion.chunk` as an SSE event."""
+    body = {
+        "id": cid,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+        **more,
+    }
+    return format_sse_event(data_str=json.dumps(body, ensure_ascii=False))
+
+
+def _pieces(text: str) -> list[str]:
+    """A finished answer in word-sized pieces, for a stream."""
+    return re.findall(r"\S+\s*|\s+", text)
+
+
+def _stream_error(reason: str, code: str, extra_: dict[str, Any] | None) -> bytes:
+    """An error after the 200 went out, as OpenAI's streams send it (the SDK raises APIError), never as text."""
+    error = {
+        "message": f"the panel could not answer: {reason}",
+        "type": "upstream_error",
+        "param": None,
+        "code": code,
+        "consensus": extra_,
+    }
+    return format_sse_event(data_str=json.dumps({"error": error}, ensure_ascii=False))
+
+
+def _usage_chunk(cid: str, created: int, model: str, usage: dict[str, int]) -> bytes:
+    body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model, "choices": []}
+    return format_sse_event(data_str=json.dumps({**body, "usage": usage}))
+
+
+async def _arm_completion(
+    svc: AppServices, who: Principal, body: ChatRequest, arm: Arm, question: str, context: ThreadContext | None
+) -> Any:
+    """Run a comparison arm (consensus/arms.py) and answer with its reply; nothing is stored."""
+    if body.rounds is not None:
+        raise ApiError(
+            422,
+            f"rounds: {arm.id} has no debate rounds; rounds applies to model {MODEL_ID!r}",
+            param="rounds",
+            code="invalid_value",
+        )
+    try:
+        validate_request(question, svc.panel, DebateOptions(language=body.language))
+    except QuestionError as exc:
+        message = exc.message if exc.field in exc.message else f"{exc.field}: {exc.message}"
+        raise _as_messages_error(ApiError(422, message, param=exc.field, code="invalid_value")) from None
+    admit(svc, who)  # the same per-key rate limit and capacity as a debate; the slot is held while the arm runs
+    try:
+        task = asyncio.create_task(
+            run_arm(arm, question, svc.panel, svc.runner.provider, language=body.language, thread=context)
+        )
+    except BaseException:
+        svc.runner.unreserve()
+        raise
+    task.add_done_callback(lambda _: svc.runner.unreserve())
+    created, cid = int(time.time()), f"chatcmpl-{uuid.uuid4().hex}"
+    if body.stream:
+        include_usage = bool((body.stream_options or {}).get("include_usage"))
+        return StreamingResponse(_stream_arm(task, arm.id, cid, created, include_usage), media_type="text/event-stream")
+    try:
+        result = await task
+    finally:
+        if not task.done():  # the client went away: no one will read the answer
+            task.cancel()
+    if result.reply is None:
+        raise ApiError(502, f"the panel could not answer: {result.reason}", type_="upstream_error", code="arm_failed")
+    return JSONResponse(
+        {
+            "id": cid,
+            "object": "chat.completion",
+            "created": created,
+            "model": arm.id,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": result.reply},
+                    "finish_reason": "stop",
+                    "logprobs": None,
+                }
+            ],
+            "usage": _arm_usage(result),
+            "consensus": arm_extra(result),
+        }
+    )
+
+
+async def _stream_arm(
+    task: asyncio.Task[ArmResult], model: str, cid: str, created: int, include_usage: bool
+) -> AsyncIterator[bytes]:
+    """An arm's reply as chat.completion.chunk events: the role at once, pings while the calls run, then the reply
+    in pieces (it exists only once the vote is counted), the `consensus` field on the last chunk, usage, [DONE]."""
+    yield _chunk(cid, created, model, {"role": "assistant", "content": ""})
+    try:
+        while not task.done():
+            await asyncio.wait({task}, timeout=PING_S)
+            if not task.done():
+                yield format_sse_event(comment="ping")
+    finally:
+        if not task.done():  # the client disconnected: stop the calls
+            task.cancel()
+    try:
+        result = task.result()
+    except Exception as exc:  # a bug, not an upstream failure: logged, and said as an error, never as an answer
+        log.exception("arm %s failed", model)
+        yield _stream_error(f"{type(exc).__name__}: {exc}", "arm_failed", None)
+        yield format_sse_event(data_str="[DONE]")
+        return
+    if result.reply is not None:
+        for piece in _pieces(result.reply):
+            yield _chunk(cid, created, model, {"content": piece})
+        yield _chunk(cid, created, model, {}, "stop", consensus=arm_extra(result))
+    else:
+        yield _stream_error(str(result.reason), "arm_failed", arm_extra(result))
+    if include_usage:
+        yield _usage_chunk(cid, created, model, _arm_usage(result))
+    yield format_sse_event(data_str="[DONE]")
+
+
 async def _stream(
     svc: AppServices, debate_id: str, cid: str, created: int, include_usage: bool
 ) -> AsyncIterator[bytes]:
     def chunk(delta: dict[str, Any], finish: str | None = None, **more: Any) -> bytes:
-        body = {
-            "id": cid,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": MODEL_ID,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
-            **more,
-        }
-        return format_sse_event(data_str=json.dumps(body, ensure_ascii=False))
+        return _chunk(cid, created, MODEL_ID, delta, finish, **more)
 
     yield chunk({"role": "assistant", "content": ""})
     # The synthesizer's tokens are not streamed: a stream cannot take back text, and a consensus is shown only once
@@ -200,7 +370,7 @@ async def _stream(
         if e is None:
             yield format_sse_event(comment="ping")
         elif isinstance(e, ConsensusCompleted) and not sent:
-            for piece in re.findall(r"\S+\s*|\s+", e.consensus.answer):
+            for piece in _pieces(e.consensus.answer):
                 sent += piece
                 yield chunk({"content": piece})
         elif isinstance(e, DebateCompleted | DebateFailed):
@@ -214,25 +384,7 @@ async def _stream(
         # The 200 is long gone: say it the way OpenAI's streams do, as an error object (the SDK raises APIError),
         # never as assistant text a client would show as the answer.
         reason = final.reason if final else "the debate ended without a result"
-        error = {
-            "message": f"the panel could not answer: {reason}",
-            "type": "upstream_error",
-            "param": None,
-            "code": "debate_failed",
-            "consensus": extra(final) if final else None,
-        }
-        yield format_sse_event(data_str=json.dumps({"error": error}, ensure_ascii=False))
+        yield _stream_error(str(reason), "debate_failed", extra(final) if final else None)
     if include_usage and final is not None:
-        yield format_sse_event(
-            data_str=json.dumps(
-                {
-                    "id": cid,
-                    "object": "chat.completion.chunk",
-                    "created": created,
-                    "model": MODEL_ID,
-                    "choices": [],
-                    "usage": _usage(final),
-                }
-            )
-        )
+        yield _usage_chunk(cid, created, MODEL_ID, _usage(final))
     yield format_sse_event(data_str="[DONE]")

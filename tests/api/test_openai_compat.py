@@ -13,8 +13,9 @@ def client(service, stub):
     return openai.OpenAI(base_url=f"{service.url}/v1", api_key="unused-on-loopback", max_retries=0, timeout=30)
 
 
-def test_models_lists_consensus(client):
-    assert [m.id for m in client.models.list()] == ["consensus"]
+def test_models_lists_consensus_first_then_its_arms(client):
+    ids = [m.id for m in client.models.list()]
+    assert ids[:2] == ["consensus", "consensus-vote"] and "consensus-single-alice" in ids  # tests/api/test_arms.py
 
 
 def test_chat_completion_returns_the_consensus_and_every_answer(client):
