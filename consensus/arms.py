@@ -138,16 +138,21 @@ def arm_ids(panel: Panel) -> list[str]:
     return [a.id for a in arms_of(panel)] + [f"{PREFIX}sample-<name>-<k> for k from {MIN_SAMPLES} to {MAX_SAMPLES}"]
 
 
-def parse_arm(model: str, panel: Panel) -> Arm:
+def parse_arm(model: str, panel: Panel, *, short: bool = False) -> Arm:
     """The arm a model id names on this panel, or UnknownArmError saying why and listing the valid ids.
 
-    Short forms are accepted too (`vote`, `single-alice`, `sample-alice-5`), as `consensus eval --arm` takes them.
+    With `short`, as `consensus eval --arm` takes them, the `consensus-` prefix may be left out (`vote`,
+    `single-alice`, `sample-alice-5`); the endpoint takes the model ids exactly as /v1/models lists them.
     """
     names = {s.name for s in panel.panelists}
-    text = model.strip()
-    body = text.removeprefix(PREFIX) if text != MODEL_ID else MODEL_ID
-    if body == MODEL_ID:
+    if model == MODEL_ID:
         return Arm("consensus")
+    if model.startswith(PREFIX):
+        body = model.removeprefix(PREFIX)
+    elif short:
+        body = model
+    else:
+        raise UnknownArmError(model, "does not exist", arm_ids(panel))
     if body == "vote":
         return Arm("vote")
     if body.startswith("single-") and body.removeprefix("single-") in names:
@@ -179,7 +184,7 @@ def parse_arms(values: Sequence[str], panel: Panel) -> list[Arm]:
     for value in values:
         for part in value.split(","):
             if part.strip():
-                arm = parse_arm(part.strip(), panel)
+                arm = parse_arm(part.strip(), panel, short=True)
                 if arm not in out:
                     out.append(arm)
     return out

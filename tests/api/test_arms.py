@@ -135,6 +135,7 @@ def test_a_tie_says_there_is_no_majority(client, stub, model, steps, reply):
     ("model", "says"),
     [
         ("gpt-4", "model 'gpt-4' does not exist"),
+        ("vote", "model 'vote' does not exist"),  # the short form is for `consensus eval --arm` only
         ("consensus-single-zed", "no panelist 'zed' on this panel"),
         ("consensus-sample-alice-99", "k = 99, and k must be from 2 to 32"),
     ],
@@ -250,3 +251,18 @@ def test_eval_arms_give_the_endpoints_answers_usage_and_accuracy(client, stub, s
         assert summary["arms"][arm]["tokens_per_question"] == pytest.approx(sum(tokens) / 3)
     assert summary["arms"]["consensus-sample-bob-3"]["ties"] == 1
     assert "arm consensus-vote" in p.stdout and "66.7%" in p.stdout
+
+
+def test_an_arm_sees_the_callers_instruction_and_history_as_a_debate_does(client, stub):
+    script(stub, {"alice": [{"text": ans("4")}]})
+    messages = [
+        {"role": "system", "content": "Answer in one word, please."},
+        {"role": "user", "content": "What is 1+1?"},
+        {"role": "assistant", "content": "The panel agrees: 2."},
+        *Q,
+    ]
+    client.chat.completions.create(model="consensus-single-alice", messages=messages)
+    sent = json.dumps(stub.requests("alice")[0]["messages"])
+    assert "Answer in one word, please." in sent and "The panel agrees: 2." in sent and "What is 2+2?" in sent
+    system = stub.requests("alice")[0]["messages"][0]["content"]
+    assert "Answer in one word" not in system  # the caller's text is fenced data, never our system prompt

@@ -34,8 +34,10 @@ def test_the_advertised_ids_name_every_arm_and_k_up_to_a_debates_calls():
 
 def test_model_ids_and_short_forms_parse_to_the_same_arm():
     assert parse_arm("consensus", PANEL) == Arm("consensus")
-    assert parse_arm("consensus-vote", PANEL) == parse_arm("vote", PANEL) == Arm("vote")
-    assert parse_arm("single-b", PANEL) == Arm("single", "b")
+    assert parse_arm("consensus-vote", PANEL) == parse_arm("vote", PANEL, short=True) == Arm("vote")
+    assert parse_arm("single-b", PANEL, short=True) == Arm("single", "b")
+    with pytest.raises(UnknownArmError):  # the endpoint takes the ids as listed, prefix and all
+        parse_arm("vote", PANEL)
     assert parse_arm("consensus-sample-a-4", PANEL) == Arm("sample", "a", 4)  # not advertised, still valid
     hyphened = make_panel(["gpt-4o", "b"])
     assert parse_arm("consensus-sample-gpt-4o-3", hyphened) == Arm("sample", "gpt-4o", 3)
