@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import unicodedata
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -18,10 +19,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from consensus.types import Claim, Consensus, DebateResult
+from consensus.claims import label_letter
+from consensus.rounds import LABELS
+from consensus.types import Analysis, Claim, Consensus, DebateResult, ThreadContext
 from service.deps import Services
-from service.security import SECRET_PREFIX
+from service.routes_debates import FINISHED
+from service.security import SECRET_PREFIX, hash_key
 from service.services import AppServices
+from service.store import DebateRow
 from service.web_i18n import Translator, language_options, negotiate
 
 log = logging.getLogger("consensus.service")
@@ -31,6 +36,7 @@ HERE = Path(__file__).parent
 STATIC = HERE / "static"
 SHARE_CHARS = 200  # the consensus in a shared message or a link preview
 QUESTION_CHARS = 300
+THREAD_QUESTION_CHARS = 100  # each question of a thread in a shared message
 
 CSP = "; ".join(
     [
@@ -136,14 +142,22 @@ def enc(text: str) -> str:
     return quote(text, safe="!~*'()")
 
 
-def share_links(t: Translator, question: str, consensus: str, url: str) -> dict[str, str]:
-    """The shared text (question, shortened consensus, link) as WhatsApp and e-mail links."""
-    text = f"{shorten(question, QUESTION_CHARS)}\n\n{t('Consensus')}: {shorten(consensus, SHARE_CHARS)}\n\n{url}"
+def share_links(t: Translator, question: str, consensus: str, url: str, earlier: Sequence[str] = ()) -> dict[str, str]:
+    """The shared text (question, shortened consensus, link) as WhatsApp and e-mail links. A follow-up's names its
+    thread: "Thread of 3 questions:", each question numbered on its own line (debate.js words it the same way)."""
+    asked = shorten(question, QUESTION_CHARS)
+    subject = shorten(question, 100)
+    if earlier:
+        named = t("Thread of {n} questions", n=len(earlier) + 1)
+        lines = [f"{i}. {shorten(q, THREAD_QUESTION_CHARS)}" for i, q in enumerate([*earlier, question], start=1)]
+        asked = f"{named}:\n" + "\n".join(lines)
+        subject = shorten(f"{named}: {question}", 100)
+    text = f"{asked}\n\n{t('Consensus')}: {shorten(consensus, SHARE_CHARS)}\n\n{url}"
     return {
         "url": url,
         "text": text,
         "whatsapp": "https://wa.me/?text=" + enc(text),
-        "mailto": f"mailto:?subject={enc(shorten(question, 100))}&body={enc(text.replace(chr(10), chr(13) + chr(10)))}",
+        "mailto": f"mailto:?subject={enc(subject)}&body={enc(text.replace(chr(10), chr(13) + chr(10)))}",
     }
 
 
@@ -175,15 +189,76 @@ async def ask(request: Request, svc: Services, q: str = "", lang: str | None = N
 
 @router.get("/d/{debate_id}", response_class=HTMLResponse)
 async def permalink(debate_id: str, request: Request, svc: Services, lang: str | None = None) -> HTMLResponse:
-    """A debate, readable without JavaScript, with Open Graph tags for link previews."""
+    """A debate and the thread up to it, readable without JavaScript, with Open Graph tags for link previews."""
     row = await svc.store.get(debate_id)
     accept = request.headers.get("accept-language")
     if row is None:
         return render("not_found.html", Translator(negotiate(lang, accept_language=accept)), status=404)
     result = DebateResult.model_validate(row.result)
     t = Translator(negotiate(lang, result.language, accept_language=accept))
-    url = f"{site_url(request, svc)}/d/{result.id}"
-    return render("debate.html", t, d=debate_view(result, t, url))
+    site = site_url(request, svc)
+    earlier = await earlier_turns(svc, row, t, site)
+    d = debate_view(result, t, f"{site}/d/{result.id}", earlier)
+    box = await box_context(request, svc, t, "")
+    follow = await follow_up_config(svc, row, result, earlier)
+    config = {**box["config"], "follow_up": follow}
+    return render("debate.html", t, d=d, config=config, max_chars=box["max_chars"], question="", autofocus=False)
+
+
+async def earlier_turns(svc: AppServices, row: DebateRow, t: Translator, site: str) -> list[dict[str, Any]]:
+    """The thread before this debate, oldest first, as the panel was given it: a follow-up's finished debates up to
+    the one it follows (each with its own permalink), or the turns a caller gave whole (the OpenAI endpoint)."""
+    request = row.request or {}
+    parent_id = request.get("follow_up_of")
+    if parent_id and row.thread_id:
+        rows = await svc.store.thread(row.thread_id)
+        parent = next((r for r in rows if r.id == parent_id), None)
+        upto = (parent.thread_index or 0) if parent is not None else -1
+        turns = []
+        for r in rows:
+            if r.id != row.id and (r.thread_index or 0) <= upto and r.status in FINISHED:
+                earlier = DebateResult.model_validate(r.result)
+                c = earlier.consensus
+                turns.append(
+                    {
+                        "question": earlier.question,
+                        "consensus": c.answer if c else "",
+                        "agreement": agreement_text(t, c) if c else None,
+                        "url": f"{site}/d/{r.id}",
+                    }
+                )
+        return turns
+    given = request.get("thread_context")
+    if not given:
+        return []
+    context = ThreadContext.model_validate(given)
+    return [{"question": x.question, "consensus": x.consensus, "agreement": None, "url": None} for x in context.turns]
+
+
+async def follow_up_config(
+    svc: AppServices, row: DebateRow, result: DebateResult, earlier: list[dict[str, Any]]
+) -> dict[str, Any] | None:
+    """What the permalink's script needs to offer a follow-up, or None when this page's key cannot continue the
+    thread (another key started it, or the debate has no consensus). A publishable key's thread also needs its
+    cancel token, which only the starter's browser holds (debate.js keeps it): `token` says so."""
+    if row.status not in FINISHED or result.consensus is None:
+        return None
+    key = page_key(svc)
+    if key is None and not (svc.settings.loopback and not svc.keys.any_keys):
+        return None
+    if key is not None:
+        own = svc.keys.by_hash.get(hash_key(key))
+        if own is None or (row.key_id is not None and row.key_id != own.id):
+            return None
+    elif row.key_id is not None:
+        return None
+    return {
+        "of": row.id,
+        "thread": row.thread_id or row.id,
+        "questions": [x["question"] for x in earlier] + [result.question],
+        "consensus": result.consensus.answer,
+        "token": bool((row.request or {}).get("cancel_token_hash")),
+    }
 
 
 @router.get("/widget.js")
@@ -248,8 +323,9 @@ def round_label(t: Translator, index: int) -> str:
     return t("Opening answers") if index == 0 else t("Round {n}", n=index)
 
 
-def debate_view(r: DebateResult, t: Translator, url: str) -> dict[str, Any]:
-    """What debate.html shows: columns per panelist, positions over rounds, consensus, failures, share."""
+def debate_view(r: DebateResult, t: Translator, url: str, earlier: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """What debate.html shows: the thread before it, columns per panelist, positions over rounds, consensus,
+    failures, share (naming the thread)."""
     columns = []
     for p in r.panel:
         turns = []
@@ -290,6 +366,7 @@ def debate_view(r: DebateResult, t: Translator, url: str) -> dict[str, Any]:
             ],
             "check": check_mark(t, c),
             "claims": claim_groups(t, c.claims),
+            "dropped": dropped_attributions(r),
         }
     running = r.status.value == "running"
     if running:
@@ -309,7 +386,9 @@ def debate_view(r: DebateResult, t: Translator, url: str) -> dict[str, Any]:
         "notes": notes,
         "consensus": consensus,
         "og": {"title": shorten(r.question, QUESTION_CHARS), "description": description},
-        "share": share_links(t, r.question, c.answer, url) if c else None,
+        "share": share_links(t, r.question, c.answer, url, [x["question"] for x in earlier]) if c else None,
+        "thread": list(earlier),
+        "thread_title": t("Thread of {n} questions", n=len(earlier) + 1) if earlier else None,
     }
 
 
@@ -325,21 +404,59 @@ def agreement_text(t: Translator, c: Consensus) -> str:
 
 def check_mark(t: Translator, c: Consensus) -> dict[str, Any] | None:
     """Whether the consensus shown passed the faithfulness checks, or which fallback it is and why (debate.js
-    decides the same way); None for a record with no checks that is no fallback (written before the guard)."""
+    decides the same way); None for a record with no checks that is no fallback (written before the guard).
+
+    The majority answer has three causes, worded apart from the structured fields: the guard rejected what the
+    moderator wrote (`rejected`), the moderator was never asked (no attempt: the time ran out first), or the
+    moderator's calls failed. Only the last is a failure of the model."""
     failed = ", ".join(k.name for k in c.checks if not k.passed)
+    rejected = [
+        {"who": t("Rejected text by {name}", name=w.synthesizer), "checks": _names(w.failed)} for w in c.rejected
+    ]
     # fallback with source "synthesis": a record from before sources, when every fallback was the majority answer
     majority = c.source == "majority_answer" or (c.fallback and c.source == "synthesis")
+    view = {"failed": failed, "rejected": rejected, "reason": c.fallback_reason if c.fallback else None}
     if c.checks and not failed and not majority:
         mark = t("Checked against the panel's answers.")
-        if not c.fallback:
-            return {"ok": True, "mark": mark, "note": None, "failed": "", "reason": None}
         # a retry, or another seat, wrote it
-        note = t("The moderator's first text was not used; this one passed the checks.")
-        return {"ok": True, "mark": mark, "note": note, "failed": "", "reason": c.fallback_reason}
+        note = t("The moderator's first text was not used; this one passed the checks.") if c.fallback else None
+        return {"ok": True, "mark": mark, "note": note, **view}
     if not majority and not failed:
         return None
-    mark_text = t("The moderator model failed; the majority answer is shown instead.") if majority else None
-    return {"ok": False, "mark": mark_text, "note": None, "failed": failed, "reason": c.fallback_reason}
+    mark_text = None
+    if majority and c.rejected:
+        mark_text = t("The moderator's text did not pass the checks: this is the panel's verified majority answer.")
+    elif c.source == "majority_answer" and c.attempts == 0:
+        mark_text = t("The moderator was not asked: this is the panel's verified majority answer.")
+    elif majority:
+        mark_text = t("The moderator model failed; the majority answer is shown instead.")
+    return {"ok": False, "mark": mark_text, "note": None, **view, "reason": c.fallback_reason}
+
+
+def _names(checks: Sequence[Any]) -> str:
+    return ", ".join(k.name for k in checks)
+
+
+def dropped_attributions(r: DebateResult) -> list[dict[str, str]]:
+    """The attributions the claim map's verification dropped (Analysis.dropped) in the last round that was
+    analysed, each with the panelist's name where its label names one, the claim, the quote and our code's
+    reason: shown beside the claim map so that what the analyst said and could not back is never hidden."""
+    analysis: Analysis | None = next((x.analysis for x in reversed(r.rounds) if x.analysis is not None), None)
+    if analysis is None:
+        return []
+    names = dict(zip(LABELS, (p.name for p in r.panel), strict=False))  # a label's letter is its seat's index
+    out = []
+    for x in analysis.dropped:
+        letter = label_letter(x.panelist)
+        out.append(
+            {
+                "who": names.get(letter, x.panelist) if letter else x.panelist,
+                "claim": x.claim,
+                "quote": x.quote,
+                "reason": x.reason,
+            }
+        )
+    return out
 
 
 def claim_groups(t: Translator, claims: list[Claim]) -> list[dict[str, Any]]:

@@ -7,7 +7,8 @@
 var ConsensusCore = (function () {
   "use strict";
 
-  var SHARE_CHARS = 200, QUESTION_CHARS = 300; // the same limits as service/web.py
+  var SHARE_CHARS = 200, QUESTION_CHARS = 300, THREAD_QUESTION_CHARS = 100; // the same limits as service/web.py
+  var TOKENS = "consensus.thread-token."; // localStorage: a publishable key's thread token, by thread (the page only)
 
   /** Whitespace collapsed, cut to `limit` characters with an ellipsis: exactly what web.shorten does. */
   function shorten(text, limit) {
@@ -22,16 +23,38 @@ var ConsensusCore = (function () {
     return cut.join("").replace(/\p{M}+$/u, "") + "\u2026"; // a hard cut inside a word
   }
 
-  /** The shared text (question, shortened consensus, link) as WhatsApp and e-mail links. */
-  function shareLinks(t, question, consensus, url) {
-    var text = shorten(question, QUESTION_CHARS) + "\n\n" + t("Consensus") + ": " + shorten(consensus, SHARE_CHARS) + "\n\n" + url;
+  /** The shared text (question, shortened consensus, link) as WhatsApp and e-mail links; a follow-up's names its
+   * thread ("Thread of 3 questions:", each question numbered on its own line), exactly as web.share_links does. */
+  function shareLinks(t, question, consensus, url, earlier) {
+    var asked = shorten(question, QUESTION_CHARS), subject = shorten(question, 100);
+    if (earlier && earlier.length) {
+      var named = t("Thread of {n} questions", { n: earlier.length + 1 });
+      asked = named + ":\n" + earlier.concat([question]).map(function (q, i) {
+        return (i + 1) + ". " + shorten(q, THREAD_QUESTION_CHARS);
+      }).join("\n");
+      subject = shorten(named + ": " + question, 100);
+    }
+    var text = asked + "\n\n" + t("Consensus") + ": " + shorten(consensus, SHARE_CHARS) + "\n\n" + url;
     return {
       url: url,
       text: text,
       whatsapp: "https://wa.me/?text=" + encodeURIComponent(text),
-      mailto: "mailto:?subject=" + encodeURIComponent(shorten(question, 100)) +
+      mailto: "mailto:?subject=" + encodeURIComponent(subject) +
         "&body=" + encodeURIComponent(text.replace(/\n/g, "\r\n")),
     };
+  }
+
+  /** The letter of an anonymous label as an analyst may write it ("A", "Panelist A", "(a)"): consensus.claims. */
+  function labelLetter(label) {
+    var m = /^[\W_]*(?:pan[e\u00e9]ll?(?:ist|ista|iste)?s?[\W_]*)?([a-z])[\W_]*$/i.exec(String(label || "").trim());
+    return m ? m[1].toUpperCase() : null;
+  }
+
+  function remember(root, token) {
+    try { localStorage.setItem(TOKENS + root, token); } catch (e) { /* storage refused: this tab keeps it */ }
+  }
+  function remembered(root) {
+    try { return localStorage.getItem(TOKENS + root); } catch (e) { return null; }
   }
 
   /** The "answer" field of a JSON reply that is still arriving (the raw text when it is not JSON). */
@@ -147,11 +170,29 @@ var ConsensusCore = (function () {
     var el = {};
     ["form", "question", "submit", "switch", "lang", "error", "progress", "state", "round", "meter", "pct", "cols",
       "consensus", "notes", "c-check", "c-meter", "c-pct", "c-text", "c-claims", "c-claim-groups", "c-majority",
-      "c-dissent", "positions", "positions-table",
-      "share", "permalink", "whatsapp", "mailto", "copy", "copied", "announce"].forEach(function (r) { el[r] = role(r); });
+      "c-dissent", "c-dropped", "c-dropped-count", "c-dropped-list", "positions", "positions-table",
+      "share", "permalink", "whatsapp", "mailto", "copy", "copied", "announce",
+      "thread", "thread-title", "thread-list", "follow-form", "follow-question", "follow-submit",
+    ].forEach(function (r) { el[r] = role(r); });
     var t = translator(opts);
     var api = opts.api || "";
+    var ids = box.dataset.ids || "cx";
     var current = null;
+    var thread = newThread(opts.thread);
+
+    /** The thread this box continues: its first debate's id, the cancel token a publishable key's thread needs,
+     * the debate a follow-up continues, and its finished turns (onPage: shown by the permalink around the box). */
+    function newThread(given) {
+      var th = { root: null, token: null, last: null, turns: [], closed: false };
+      if (given) {
+        th.root = given.thread;
+        th.last = given.of;
+        th.turns = (given.questions || []).map(function (q) { return { question: q, onPage: true }; });
+        th.token = given.token ? remembered(th.root) : null;
+        th.closed = !!given.token && !th.token; // only the browser that started it holds the token
+      }
+      return th;
+    }
 
     enhanceCopy(el.copy, function () { return el.permalink.href; }, el.copied, t("Link copied"));
 
@@ -184,6 +225,27 @@ var ConsensusCore = (function () {
       current = start(question, el.lang.value);
     });
     el.question.addEventListener("input", function () { el.question.setCustomValidity(""); });
+    el["follow-question"].addEventListener("keydown", function (e) {
+      if (e.key === "Enter" && !e.shiftKey && !e.ctrlKey && !e.altKey && !e.metaKey && !e.isComposing) {
+        e.preventDefault();
+        el["follow-form"].requestSubmit(el["follow-submit"]);
+      }
+    });
+    el["follow-form"].addEventListener("submit", function (e) {
+      e.preventDefault();
+      if ((current && current.active) || !thread.last) return;
+      var field = el["follow-question"], question = field.value.trim();
+      if (!question) {
+        field.value = "";
+        field.setCustomValidity(t("Type your question here"));
+        field.reportValidity();
+        field.focus();
+        return;
+      }
+      current = start(question, el.lang.value, true);
+    });
+    el["follow-question"].addEventListener("input", function () { el["follow-question"].setCustomValidity(""); });
+    if (opts.thread && !thread.closed) show(el["follow-form"]);
 
     function headers(extra) {
       var out = Object.assign({}, extra);
@@ -226,39 +288,78 @@ var ConsensusCore = (function () {
       el["c-text"].setAttribute("aria-busy", "true");
       el["c-majority"].textContent = "";
       el["c-dissent"].replaceChildren();
+      el["c-dropped-list"].replaceChildren();
       el["positions-table"].replaceChildren();
       el.round.textContent = "";
-      [el.error, el.consensus, el["c-check"], el["c-claims"], el.positions, el.share].forEach(function (e) { show(e, false); });
+      [el.error, el.consensus, el["c-check"], el["c-claims"], el["c-dropped"], el.positions, el.share,
+        el["follow-form"]].forEach(function (e) { show(e, false); });
       setMeter(el.meter, el.pct, null);
     }
 
-    function start(question, lang) {
+    /** The thread so far above the live view: the earlier questions (not those the permalink shows) with their
+     * consensus, then the question being asked. Hidden for a question that starts a thread. */
+    function showThread(question) {
+      var items = [], before = 0;
+      thread.turns.forEach(function (x) {
+        if (x.onPage) { before += 1; return; }
+        var li = h("li", "cx-turn-earlier"), q = h("p", "cx-thread-q"), a = h("a", null, x.question);
+        a.href = x.url;
+        q.dir = "auto";
+        q.append(a);
+        var text = h("div", "cx-text", x.consensus);
+        text.dir = "auto";
+        li.append(q, text);
+        items.push(li);
+      });
+      var now = h("li", "cx-turn-current"), q = h("p", "cx-thread-q", question);
+      q.dir = "auto";
+      now.append(q);
+      items.push(now);
+      el["thread-list"].start = before + 1;
+      el["thread-list"].replaceChildren.apply(el["thread-list"], items);
+      el["thread-title"].textContent = t("Thread of {n} questions", { n: thread.turns.length + 1 });
+      show(el.thread, thread.turns.length > 0);
+    }
+
+    function start(question, lang, followUp) {
       var st = { active: true, id: null, seq: 0, done: false, cols: new Map(), panel: [], rounds: [], synth: "" };
+      if (!followUp) thread = newThread(null);
       reset();
+      showThread(question);
       show(el.progress);
       el.state.textContent = t("Running\u2026");
       el.submit.setAttribute("aria-disabled", "true");
+      el["follow-submit"].setAttribute("aria-disabled", "true");
       run().catch(function () { showError(t("The service could not be reached. Try again."), st.id); })
         .finally(function () {
           st.active = false;
           el.submit.removeAttribute("aria-disabled");
+          el["follow-submit"].removeAttribute("aria-disabled");
           el.state.textContent = "";
+          if (thread.last && !thread.closed) {
+            if (st.done) el["follow-question"].value = "";
+            show(el["follow-form"]);
+          }
         });
       return st;
 
       async function run() {
         var resp;
+        // A follow-up keeps its thread's language unless the question is clearly in another: the service decides.
+        var body = followUp ? { question: question, follow_up_of: thread.last } : { question: question, language: lang };
+        var extra = { "Content-Type": "application/json", Accept: "text/event-stream" };
+        if (followUp && thread.token) extra["X-Cancel-Token"] = thread.token;
         try {
           resp = await fetch(api + "/v1/debates", {
-            method: "POST", credentials: "omit", cache: "no-store",
-            headers: headers({ "Content-Type": "application/json", Accept: "text/event-stream" }),
-            body: JSON.stringify({ question: question, language: lang }),
+            method: "POST", credentials: "omit", cache: "no-store", headers: headers(extra), body: JSON.stringify(body),
           });
         } catch (e) {
           showError(await unreachable());
           return;
         }
         if (!resp.ok) { showError(await refusal(resp)); return; }
+        // A publishable key's caller is given the thread's token once, with its first debate: follow-ups need it.
+        if (!followUp) thread.token = resp.headers.get("X-Cancel-Token");
         await follow(resp);
         // A cut stream is resumed from the last event id; the debate itself went on on the server. A restart
         // (its shutdown grace, 10 s by default, then the start) takes longer than a blip: keep trying for a
@@ -300,6 +401,14 @@ var ConsensusCore = (function () {
         if (!(wait > 0)) wait = 1;
         if (resp.status === 429) return t("Too many requests; try again in {n} s.", { n: wait });
         if (resp.status === 503) return t("The service is busy; try again in {n} s.", { n: wait });
+        if (followUp && (err.code === "cancel_token_required" || err.code === "not_owner")) {
+          thread.closed = true;
+          return t("Only whoever started this thread can continue it.");
+        }
+        if (followUp && err.code === "thread_too_long") {
+          thread.closed = true;
+          return t("This thread has reached its length limit.");
+        }
         if (resp.status === 403) return t("This site is not allowed to use this key.");
         if (resp.status === 401) {
           return err.code === "missing_api_key" ? t("This page is not set up to ask questions yet.") : t("The API key was refused.");
@@ -313,6 +422,10 @@ var ConsensusCore = (function () {
         try { data = JSON.parse(ev.data); } catch (e) { return; }
         if (ev.id) st.seq = Math.max(st.seq, parseInt(ev.id, 10) || 0);
         if (data.debate_id) st.id = data.debate_id;
+        if (st.id && !thread.root) {
+          thread.root = st.id;
+          if (thread.token && opts.remember) remember(st.id, thread.token);
+        }
         switch (ev.event) {
           case "debate.started": onStarted(data.data || {}); break;
           case "answer.delta": onDelta(data); break;
@@ -341,7 +454,7 @@ var ConsensusCore = (function () {
         }
         if (st.panel.indexOf(name) < 0) st.panel.push(name);
         var sec = h("section", "cx-col"), head = h("h3");
-        head.id = "cx-col-" + (st.cols.size + 1);
+        head.id = ids + "-col-" + (st.cols.size + 1);
         sec.setAttribute("aria-labelledby", head.id);
         var modelEl = h("span", "cx-model", model || ""), badge = h("span", "cx-badge", t("Failed"));
         badge.hidden = true;
@@ -478,9 +591,11 @@ var ConsensusCore = (function () {
         var majority = c.source === "majority_answer" || (c.fallback && (c.source || "synthesis") === "synthesis");
         var ok = checks.length > 0 && !failed.length && !majority;
         if (!ok && !majority && !failed.length) return null;
-        var nodes = [];
-        var text = ok ? t("Checked against the panel's answers.")
-          : majority ? t("The moderator model failed; the majority answer is shown instead.") : null;
+        var nodes = [], rejected = c.rejected || [];
+        var text = ok ? t("Checked against the panel's answers.") : !majority ? null
+          : rejected.length ? t("The moderator's text did not pass the checks: this is the panel's verified majority answer.")
+          : c.source === "majority_answer" && !c.attempts ? t("The moderator was not asked: this is the panel's verified majority answer.")
+          : t("The moderator model failed; the majority answer is shown instead.");
         if (text) {
           var p = h("p", "cx-mark"), icon = h("span", "cx-mark-icon", ok ? "\u2713" : "\u26a0");
           icon.setAttribute("aria-hidden", "true");
@@ -488,6 +603,17 @@ var ConsensusCore = (function () {
           nodes.push(p);
         }
         if (ok && c.fallback) nodes.push(h("p", "cx-check-note", t("The moderator's first text was not used; this one passed the checks.")));
+        if (rejected.length) {
+          var ul = h("ul", "cx-rejected");
+          rejected.forEach(function (w) {
+            var code = h("code", null, (w.failed || []).map(function (k) { return k.name; }).join(", "));
+            code.dir = "ltr";
+            var li = h("li");
+            li.append(t("Rejected text by {name}", { name: w.synthesizer }) + ": ", code);
+            ul.append(li);
+          });
+          nodes.push(ul);
+        }
         if (failed.length) {
           var f = h("p", "cx-failed-checks"), names = h("code", null, failed.join(", "));
           names.dir = "ltr";
@@ -547,6 +673,31 @@ var ConsensusCore = (function () {
         return li;
       }
 
+      /** The attributions the claim map's verification dropped in the last analysed round (web.dropped_attributions). */
+      function showDropped(r) {
+        var analysed = (r.rounds || []).filter(function (x) { return x.analysis; });
+        var list = analysed.length ? analysed[analysed.length - 1].analysis.dropped || [] : [];
+        var names = (r.panel || []).map(function (p) { return p.name; });
+        var items = list.map(function (x) {
+          var letter = labelLetter(x.panelist), i = letter ? letter.charCodeAt(0) - 65 : -1;
+          var li = h("li"), who = h("strong", null, i >= 0 && i < names.length ? names[i] : x.panelist);
+          var claimText = h("span", "cx-dropped-claim", x.claim), why = h("span", "cx-why", "(" + x.reason + ")");
+          who.dir = claimText.dir = "auto";
+          why.dir = "ltr";
+          li.append(who, ": ", claimText);
+          if (x.quote) {
+            var q = h("q", null, x.quote);
+            q.dir = "auto";
+            li.append(" \u2014 ", q);
+          }
+          li.append(" ", why);
+          return li;
+        });
+        el["c-dropped-list"].replaceChildren.apply(el["c-dropped-list"], items);
+        el["c-dropped-count"].textContent = t("Dropped attributions: {n}", { n: items.length });
+        show(el["c-dropped"], items.length > 0);
+      }
+
       function onResult(r) {
         if (!r) return;
         (r.panel || []).forEach(function (p) { column(p.name, p.model); });
@@ -584,8 +735,12 @@ var ConsensusCore = (function () {
         }
         el.notes.replaceChildren.apply(el.notes, nodes);
         onConsensus(r.consensus);
+        showDropped(r);
         var url = (opts.base || location.origin) + "/d/" + r.id;
-        var links = shareLinks(t, r.question, r.consensus.answer, url);
+        var earlier = thread.turns.map(function (x) { return x.question; });
+        var links = shareLinks(t, r.question, r.consensus.answer, url, earlier);
+        thread.turns.push({ question: r.question, consensus: r.consensus.answer, url: url });
+        thread.last = r.id;
         el.permalink.href = url;
         el.permalink.textContent = url;
         el.whatsapp.href = links.whatsapp;
@@ -596,6 +751,11 @@ var ConsensusCore = (function () {
     }
   }
 
+  /** Whether this browser may continue a permalink's thread: it needs no token, or holds the one it was given. */
+  function canFollowUp(given) {
+    return !given.token || !!remembered(given.thread);
+  }
+
   return { mount: mount, enhanceCopy: enhanceCopy, shareLinks: shareLinks, shorten: shorten,
-    partialAnswer: partialAnswer, parseBlock: parseBlock };
+    partialAnswer: partialAnswer, parseBlock: parseBlock, labelLetter: labelLetter, canFollowUp: canFollowUp };
 })();

@@ -48,6 +48,11 @@ def finished(web, question=QUESTION, language="en"):
         return c.post("/v1/debates?wait=true", json={"question": question, "language": language}).json()
 
 
+def without_config(page: str) -> str:
+    """The page without its JSON config block (the interface strings the script needs): what a reader sees."""
+    return re.sub(r'<script type="application/json" id="cx-config">.*?</script>', "", page, flags=re.S)
+
+
 def meta(page: str, prop: str) -> str:
     m = re.search(rf'<meta (?:property|name)="{re.escape(prop)}" content="([^"]*)">', page)
     assert m, prop
@@ -302,8 +307,14 @@ def test_permalink_marks_the_majority_fallback_and_says_why(web, stub):
     start = page.index('<div class="cx-check')
     mark = page[start : page.index("</div>", start)]
     assert 'class="cx-check cx-check-fallback"' in mark
-    assert "The moderator model failed; the majority answer is shown instead." in mark
-    assert "Checked against" not in page
+    # The guard rejected what the moderator wrote: no model failed, and the page says so (it said "failed").
+    assert "The moderator&#39;s text did not pass the checks: this is the panel&#39;s verified majority answer." in mark
+    assert "failed" not in mark.split('<p class="cx-why"')[0].lower()
+    assert [html.unescape(x) for x in re.findall(r"<li>([^<]*): <code", mark)] == [
+        f"Rejected text by {w['synthesizer']}" for w in c["rejected"]
+    ]
+    assert "no_scaffolding" in re.search(r"<li>Rejected text by alice: <code dir=\"ltr\">([^<]*)</code>", mark).group(1)
+    assert "Checked against" not in without_config(page)
     why = re.search(r'<p class="cx-why" dir="ltr">([^<]*)</p>', mark).group(1)
     assert html.unescape(why) == c["fallback_reason"] and "no_scaffolding" in why
     assert "<<<DATA" not in page  # the echoed fence, in the reason, is escaped
@@ -311,7 +322,7 @@ def test_permalink_marks_the_majority_fallback_and_says_why(web, stub):
 
 def test_the_check_mark_decides_each_source_and_old_records():
     """check_mark: checked (synthesis, synthesis_retry, fallback_seat, every check passed) or the fallback it is."""
-    from consensus.types import Check, Consensus
+    from consensus.types import Check, Consensus, RejectedWriting
     from service.web import check_mark
 
     t = Translator("en")
@@ -323,9 +334,24 @@ def test_the_check_mark_decides_each_source_and_old_records():
     assert retry["ok"] and retry["note"].startswith("The moderator's first text was not used")
     assert retry["reason"] == "why"
     failed = [*passed, Check(name="majority_answer", passed=False, detail="states '5'")]
-    majority = check_mark(t, Consensus(**{**base, "checks": failed}, source="majority_answer", fallback=True))
-    assert not majority["ok"] and majority["failed"] == "majority_answer"
-    assert majority["mark"] == "The moderator model failed; the majority answer is shown instead."
+    majority = {**base, "checks": failed, "source": "majority_answer", "fallback": True, "synthesizer": None}
+    # The moderator's calls failed (it was asked: attempts) and nothing was rejected: a real failure.
+    broken = check_mark(t, Consensus(**majority, attempts=2))
+    assert not broken["ok"] and broken["failed"] == "majority_answer" and broken["rejected"] == []
+    assert broken["mark"] == "The moderator model failed; the majority answer is shown instead."
+    # The guard rejected the moderator's writings: not a failure of the model.
+    writing = RejectedWriting(synthesizer="alice", failed=[Check(name="no_scaffolding", passed=False)])
+    guarded = check_mark(t, Consensus(**majority, attempts=2, rejected=[writing, writing]))
+    assert guarded["mark"] == (
+        "The moderator's text did not pass the checks: this is the panel's verified majority answer."
+    )
+    assert guarded["rejected"] == [{"who": "Rejected text by alice", "checks": "no_scaffolding"}] * 2
+    assert "failed" not in guarded["mark"]
+    # The time ran out before the synthesis: the moderator was never asked.
+    late = check_mark(t, Consensus(**majority, fallback_reason="deadline before synthesis"))
+    assert late["mark"] == "The moderator was not asked: this is the panel's verified majority answer."
+    assert late["reason"] == "deadline before synthesis"
+    assert check_mark(Translator("ur"), Consensus(**majority, rejected=[writing]))["mark"].startswith("ناظم کا متن")
     old = {k: v for k, v in base.items() if k != "checks"}
     assert check_mark(t, Consensus(**old)) is None  # written before the guard: no claim either way
     assert not check_mark(t, Consensus(**old, fallback=True))["ok"]  # an old fallback was the majority answer
@@ -339,7 +365,7 @@ def catalogue(code):
 
 def test_every_language_has_a_complete_catalogue():
     english = {m.id: m.string for m in catalogue("en") if m.id}
-    assert 25 <= len(english) <= 60
+    assert 25 <= len(english) <= 80  # every string is translated by hand into 25 languages: keep the list short
     assert sorted(p.stem for p in (SERVICE / "locales").glob("*.po")) == sorted(UI_LANGUAGES)
     for code in UI_LANGUAGES:
         cat = catalogue(code)
