@@ -53,8 +53,9 @@ def test_ask_page_runs_a_debate_three_answers_then_the_consensus(page, web, stub
     permalink = page.locator('[data-role="permalink"]').get_attribute("href")
     live = {k: page.locator(f'[data-role="{k}"]').get_attribute("href") for k in ("whatsapp", "mailto")}
     page.goto(permalink)
-    assert page.locator("a.cx-wa").get_attribute("href") == live["whatsapp"]
-    assert page.locator('a[href^="mailto:"]').get_attribute("href") == live["mailto"]
+    shared = page.locator("article > .cx-share")  # the permalink's own, not its follow-up box's
+    assert shared.locator("a.cx-wa").get_attribute("href") == live["whatsapp"]
+    assert shared.locator('a[href^="mailto:"]').get_attribute("href") == live["mailto"]
 
 
 def test_permalink_renders_without_javascript_with_share_links(browser, web, stub, artifacts):
@@ -215,14 +216,21 @@ def test_the_page_and_the_server_shorten_and_share_identically(page, web):
     ]
     page.goto(f"{web.url}/?lang=hi")
     got = page.evaluate(
-        """([samples, messages]) => samples.map(s => [ConsensusCore.shorten(s, 200), ConsensusCore.shorten(s, 7),
-             ConsensusCore.shareLinks(m => messages[m] || m, s, s, "http://x/d/1")])""",
+        """([samples, messages]) => samples.map(s => {
+             const t = (m, v) => Object.keys(v || {}).reduce((x, k) => x.split("{" + k + "}").join(v[k]), messages[m] || m);
+             return [ConsensusCore.shorten(s, 200), ConsensusCore.shorten(s, 7),
+               ConsensusCore.shareLinks(t, s, s, "http://x/d/1"),
+               ConsensusCore.shareLinks(t, s, s, "http://x/d/3", [s + " first", "दूसरा सवाल"])];
+           })""",
         [samples, Translator("hi").client_strings()["messages"]],
     )
     t = Translator("hi")
-    for s, (long, short, links) in zip(samples, got, strict=True):
+    for s, (long, short, links, thread) in zip(samples, got, strict=True):
         assert long == shorten(s, 200) and short == shorten(s, 7), s
         assert links == share_links(t, s, s, "http://x/d/1"), s
+        # A follow-up's share text names its thread, in the page's language, the same on both sides.
+        assert thread == share_links(t, s, s, "http://x/d/3", [s + " first", "दूसरा सवाल"]), s
+        assert thread["text"].startswith("3 सवालों की कड़ी:\n1. "), s
 
 
 def test_a_streaming_json_answer_shows_only_its_text_even_after_leading_blank_lines(page, web):

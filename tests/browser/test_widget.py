@@ -33,9 +33,9 @@ def test_widget_with_the_sites_key_runs_a_debate_in_its_shadow_root(page, host_s
     script_debate(stub)
     box = open_host(page, host_site, keyed_web, key=keys["host"], question="What is 2+2?", lang="hi")
     assert box.get_attribute("lang") == "hi"
-    assert box.locator("textarea").input_value() == "What is 2+2?"
+    assert box.locator('[data-role="question"]').input_value() == "What is 2+2?"
     # The host page hides every textarea and button and paints all text red: none of it reaches in.
-    assert box.locator("textarea").is_visible()
+    assert box.locator('[data-role="question"]').is_visible()
     assert box.locator('[data-role="submit"]').evaluate("e => getComputedStyle(e).color") != "rgb(255, 0, 0)"
     assert box.locator("h2").first.evaluate("e => getComputedStyle(e).fontSize") == "20px"  # not the host's 9px
     box.locator('[data-role="submit"]').click()
@@ -62,7 +62,7 @@ def test_a_pre_loaded_question_over_the_limit_is_cut_as_the_ask_page_cuts_it(pag
     """Set by script, the textarea held all 10,000 characters past its maxlength; Submit then failed vaguely."""
     limit = keyed_web.services.panel.debate.max_question_chars
     box = open_host(page, host_site, keyed_web, key=keys["host"], question="x" * (limit + 2000), lang="en")
-    assert box.locator("textarea").input_value() == "x" * limit
+    assert box.locator('[data-role="question"]').input_value() == "x" * limit
 
 
 def test_widget_with_a_key_for_another_origin_is_refused_with_a_message(page, host_site, keyed_web, keys, stub):
@@ -92,7 +92,7 @@ def test_widget_language_switch_keeps_the_question(page, host_site, keyed_web, k
     page.locator('consensus-debate [data-consensus-box][lang="ur"]').wait_for()
     box = page.locator("consensus-debate [data-consensus-box]")
     assert box.get_attribute("dir") == "rtl"
-    assert box.locator("textarea").input_value() == "What is 2+2?"
+    assert box.locator('[data-role="question"]').input_value() == "What is 2+2?"
     assert page.url.startswith(host_site.origin("localhost"))  # the host page did not navigate
 
 
