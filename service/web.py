@@ -256,7 +256,6 @@ async def follow_up_config(
         "of": row.id,
         "thread": row.thread_id or row.id,
         "questions": [x["question"] for x in earlier] + [result.question],
-        "consensus": result.consensus.answer,
         "token": bool((row.request or {}).get("cancel_token_hash")),
     }
 

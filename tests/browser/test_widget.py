@@ -109,3 +109,15 @@ def test_keyed_service_page_uses_its_publishable_page_key(page, keyed_web, stub)
         keyed_web.services.settings.page_key = None
     page.goto(f"{keyed_web.url}/ask?q=2%2B2%3F")
     assert page.locator(".cx-notice").inner_text() == "This page is not set up to ask questions yet."
+
+
+def test_widget_says_which_seat_is_missing_never_a_bare_100_percent(page, host_site, keyed_web, keys, stub):
+    script_debate(stub, carol_changes_mind=False)
+    stub.script("carol", [{"fault": "401"}])
+    box = open_host(page, host_site, keyed_web, key=keys["host"], question="What is 2+2?", lang="en")
+    box.locator('[data-role="submit"]').click()
+    box.locator('[data-role="share"]').wait_for(state="visible")
+    wording = "100% of 2 of 3 answers (carol missing)"
+    assert box.locator('[data-role="c-pct"]').inner_text() == wording
+    assert box.locator('[data-role="pct"]').inner_text() == wording  # the round's meter too
+    assert "carol was refused by its provider (API key)." in box.locator('[data-role="notes"]').inner_text()
