@@ -249,7 +249,13 @@ async def _ask_all(
         return answer.model_copy(update={"panelist": label})
 
     tasks = [asyncio.create_task(one(label, seat)) for label, seat in calls]
-    done, pending = await asyncio.wait(tasks, timeout=panel.debate.deadline_s)
+    try:
+        done, pending = await asyncio.wait(tasks, timeout=panel.debate.deadline_s)
+    except BaseException:  # cancelled (a client went away): no call may go on, or retry, on its own
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
     for task in pending:
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)

@@ -2,6 +2,8 @@
 the stub's hit counters, ties, the unknown-model 404, streaming, and the same numbers from `consensus eval --arm`."""
 
 import json
+import socket
+import time
 
 import openai
 import pytest
@@ -9,8 +11,9 @@ import pytest
 from consensus.arms import arm_ids
 from consensus.providers.fake import Step
 from service.testing.stub_server import usage_of
+from tests.api.conftest import stub_panel
 from tests.contract.test_cli import cli_here
-from tests.helpers import ans, write_panel
+from tests.helpers import SEATS, ans, write_panel
 
 Q = [{"role": "user", "content": "What is 2+2?"}]
 
@@ -40,6 +43,14 @@ def charged(stub, steps: dict[str, list[dict]]) -> dict[str, int]:
 
 def usage(r) -> dict[str, int]:
     return {k: getattr(r.usage, k) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+
+
+def wait_for(check, what: str, timeout_s: float = 20) -> None:
+    """Poll until `check()` holds (a done-callback or a request may land a moment after the response)."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"still waiting for {what}"
+        time.sleep(0.02)
 
 
 def test_models_lists_the_debate_and_every_arm(service):
@@ -266,3 +277,19 @@ def test_an_arm_sees_the_callers_instruction_and_history_as_a_debate_does(client
     assert "Answer in one word, please." in sent and "The panel agrees: 2." in sent and "What is 2+2?" in sent
     system = stub.requests("alice")[0]["messages"][0]["content"]
     assert "Answer in one word" not in system  # the caller's text is fenced data, never our system prompt
+
+
+@pytest.mark.parametrize("stream", [True], ids=["stream"])
+def test_a_client_that_goes_away_stops_the_arms_calls_and_their_retries(make_service, stub, stream):
+    service = make_service(stub_panel(stub, call_timeout_s=0.5))
+    script(stub, {n: [{"fault": "hang"}] for n in SEATS})
+    body = json.dumps({"model": "consensus-vote", "messages": Q, "stream": stream}).encode()
+    host, port = service.url.removeprefix("http://").split(":")
+    head = f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        wait_for(lambda: stub.hits() == dict.fromkeys(SEATS, 1), "each seat's first call")
+    # The client is gone. The slot comes back once the calls have stopped; then no call may time out and retry.
+    wait_for(lambda: service.services.runner.reserved == 0, "the capacity slot")
+    time.sleep(1.5)  # 3 call timeouts: a call left running would have timed out and been retried by now
+    assert stub.hits() == dict.fromkeys(SEATS, 1)
