@@ -9,7 +9,9 @@ The stub (service/testing/stub_server.py) and the service (`python -m consensus 
 each size gets a fresh service and database. Half the clients POST /v1/debates with
 Accept: text/event-stream and read the stream to its end, half POST ?wait=true. A debate's critical
 path is (debate rounds run + 2) x latency: openings, each debate round, synthesis. Server CPU and RSS
-come from /proc/<pid> of the service process; the bench client shares the same cores.
+come from /proc/<pid> of the service process; the bench client shares the same cores. After each size, the
+same calls in the same pattern and concurrency go from a bare aiohttp session straight to the stub (bench/floor.py):
+the floor this stub and machine allow any client in that run, which the service's ratio is divided by.
 """
 
 from __future__ import annotations
@@ -32,12 +34,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from floor import bare_floor
 from procs import children_of, cpu_s_of, mark, stop, stub_process, tree_cpu_s, wait_until_up
 
 ROOT = Path(__file__).resolve().parents[1]
 QUESTION = "What is six times seven? Check the arithmetic before you answer. (client {i})"
 STARTED = time.perf_counter()
-TARGETS = {"ratio": 1.20, "rss_mib": 400.0, "fast_503_s": 1.0}
+TARGETS = {"ratio": 1.20, "over_floor": 1.25, "rss_mib": 400.0, "fast_503_s": 1.0}
 TERMINAL = ("debate.completed", "debate.failed")
 
 
@@ -285,22 +288,38 @@ def log_summary(log: Path) -> str:
 
 
 # -- runs -------------------------------------------------------------------------------------------
-async def measure(url: str, pid: int, n: int, latency_ms: int, timeout_s: float) -> dict[str, Any]:
+async def stub_calls(stub: str) -> int:
+    """LLM calls the stub has answered so far."""
+    async with aiohttp.ClientSession() as s, s.get(f"{stub}/_hits") as r:
+        return sum((await r.json()).values())
+
+
+async def measure(
+    url: str, pid: int, n: int, latency_ms: int, timeout_s: float, stub: tuple[str, int]
+) -> dict[str, Any]:
     await batch(url, pid, 4, timeout_s, first=10**6)  # warm-up: lazy imports, pools, SQLite pages
     rss0 = mem_mib_of(pid)["VmRSS"]
+    calls0, stub0 = await stub_calls(stub[0]), cpu_s_of(stub[1])
     r = await batch(url, pid, n, timeout_s)
+    calls, stub_cpu = await stub_calls(stub[0]) - calls0, cpu_s_of(stub[1]) - stub0
     outs: list[Outcome] = r["outcomes"]
     done = [o for o in outs if not o.error]
     rounds = max((o.rounds for o in done), default=0)
     path = (rounds + 2) * latency_ms / 1000
     secs = [o.seconds for o in done]
     by_mode = {m: [o.seconds for o in done if o.mode == m] for m in ("sse", "wait")}
+    # The floor: the same clients' calls (SSE clients' seats stream, ?wait ones' do not), no service in between.
+    floor = await bare_floor(stub[0], latency_ms, n, steps=rounds + 2, streamed=lambda i: i % 2 == 0)
     return {
         **r,
         "n": n,
         "path": path,
         "rounds": rounds,
         "ratio": r["wall"] / path,
+        "floor": floor,
+        "over_floor": r["wall"] / path / floor,
+        "calls": calls / n,
+        "stub_cpu": stub_cpu,
         "errors": len(outs) - len(done),
         "timeouts": sum(o.error == "timeout" for o in outs),
         "p50": pct(secs, 50),
@@ -396,9 +415,8 @@ def main(argv: list[str] | None = None) -> None:
                 stub, args.latency_ms, max(n + 10, 64), tmp, database(), args.workers, args.transport
             ) as (url, pid, log):
                 load = wait_for_quiet(args.max_load, args.max_wait_s)
-                stub0 = cpu_s_of(stub_pid)
-                m = asyncio.run(measure(url, pid, n, args.latency_ms, timeout_s))
-                m.update(load=load, load_after=os.getloadavg()[0], stub_cpu=cpu_s_of(stub_pid) - stub0)
+                m = asyncio.run(measure(url, pid, n, args.latency_ms, timeout_s, (stub, stub_pid)))
+                m.update(load=load, load_after=os.getloadavg()[0])
             m["log"] = log_summary(log)
             runs.append(m)
             print(
@@ -409,6 +427,11 @@ def main(argv: list[str] | None = None) -> None:
             print(
                 f"  wall {m['wall']:.2f} s / critical path {m['path']:.1f} s ({m['rounds']} debate rounds) = "
                 f"{m['ratio']:.3f}x; peak in flight (sampled every 0.5 s) {m['peak_in_flight']}"
+            )
+            print(
+                f"  floor (the same calls by bare aiohttp straight to the stub, this run): {m['floor']:.3f}x; "
+                f"ours / floor {m['over_floor']:.3f}; {m['calls']:.1f} calls per debate (the floor makes "
+                f"{3 + m['rounds'] + 1})"
             )
             print(
                 f"  latency p50 {m['p50']:.2f} s, p99 {m['p99']:.2f} s, max {m['max']:.2f} s "
@@ -457,6 +480,16 @@ def main(argv: list[str] | None = None) -> None:
                 m["ratio"] <= TARGETS["ratio"] if n <= 200 else None,
             )
         )
+        rows.append((f"  bare aiohttp floor, {n} clients", f"{m['floor']:.3f}x", "", None))
+        rows.append(
+            (
+                f"ours / floor, {n} clients",
+                f"{m['over_floor']:.3f}",
+                f"<= {TARGETS['over_floor']}",
+                m["over_floor"] <= TARGETS["over_floor"] if n <= 200 else None,
+            )
+        )
+        rows.append((f"server CPU per debate, {n} clients", f"{m['cpu'] * 1000 / n:.1f} ms", "", None))
         rows.append((f"errors, {n} clients", f"{m['errors']}", "0", m["errors"] == 0))
         rows.append((f"p50 / p99 latency, {n} clients", f"{m['p50']:.2f}/{m['p99']:.2f} s", "", None))
         rows.append(
