@@ -12,8 +12,8 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.sse import format_sse_event
 
 from consensus.arms import MODEL_ID, Arm, ArmResult, arms_of, parse_arm, run_arm
@@ -184,7 +184,7 @@ def _as_messages_error(exc: ApiError) -> ApiError:
 
 
 @router.post("/chat/completions", responses=ERRORS)
-async def chat_completions(body: ChatRequest, svc: Services, who: Caller) -> Any:
+async def chat_completions(body: ChatRequest, svc: Services, who: Caller, request: Request) -> Any:
     """Run a debate for the last user message and answer with its consensus; or run the comparison arm the model
     names."""
     try:
@@ -193,7 +193,7 @@ async def chat_completions(body: ChatRequest, svc: Services, who: Caller) -> Any
         raise ApiError(404, str(exc), type_="not_found_error", param="model", code="model_not_found") from None
     question, context = thread_from(body.messages)
     if arm.kind != "consensus":
-        return await _arm_completion(svc, who, body, arm, question, context)
+        return await _arm_completion(svc, who, body, arm, question, context, request)
     req = DebateRequest(question=question, rounds=body.rounds, language=body.language)
     try:
         row, _, token = await start_debate(svc, who, req, None, None, context)
@@ -262,13 +262,26 @@ def _stream_error(reason: str, code: str, extra_: dict[str, Any] | None) -> byte
     return format_sse_event(data_str=json.dumps({"error": error}, ensure_ascii=False))
 
 
+async def _disconnected(request: Request) -> None:
+    """Return once the client has gone away. The body is read already, so the next ASGI message is
+    http.disconnect: nothing is polled."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 def _usage_chunk(cid: str, created: int, model: str, usage: dict[str, int]) -> bytes:
     body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model, "choices": []}
     return format_sse_event(data_str=json.dumps({**body, "usage": usage}))
 
 
 async def _arm_completion(
-    svc: AppServices, who: Principal, body: ChatRequest, arm: Arm, question: str, context: ThreadContext | None
+    svc: AppServices,
+    who: Principal,
+    body: ChatRequest,
+    arm: Arm,
+    question: str,
+    context: ThreadContext | None,
+    request: Request,
 ) -> Any:
     """Run a comparison arm (consensus/arms.py) and answer with its reply; nothing is stored."""
     if body.rounds is not None:
@@ -296,11 +309,17 @@ async def _arm_completion(
     if body.stream:
         include_usage = bool((body.stream_options or {}).get("include_usage"))
         return StreamingResponse(_stream_arm(task, arm.id, cid, created, include_usage), media_type="text/event-stream")
+    gone = asyncio.create_task(_disconnected(request))
     try:
-        result = await task
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        if not task.done():  # the client went away: no one will read the answer
+        gone.cancel()
+        if not task.done():  # the client went away (or this handler was cancelled): stop the calls
             task.cancel()
+            await asyncio.gather(task, return_exceptions=True)  # the slot comes back once they have stopped
+    if task.cancelled():
+        return Response(status_code=499)  # nobody is left to read it
+    result = task.result()
     if result.reply is None:
         raise ApiError(502, f"the panel could not answer: {result.reason}", type_="upstream_error", code="arm_failed")
     return JSONResponse(

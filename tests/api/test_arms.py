@@ -279,7 +279,7 @@ def test_an_arm_sees_the_callers_instruction_and_history_as_a_debate_does(client
     assert "Answer in one word" not in system  # the caller's text is fenced data, never our system prompt
 
 
-@pytest.mark.parametrize("stream", [True], ids=["stream"])
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "plain"])
 def test_a_client_that_goes_away_stops_the_arms_calls_and_their_retries(make_service, stub, stream):
     service = make_service(stub_panel(stub, call_timeout_s=0.5))
     script(stub, {n: [{"fault": "hang"}] for n in SEATS})
