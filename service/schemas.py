@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 
 class DebateRequest(BaseModel):
@@ -86,6 +87,12 @@ class ChatMessage(BaseModel):
     content: str | list[dict[str, Any]] | None = None
 
 
+NO_LOGPROBS = (
+    "log-probabilities are not available: the consensus is written from several models' answers and has no "
+    "token probabilities; evaluate with generative tasks (the answer text), not log-likelihood ones"
+)
+
+
 class ChatRequest(BaseModel):
     """POST /v1/chat/completions (the fields we use; other OpenAI fields are accepted and ignored)."""
 
@@ -100,6 +107,15 @@ class ChatRequest(BaseModel):
     tool_choice: Literal["none", "auto"] | None = Field(
         default=None, description="the panel calls no tools: 'required' or a named function cannot be honoured"
     )
+    logprobs: bool | None = Field(default=None, description=f"only false: {NO_LOGPROBS}")
+    top_logprobs: int | None = Field(default=None, description=f"only 0: {NO_LOGPROBS}")
+
+    @field_validator("logprobs", "top_logprobs")
+    @classmethod
+    def _no_logprobs(cls, v: bool | int | None) -> bool | int | None:
+        if v:  # true, or a count above 0: a 400 naming the field, never a reply without what was asked for
+            raise PydanticCustomError("logprobs_unavailable", NO_LOGPROBS)
+        return v
 
 
 class KeyInfo(BaseModel):
