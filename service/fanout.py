@@ -44,6 +44,8 @@ class Followed(Protocol):
     @property
     def draining(self) -> asyncio.Event: ...
 
+    def stored_seq(self, debate_id: str) -> int | None: ...
+
 
 T = TypeVar("T")
 FINAL_STATUSES = {s.value for s in DebateStatus} - {"running"}
@@ -91,13 +93,32 @@ class Hub:
 
 async def follow(runner: Followed, debate_id: str, after: int) -> AsyncIterator[DebateEvent | None]:
     """Replay stored events after `after`, then live ones, until the debate ends (None = keep-alive)."""
+    async for batch in follow_batches(runner, debate_id, after):
+        if batch is None:
+            yield None
+            continue
+        for e in batch:
+            yield e
+
+
+async def follow_batches(runner: Followed, debate_id: str, after: int) -> AsyncIterator[list[DebateEvent] | None]:
+    """follow(), handing out together the events that are already waiting: a stream writes them in one go.
+
+    A streamed answer's deltas arrive a handful at a time (one network read of the provider's stream); one
+    write (and one pass through the ASGI stack) per delta was much of the service's CPU per debate.
+    """
     q = runner.hub.subscribe(debate_id)
     sent = shown = after  # the last stored event handed out / the last event of any kind
     try:
-        for e in await _patiently(runner.store.events_after, debate_id, sent):
-            yield e
-            sent = shown = e.seq
-            if isinstance(e, DebateCompleted | DebateFailed):
+        # Subscribed first, so every event stored from now on reaches q. A debate running here whose last stored
+        # event the follower has seen (a new debate's own stream) has nothing to replay: no read of the store.
+        known = runner.stored_seq(debate_id)
+        if known is None or known > sent:
+            replay, ended = _upto_end(await _patiently(runner.store.events_after, debate_id, sent))
+            if replay:
+                sent = shown = replay[-1].seq
+                yield replay
+            if ended:
                 return
         announced = -WATCH_S
         while True:
@@ -108,33 +129,55 @@ async def follow(runner: Followed, debate_id: str, after: int) -> AsyncIterator[
             if runner.draining.is_set():
                 return  # the stream ends cleanly; the client resumes with Last-Event-ID elsewhere or later
             try:
-                e = await asyncio.wait_for(q.get(), timeout=15.0 if local else 1.0)
-                if e is DRAIN:
-                    return
+                if q.empty():
+                    async with asyncio.timeout(15.0 if local else 1.0):  # no task per event, as wait_for makes
+                        e = await q.get()
+                else:
+                    e = q.get_nowait()
             except TimeoutError:
-                for e in await _patiently(runner.store.events_after, debate_id, sent):
-                    yield e
-                    sent, shown = e.seq, max(shown, e.seq)
-                    if isinstance(e, DebateCompleted | DebateFailed):
-                        return
+                replay, ended = _upto_end(await _patiently(runner.store.events_after, debate_id, sent))
+                if replay:
+                    sent, shown = replay[-1].seq, max(shown, replay[-1].seq)
+                    yield replay
+                if ended:
+                    return
                 row = await _patiently(runner.store.get, debate_id)
                 if row is None or row.status in FINAL_STATUSES and row.last_seq <= sent:
                     return
                 yield None
                 continue
-            # Deltas are never stored, so they do not move the store cursor: an end stored by another
-            # replica (a remote cancel) takes the seq after the last *stored* event, below deltas seen.
-            delta = isinstance(e, AnswerDelta | ConsensusDelta)
-            if e.seq <= (shown if delta else sent):
-                continue
-            yield e
-            shown = max(shown, e.seq)
-            if not delta:
-                sent = e.seq
-            if isinstance(e, DebateCompleted | DebateFailed):
-                return
+            batch: list[DebateEvent] = []
+            while True:
+                if e is DRAIN:
+                    if batch:
+                        yield batch
+                    return
+                # Deltas are never stored, so they do not move the store cursor: an end stored by another
+                # replica (a remote cancel) takes the seq after the last *stored* event, below deltas seen.
+                delta = isinstance(e, AnswerDelta | ConsensusDelta)
+                if e.seq > (shown if delta else sent):
+                    batch.append(e)
+                    shown = max(shown, e.seq)
+                    if not delta:
+                        sent = e.seq
+                    if isinstance(e, DebateCompleted | DebateFailed):
+                        yield batch
+                        return
+                if q.empty():
+                    break
+                e = q.get_nowait()
+            if batch:
+                yield batch
     finally:
         runner.hub.unsubscribe(debate_id, q)
+
+
+def _upto_end(events: list[DebateEvent]) -> tuple[list[DebateEvent], bool]:
+    """Stored events up to the debate's end, and whether the end is among them."""
+    for i, e in enumerate(events):
+        if isinstance(e, DebateCompleted | DebateFailed):
+            return events[: i + 1], True
+    return events, False
 
 
 async def _patiently(read: Callable[..., Awaitable[T]], *args: Any) -> T:

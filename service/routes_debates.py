@@ -407,13 +407,16 @@ async def sse_stream(svc: AppServices, debate_id: str, after: int) -> AsyncItera
     # the id of the event before them. A client resuming after a delta then replays from the store everything
     # stored since, even an end that another replica stored with a seq below the deltas' (a remote cancel).
     cursor = after
-    async for e in svc.runner.follow(debate_id, after):
-        if e is None:
+    async for batch in svc.runner.follow_batches(debate_id, after):
+        if batch is None:
             yield format_sse_event(comment="ping")
             continue
-        if not isinstance(e, AnswerDelta | ConsensusDelta):
-            cursor = e.seq
-        yield format_sse_event(id=str(cursor), event=e.type, data_str=event_json(e))
+        frames = []
+        for e in batch:
+            if not isinstance(e, AnswerDelta | ConsensusDelta):
+                cursor = e.seq
+            frames.append(format_sse_event(id=str(cursor), event=e.type, data_str=event_json(e)))
+        yield b"".join(frames)  # the events already waiting, in one write
 
 
 def event_json(e: DebateEvent) -> str:

@@ -32,7 +32,7 @@ from consensus.types import (
     ThreadContext,
 )
 from service import metrics
-from service.fanout import FINAL_STATUSES, Draining, Hub, follow
+from service.fanout import FINAL_STATUSES, Draining, Hub, follow, follow_batches
 from service.relay import PgRelay
 from service.settings import Settings
 from service.store import DebateRow, LeaseLostError, Store
@@ -60,9 +60,40 @@ class LeasedProvider:
         self.debate_id = debate_id
 
     async def complete(self, seat: Seat, messages: list[Message], **kw: Any) -> Completion:
-        """Check the lease (LeaseLostError), then make the call."""
+        """Check the lease (LeaseLostError) and that no write of the debate failed, then make the call."""
+        outbox = self.runner.outboxes.get(self.debate_id)
+        if outbox is not None:
+            outbox.check()
         await self.runner.check_lease(self.debate_id)
         return await self.provider.complete(seat, messages, **kw)
+
+
+class Outbox:
+    """One debate's events on their way out: stored (all but token deltas), then published, in emission order.
+
+    The engine does not wait for the store: an event is queued and the debate goes on (its next calls start) while
+    it is written. At most one write per debate is in flight; the events that arrive meanwhile go out together in
+    the next one (a round's answers and its end, the consensus and the debate's end: one transaction each). Nothing
+    is published before it is stored, and a token delta waits behind the stored events before it, so followers see
+    the order the engine made. A failed write ends the debate at its next event or call (`error`).
+    """
+
+    def __init__(self, debate_id: str) -> None:
+        self.debate_id = debate_id
+        self.pending: list[DebateEvent] = []  # not yet published, in order; the stored kinds not yet written
+        self.snapshot: DebateResult | None = None  # the newest round checkpoint among them
+        self.final: DebateResult | None = None  # the debate's end among them: the write that finishes it
+        self.error: Exception | None = None
+        self.flushing: asyncio.Task[None] | None = None
+
+    @property
+    def idle(self) -> bool:
+        return not self.pending
+
+    def check(self) -> None:
+        """Raise the error of a write that failed (LeaseLostError: it ended elsewhere, or is leased elsewhere)."""
+        if self.error is not None:
+            raise self.error
 
 
 class Runner:
@@ -86,6 +117,10 @@ class Runner:
         # half the lease a call needs no query (the heartbeat renews every third); until its end a failing
         # database does not stop a call; after it, the lease is renewed with one UPDATE before the call.
         self.leases: dict[str, tuple[float, float]] = {}
+        # debate id -> seq of the last event stored, for the debates running here: a follower that has seen it
+        # needs no read of the store (what comes later reaches it through the hub, once stored).
+        self.stored: dict[str, int] = {}
+        self.outboxes: dict[str, Outbox] = {}
 
     @property
     def in_flight(self) -> int:
@@ -125,12 +160,18 @@ class Runner:
         for t in list(self.tasks.values()):
             t.cancel()
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        # Events already queued are written before the leases go: a resume starts from the newest round stored.
+        await asyncio.gather(*(o.flushing for o in self.outboxes.values() if o.flushing), return_exceptions=True)
         with contextlib.suppress(Exception):
             await self.store.release(self.settings.replica_id, left)
         for b in self._background:
             b.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.relay.close()
+
+    def stored_seq(self, debate_id: str) -> int | None:
+        """The seq of the last event stored of a debate running here (None: not running here)."""
+        return self.stored.get(debate_id)
 
     def held(self, debate_id: str, since: float) -> None:
         """This replica took or renewed the debate's lease with a write that began at monotonic `since`."""
@@ -261,19 +302,26 @@ class Runner:
             self.held(result.id, leased_at)
         task = asyncio.create_task(self._run(result, start_seq, deadline_at or self.deadline_for(result), thread))
         self.tasks[result.id] = task
+        self.stored[result.id] = start_seq
         task.add_done_callback(functools.partial(self._forget, result.id))
         return task
 
     def _forget(self, debate_id: str, _task: object = None) -> None:
         self.tasks.pop(debate_id, None)
         self.leases.pop(debate_id, None)
+        self.stored.pop(debate_id, None)
+        outbox = self.outboxes.get(debate_id)
+        if outbox is not None and (outbox.flushing is None or outbox.flushing.done()):
+            del self.outboxes[debate_id]
 
     async def _run(
         self, initial: DebateResult, start_seq: int, deadline_at: datetime, thread: ThreadContext | None = None
     ) -> DebateResult | None:
+        """Run the debate to its end; the final result as this replica stored it, or None when it stored none."""
         debate_id = initial.id
         latest: dict[str, DebateResult] = {"r": initial}
-        seq = stored = start_seq  # the last event emitted (deltas too) / the last one stored
+        seq = start_seq  # the last event emitted (deltas too)
+        outbox = self.outboxes[debate_id] = Outbox(debate_id)
         opts = DebateOptions(
             stream=lambda: self.hub.watched(debate_id) or self.relay.remotely_watched(debate_id),
             start_seq=start_seq,
@@ -290,27 +338,23 @@ class Runner:
         try:
             async for event in run_debate(initial.question, self.panel, provider, opts, resume=initial):
                 seq = event.seq
-                if isinstance(event, AnswerDelta | ConsensusDelta):
-                    self.hub.publish(event)
-                    if self.relay.remotely_watched(debate_id):
-                        self.relay.queue_delta(event)
+                outbox.check()
+                if isinstance(event, AnswerDelta | ConsensusDelta) and outbox.idle:
+                    self._publish(event)  # nothing before it waits for the store
                     continue
+                outbox.pending.append(event)
+                if isinstance(event, RoundCompleted):
+                    outbox.snapshot = latest["r"]  # a copy (the engine's checkpoint), taken before the event
                 if isinstance(event, DebateCompleted | DebateFailed):
-                    await self.store.finish(debate_id, event.result, [event], me)
-                else:
-                    snapshot = latest["r"] if isinstance(event, RoundCompleted) else None
-                    await self.store.record(debate_id, [event], snapshot, me)
-                metrics.observe_event(event, latest["r"])
-                stored = event.seq
-                await self.relay.notify(debate_id, event.seq)
-                self.hub.publish(event)
-                if isinstance(event, DebateCompleted | DebateFailed):
+                    outbox.final = event.result
+                    await self._flushed(outbox, latest)
                     return event.result
+                self._flush_soon(outbox, latest)
             return None
         except LeaseLostError:
             # Cancelled on another replica, or adopted by one while this one stalled: stop, write nothing.
             log.warning("debate %s ended elsewhere or is leased to another replica; stopped here", debate_id)
-            await self._publish_stored(debate_id, stored)
+            await self._publish_stored(debate_id, self._stored_or(debate_id, start_seq))
             return None
         except asyncio.CancelledError:
             if self.shutting_down:
@@ -319,20 +363,82 @@ class Runner:
             r.status = DebateStatus.cancelled
             r.reason = "cancelled by a client"
             try:
+                await asyncio.shield(self._drain(outbox, latest))  # what it said so far, then its end
+                if isinstance(outbox.error, LeaseLostError):
+                    raise outbox.error
                 await asyncio.shield(self._end(r, seq, me))
             except LeaseLostError:  # a remote cancel already stored the end: tell the followers here
-                await asyncio.shield(self._publish_stored(debate_id, stored))
+                await asyncio.shield(self._publish_stored(debate_id, self._stored_or(debate_id, start_seq)))
+                return None
             return r
         except Exception as exc:  # noqa: BLE001 - a bug must end the debate visibly, not leave it running
             log.exception("debate %s crashed", debate_id)
             r = latest["r"]
             r.status = DebateStatus.failed
             r.reason = f"internal error: {type(exc).__name__}"
-            with contextlib.suppress(LeaseLostError):
+            try:
+                await self._drain(outbox, latest)
                 await self._end(r, seq, me)
+            except LeaseLostError:
+                return None
             return r
         finally:
             metrics.IN_FLIGHT.dec()
+
+    def _stored_or(self, debate_id: str, default: int) -> int:
+        return self.stored.get(debate_id, default)
+
+    def _publish(self, event: DebateEvent) -> None:
+        """Hand an event to this replica's followers (and a token delta to other replicas' that follow it)."""
+        self.hub.publish(event)
+        if isinstance(event, AnswerDelta | ConsensusDelta) and self.relay.remotely_watched(event.debate_id):
+            self.relay.queue_delta(event)
+
+    def _flush_soon(self, outbox: Outbox, latest: dict[str, DebateResult]) -> None:
+        """Start writing the outbox unless a write of it is in flight (that one goes on with what came since)."""
+        if outbox.flushing is None or outbox.flushing.done():
+            outbox.flushing = asyncio.create_task(self._flush(outbox, latest))
+
+    async def _drain(self, outbox: Outbox, latest: dict[str, DebateResult]) -> None:
+        """Write and publish everything queued (the debate's end too, when it is there), or up to a failed write."""
+        self._flush_soon(outbox, latest)
+        assert outbox.flushing is not None
+        await outbox.flushing
+
+    async def _flushed(self, outbox: Outbox, latest: dict[str, DebateResult]) -> None:
+        """_drain, then raise the error of a write that failed."""
+        await self._drain(outbox, latest)
+        outbox.check()
+
+    async def _flush(self, outbox: Outbox, latest: dict[str, DebateResult]) -> None:
+        """Write what the outbox holds, one transaction at a time, and publish each write's events once stored.
+
+        Never raises: a failed write is kept in `outbox.error` and nothing after it is written or published.
+        """
+        debate_id, me = outbox.debate_id, self.settings.replica_id
+        while outbox.pending and outbox.error is None:
+            taken, snapshot, final = len(outbox.pending), outbox.snapshot, outbox.final
+            events = [e for e in outbox.pending[:taken] if not isinstance(e, AnswerDelta | ConsensusDelta)]
+            outbox.snapshot = outbox.final = None
+            try:
+                if final is not None:
+                    await self.store.finish(debate_id, final, events, me)
+                    self.leases.pop(debate_id, None)  # released with it: a renewal meanwhile is no lost lease
+                elif events:
+                    await self.store.record(debate_id, events, snapshot, me)
+            except Exception as exc:  # noqa: BLE001 - the debate raises it at its next event or call
+                outbox.error = exc
+                return
+            for event in outbox.pending[:taken]:
+                if not isinstance(event, AnswerDelta | ConsensusDelta):
+                    metrics.observe_event(event, latest["r"])
+                    if debate_id in self.stored:
+                        self.stored[debate_id] = event.seq  # before it is published: see follow()
+                    await self.relay.notify(debate_id, event.seq)
+                self._publish(event)
+            del outbox.pending[:taken]
+        if debate_id not in self.tasks:
+            self.outboxes.pop(debate_id, None)
 
     async def _publish_stored(self, debate_id: str, after: int) -> None:
         """Hand this replica's followers what another replica stored (its end, when it took over)."""
@@ -380,6 +486,9 @@ class Runner:
                 await asyncio.wait({task, drained}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 drained.cancel()
+            # Its end as stored here: no read of the store (and no decoding of it) for every waiting request.
+            if task.done() and not task.cancelled() and task.exception() is None and task.result() is not None:
+                return task.result()
         while True:
             row = await self.store.get(debate_id)
             if row is None:
@@ -393,3 +502,7 @@ class Runner:
     def follow(self, debate_id: str, after: int) -> AsyncIterator[DebateEvent | None]:
         """Replay stored events after `after`, then live ones, until the debate ends (None = keep-alive)."""
         return follow(self, debate_id, after)
+
+    def follow_batches(self, debate_id: str, after: int) -> AsyncIterator[list[DebateEvent] | None]:
+        """follow(), with the events already waiting handed out together (fanout.follow_batches)."""
+        return follow_batches(self, debate_id, after)
