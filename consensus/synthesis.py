@@ -236,7 +236,7 @@ def _consensus(
     usage: Usage,
     costs: list[float | None],
     latency_ms: int,
-    why_majority: str = "no synthesis passed the checks",
+    why_majority: str | None = None,
 ) -> Consensus:
     reasons = [f"{s.name} failed ({e.kind}: {e.message})" for s, e in failures]
     if rejected:
@@ -245,7 +245,8 @@ def _consensus(
             + "; ".join(f"{w.synthesizer} ({', '.join(c.name for c in w.failed)})" for w in rejected)
         )
     if source == "majority_answer":
-        reasons.insert(0, f"{why_majority}; the verified majority's answer is shown")
+        why = why_majority or ("no synthesis passed the checks" if rejected else "every synthesizer call failed")
+        reasons.insert(0, f"{why}; the verified majority's answer is shown")
     return Consensus(
         answer=text,
         agreement=given.agreement.score,

@@ -340,6 +340,17 @@ class Consensus(BaseModel):
     missing: list[str] = Field(default_factory=list)  # panelists with no answer: the agreement covers fewer answers
 
     @property
+    def majority_because(self) -> Literal["rejected", "not_asked", "failed"] | None:
+        """Why the consensus is the majority answer: the guard rejected every writing, no synthesizer was asked
+        (the deadline ran out), or every synthesizer call failed; None when a synthesis passed the checks."""
+        # fallback with source "synthesis": a record from before sources, when every fallback was the majority answer
+        if self.source != "majority_answer" and not (self.fallback and self.source == "synthesis"):
+            return None
+        if self.rejected:
+            return "rejected"
+        return "not_asked" if self.source == "majority_answer" and self.attempts == 0 else "failed"
+
+    @property
     def agreement_label(self) -> str:
         """The agreement as every surface words it: "100%", or "100% of 2 of 3 answers (carol missing)"."""
         if self.answered is None or self.seats is None:

@@ -412,8 +412,8 @@ def check_mark(t: Translator, c: Consensus) -> dict[str, Any] | None:
     rejected = [
         {"who": t("Rejected text by {name}", name=w.synthesizer), "checks": _names(w.failed)} for w in c.rejected
     ]
-    # fallback with source "synthesis": a record from before sources, when every fallback was the majority answer
-    majority = c.source == "majority_answer" or (c.fallback and c.source == "synthesis")
+    because = c.majority_because
+    majority = because is not None
     view = {"failed": failed, "rejected": rejected, "reason": c.fallback_reason if c.fallback else None}
     if c.checks and not failed and not majority:
         mark = t("Checked against the panel's answers.")
@@ -423,11 +423,11 @@ def check_mark(t: Translator, c: Consensus) -> dict[str, Any] | None:
     if not majority and not failed:
         return None
     mark_text = None
-    if majority and c.rejected:
+    if because == "rejected":
         mark_text = t("The moderator's text did not pass the checks: this is the panel's verified majority answer.")
-    elif c.source == "majority_answer" and c.attempts == 0:
+    elif because == "not_asked":
         mark_text = t("The moderator was not asked: this is the panel's verified majority answer.")
-    elif majority:
+    elif because == "failed":
         mark_text = t("The moderator model failed; the majority answer is shown instead.")
     return {"ok": False, "mark": mark_text, "note": None, **view, "reason": c.fallback_reason}
 

@@ -288,6 +288,19 @@ class LiveView:
         return Group(*panels)
 
 
+# Why the consensus is the panel's majority answer (Consensus.majority_because), as the page words it.
+MAJORITY_WHO = {
+    "rejected": "no synthesis passed the checks",
+    "not_asked": "no synthesizer was asked",
+    "failed": "every synthesizer call failed",
+}
+MAJORITY_MARK = {
+    "rejected": "The moderator's text did not pass the checks: this is the panel's verified majority answer.",
+    "not_asked": "The moderator was not asked: this is the panel's verified majority answer.",
+    "failed": "The moderator model failed; the majority answer is shown instead.",
+}
+
+
 def print_result(r: DebateResult) -> None:
     """Every model's answer per round, then the consensus."""
     for rnd in r.rounds:
@@ -311,7 +324,8 @@ def print_result(r: DebateResult) -> None:
     out.rule("Consensus")
     c = r.consensus
     if c:
-        who = f"synthesized by {c.synthesizer}" if c.synthesizer else "no synthesis passed the checks"
+        because = c.majority_because
+        who = f"synthesized by {c.synthesizer}" if c.synthesizer else MAJORITY_WHO.get(because or "", "no synthesizer")
         last = r.rounds[-1].agreement if r.rounds else None
         sizes = sorted((len(k.panelists) for k in last.clusters), reverse=True) if last else []
         # A tie has no majority: the vote's seat-order tie-break is for scoring, not to print as one.
@@ -329,13 +343,8 @@ def print_result(r: DebateResult) -> None:
                 ),
                 style="yellow",
             )
-        if c.source == "majority_answer":
-            out.print(
-                Text(
-                    "The moderator's text did not pass the checks: this is the panel's verified majority answer.",
-                    style="yellow",
-                )
-            )
+        if because:
+            out.print(Text(MAJORITY_MARK[because], style="yellow"))
         else:
             out.print(Text(f"Checked against the panel's answers ({c.source}).", style="green"))
         if c.fallback:

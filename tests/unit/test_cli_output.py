@@ -158,3 +158,22 @@ async def test_the_result_shows_the_claim_map_the_checks_and_the_missing_seat():
     # The attribution whose quote is not in A's answer is dropped, and the result says so.
     [dropped] = [line for line in shown.splitlines() if line.startswith("dropped ")]
     assert "'Ethics'" in dropped and "'ethics above all'" in dropped and "A" in dropped, dropped
+
+
+async def test_the_majority_fallback_says_why_the_moderator_was_not_used():
+    """A guard rejection, a failed moderator and a moderator never asked are three different things to say."""
+    failing = ScriptedProvider(script={n: [Step(final="4"), Step(fault="401"), Step(fault="401")] for n in "abc"})
+    r = await debate("What is 2+2?", make_panel("abc", max_rounds=0), failing, DebateOptions(language="en"))
+    assert r.consensus and r.consensus.majority_because == "failed"
+    with cli.out.capture() as cap:
+        cli.print_result(r)
+    shown = cap.get()
+    assert "The moderator model failed; the majority answer is shown instead." in shown
+    assert "did not pass the checks" not in shown and "every synthesizer call failed" in shown
+
+    echo = ScriptedProvider(script={n: [Step(final="4"), *[Step(text="Panelist Q says 5.")] * 3] for n in "abc"})
+    r = await debate("What is 2+2?", make_panel("abc", max_rounds=0), echo, DebateOptions(language="en"))
+    assert r.consensus and r.consensus.majority_because == "rejected", r.consensus
+    with cli.out.capture() as cap:
+        cli.print_result(r)
+    assert "The moderator's text did not pass the checks" in cap.get()
