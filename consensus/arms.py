@@ -240,7 +240,7 @@ async def _ask_all(
     thread: ThreadContext | None,
 ) -> list[ModelAnswer]:
     """Every call's opening answer, asked at once, within the panel's deadline (a call still running then is an
-    answer with error kind `deadline`)."""
+    answer with error kind `deadline`, counted as one attempt)."""
     marker = new_marker()
 
     async def one(label: str, seat: Seat) -> ModelAnswer:
@@ -260,10 +260,11 @@ async def _ask_all(
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
     limit = f"the deadline of {panel.debate.deadline_s:g} s ran out"
+    # A call cut off was started: it counts as one attempt (it may have reached the provider, which may charge
+    # for it), though its tokens, and any retries it made before the cut, are unknown.
+    cut = AnswerError(kind="deadline", message=limit, attempts=1)
     return [
-        t.result()
-        if t in done
-        else ModelAnswer(panelist=label, model=seat.model, round=0, error=AnswerError(kind="deadline", message=limit))
+        t.result() if t in done else ModelAnswer(panelist=label, model=seat.model, round=0, error=cut, attempts=1)
         for t, (label, seat) in zip(tasks, calls, strict=True)
     ]
 

@@ -293,3 +293,15 @@ def test_a_client_that_goes_away_stops_the_arms_calls_and_their_retries(make_ser
     wait_for(lambda: service.services.runner.reserved == 0, "the capacity slot")
     time.sleep(1.5)  # 3 call timeouts: a call left running would have timed out and been retried by now
     assert stub.hits() == dict.fromkeys(SEATS, 1)
+
+
+def test_a_call_cut_off_by_the_deadline_counts_as_a_call_with_no_tokens(make_service, stub):
+    service = make_service(stub_panel(stub, deadline_s=0.5))
+    steps = script(stub, {"alice": [{"text": ans("4")}], "bob": [{"text": ans("4")}]})
+    script(stub, {"carol": [{"text": ans("4"), "delay_s": 3}]})
+    client = openai.OpenAI(base_url=f"{service.url}/v1", api_key="unused-on-loopback", max_retries=0, timeout=30)
+    r = client.chat.completions.create(model="consensus-vote", messages=Q)
+    extra = r.model_extra["consensus"]
+    assert extra["status"] == "degraded" and extra["answers"]["carol"]["error"]["kind"] == "deadline"
+    assert extra["calls"] == sum(stub.hits().values()) == 3  # carol's call was made: it counts
+    assert usage(r) == charged(stub, steps)  # its tokens are unknown: alice's and bob's alone
