@@ -20,6 +20,7 @@ sample_counts(panel): 3, 5 and the most calls a debate on this panel makes (equa
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -158,19 +159,31 @@ def parse_arm(model: str, panel: Panel, *, short: bool = False) -> Arm:
     if body.startswith("single-") and body.removeprefix("single-") in names:
         return Arm("single", body.removeprefix("single-"))
     if body.startswith("sample-"):
-        name, _, count = body.removeprefix("sample-").rpartition("-")
+        rest = body.removeprefix("sample-")
+        name, _, count = rest.rpartition("-")
         if name in names:
-            if not count.isdigit():
-                raise UnknownArmError(model, f"does not exist: {count!r} is not a sample count", arm_ids(panel))
+            if not (count.isascii() and re.fullmatch(r"[1-9][0-9]*", count)):  # as listed: "05" and "٣" are not
+                raise UnknownArmError(
+                    model,
+                    f"does not exist: {count!r} is not a sample count (k is written in ASCII digits, no leading 0)",
+                    arm_ids(panel),
+                )
             k = int(count)
             if not MIN_SAMPLES <= k <= MAX_SAMPLES:
                 raise UnknownArmError(
                     model, f"does not exist: k = {k}, and k must be from {MIN_SAMPLES} to {MAX_SAMPLES}", arm_ids(panel)
                 )
             return Arm("sample", name, k)
-        if name or count:
-            who = name if name else count
-            raise UnknownArmError(model, f"does not exist: no panelist {who!r} on this panel", arm_ids(panel))
+        if rest in names:
+            raise UnknownArmError(
+                model, f"does not exist: it needs a sample count: {PREFIX}sample-{rest}-<k>", arm_ids(panel)
+            )
+        if not name and (not rest or rest.startswith("-")):
+            raise UnknownArmError(
+                model, f"does not exist: it names no panelist: {PREFIX}sample-<name>-<k>", arm_ids(panel)
+            )
+        who = name or rest
+        raise UnknownArmError(model, f"does not exist: no panelist {who!r} on this panel", arm_ids(panel))
     if body.startswith("single-"):
         who = body.removeprefix("single-")
         raise UnknownArmError(model, f"does not exist: no panelist {who!r} on this panel", arm_ids(panel))

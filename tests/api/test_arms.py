@@ -149,6 +149,8 @@ def test_a_tie_says_there_is_no_majority(client, stub, model, steps, reply):
         ("vote", "model 'vote' does not exist"),  # the short form is for `consensus eval --arm` only
         ("consensus-single-zed", "no panelist 'zed' on this panel"),
         ("consensus-sample-alice-99", "k = 99, and k must be from 2 to 32"),
+        ("consensus-sample-alice", "needs a sample count: consensus-sample-alice-<k>"),
+        ("consensus-sample-alice-05", "'05' is not a sample count"),
     ],
 )
 def test_an_unknown_model_is_a_404_in_openais_shape_listing_the_valid_ones(service, stub, model, says):

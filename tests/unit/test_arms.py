@@ -58,6 +58,12 @@ def test_model_ids_and_short_forms_parse_to_the_same_arm():
         ("consensus-sample-a-1", "k = 1, and k must be from 2 to 32"),
         ("consensus-sample-a-33", "k = 33, and k must be from 2 to 32"),
         ("consensus-sample-a-x", "'x' is not a sample count"),
+        ("consensus-sample-a", "needs a sample count: consensus-sample-a-<k>"),
+        ("consensus-sample--3", "names no panelist: consensus-sample-<name>-<k>"),
+        ("consensus-sample-zed", "no panelist 'zed'"),
+        ("consensus-sample-a-05", "'05' is not a sample count"),  # ids are exactly as listed
+        ("consensus-sample-a-\u0663", "'\u0663' is not a sample count"),  # an Arabic-Indic 3: int() would take it
+        ("consensus-sample-a-\uff13", "'\uff13' is not a sample count"),  # a full-width 3
     ],
 )
 def test_a_bad_model_id_says_why_and_lists_the_valid_ones(model, reason):
