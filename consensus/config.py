@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,15 +113,17 @@ def panel_from_mapping(data: Mapping[str, Any], src: str) -> Panel:
     return Panel(panelists=seats, synthesizer=synth, analyst=analyst, debate=debate, source=src)
 
 
-def _seat(entry: Any, where: str, src: str) -> Seat:
+def _unknown_field(src: str, where: str, name: str, fields: Sequence[str]) -> ConfigError:
+    near = difflib.get_close_matches(name, list(fields), n=1)
+    return ConfigError(src, f"{where}.{name}", "unknown field" + (f" (did you mean {near[0]}?)" if near else ""))
+
+
+def _seat(entry: Any, where: str, src: str, also: Sequence[str] = ()) -> Seat:
     if not isinstance(entry, dict):
         raise ConfigError(src, where, "must be a table")
     unknown = sorted(set(entry) - set(Seat.model_fields))
     if unknown:  # before "model is required": a misspelt `modle` is the error to name
-        near = difflib.get_close_matches(unknown[0], list(Seat.model_fields), n=1)
-        raise ConfigError(
-            src, f"{where}.{unknown[0]}", "unknown field" + (f" (did you mean {near[0]}?)" if near else "")
-        )
+        raise _unknown_field(src, where, unknown[0], [*Seat.model_fields, *also])
     if "model" not in entry:
         raise ConfigError(src, f"{where}.model", "is required (any LiteLLM model id, e.g. openai/gpt-4o-mini)")
     data = dict(entry)
@@ -141,20 +143,24 @@ def _synthesizer(raw: Any, seats: list[Seat], src: str, section: str = "synthesi
     if not isinstance(raw, dict):
         raise ConfigError(src, section, "must be a table")
     if "panelist" in raw:
-        extra = set(raw) - {"panelist"}
+        extra = sorted(set(raw) - {"panelist"})
+        if extra and extra[0] not in Seat.model_fields:
+            raise _unknown_field(src, section, extra[0], ["panelist", *Seat.model_fields])
         if extra:
-            raise ConfigError(src, f"{section}.{sorted(extra)[0]}", "give either panelist or a model, not both")
+            raise ConfigError(src, f"{section}.{extra[0]}", "give either panelist or a model, not both")
         for s in seats:
             if s.name == raw["panelist"]:
                 return s
         raise ConfigError(src, f"{section}.panelist", f"no panelist is named {raw['panelist']!r}")
-    return _seat({"name": section, **raw}, section, src)
+    return _seat({"name": section, **raw}, section, src, also=["panelist"])
 
 
 def _config_error(src: str, where: str, exc: ValidationError) -> ConfigError:
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"])
     field = f"{where}.{loc}" if loc else where
+    if err["type"] == "extra_forbidden" and where == "debate" and len(err["loc"]) == 1:
+        return _unknown_field(src, where, str(err["loc"][0]), list(DebateSettings.model_fields))
     msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
     return ConfigError(src, field, msg)
 

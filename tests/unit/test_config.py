@@ -47,6 +47,10 @@ def test_a_good_file_loads(tmp_path):
         (GOOD + "\n[extra]\nx=1\n", "extra", "analyst"),  # the hint lists every table
         (GOOD.replace('model = "local/smollm2"', 'modle = "local/smollm2"'), "panelist[1].modle", "did you mean model"),
         (GOOD + '\n[analyst]\nmodle = "openai/judge"\n', "analyst.modle", "did you mean model"),
+        (GOOD.replace('panelist = "gpt"', 'panelst = "gpt"'), "synthesizer.panelst", "did you mean panelist"),
+        (GOOD + '\n[analyst]\npanelist = "gpt"\nmodle = "x"\n', "analyst.modle", "did you mean model"),
+        (GOOD + '\n[analyst]\npanelist = "gpt"\nmodel = "x"\n', "analyst.model", "not both"),
+        (GOOD.replace("max_rounds = 3", "max_round = 3"), "debate.max_round", "did you mean max_rounds"),
         ("[[panelist]]\nname='a'\nmodel='openai/a'\n", "panelist", "2 to 7"),
         (
             GOOD.replace("temperature = 0.7", 'transport = "openai-compatible"'),
