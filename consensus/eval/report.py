@@ -7,6 +7,9 @@ whose debate stopped early simply has no more flips. The best single panelist is
 highest round-0 accuracy on these same questions (ties go to the earlier seat): choosing it after
 the fact favours it, so "consensus beats the best panelist" is a conservative claim.
 In the paired tests b = consensus right and the other wrong, c = consensus wrong and the other right.
+The round-0 and final votes break a tie by seat order, as they always have; the consensus-vote arm counts a tie
+wrong. `round0_vote_ties` says how many round-0 votes tied, how often the tie-break was right, and the round-0
+vote's accuracy with ties counted wrong, the arm's rule.
 
 Comparison arms (`consensus eval --arm`; consensus/arms.py): `arms` holds, for every arm the records answered
 (the debate as `consensus` among them when it ran), its accuracy with a Wilson CI over the questions it answered,
@@ -36,7 +39,7 @@ from rich.table import Table
 
 from consensus.eval.html import write_html
 from consensus.eval.runner import RECORDS, RUN_INFO, read_records
-from consensus.eval.scoring import EvalRecord
+from consensus.eval.scoring import EvalRecord, round0_tied
 from consensus.eval.stats import flips, mcnemar_exact, paired_bootstrap, percentile, wilson_interval
 from consensus.guard import CHECKS
 
@@ -192,6 +195,7 @@ def summarize(records: Sequence[EvalRecord], run: dict[str, Any] | None = None) 
     best = max(seats, key=lambda p: (sum(alone[p]), -seats.index(p))) if seats else None
     cons = [r.consensus.correct for r in recs]
     vote0 = [r.round0_vote.correct for r in recs]
+    tied0 = [round0_tied(r) for r in recs]
     vote_final = [r.final_vote.correct for r in recs]
     rounds = []
     for i in range(1, last + 1):
@@ -236,6 +240,11 @@ def summarize(records: Sequence[EvalRecord], run: dict[str, Any] | None = None) 
             "consensus": _accuracy(cons),
         },
         "best_panelist": best,
+        "round0_vote_ties": {  # the round-0 vote breaks a tie by seat order; the consensus-vote arm counts it wrong
+            "ties": sum(tied0),
+            "tie_break_right": sum(1 for ok, tie in zip(vote0, tied0, strict=True) if ok and tie),
+            "ties_counted_wrong": _accuracy([ok and not tie for ok, tie in zip(vote0, tied0, strict=True)]),
+        },
         "flips": {
             "rounds": rounds,
             "round0_vote_to_final_vote": flips(vote0, vote_final),
@@ -383,6 +392,16 @@ def _debate_rows(t: Table, summary: dict[str, Any]) -> None:
     ):
         a = acc[key]
         t.add_row(label, _pct(a["accuracy"]), _ci(a), f"{a['correct']}/{a['n']}")
+        ties = summary.get("round0_vote_ties")
+        if key == "round0_vote" and ties and ties["ties"]:
+            wrong = ties["ties_counted_wrong"]
+            t.add_row(
+                "  ties counted wrong",
+                _pct(wrong["accuracy"]),
+                _ci(wrong),
+                f"{ties['ties']} round-0 ties broken by seat order above (right on {ties['tie_break_right']}); "
+                "counted wrong here, as the consensus-vote arm counts a tie",
+            )
     t.add_section()
     tests = summary["tests"]
     t.add_row(f"consensus vs best ({best})", "", "", _test_line(tests["consensus_vs_best_panelist"]))
@@ -505,6 +524,15 @@ def compare(dirs: Sequence[str | Path], problems: list[str] | None = None) -> Ta
     )
     for key, label in (("round0_vote", "round-0 vote"), ("final_vote", "final vote"), ("consensus", "consensus")):
         row(label, lambda s, key=key: _cell(s["accuracy"][key]))
+        if key == "round0_vote":
+            row(
+                "round-0 vote ties (tie-break right)",
+                lambda s: (
+                    f"{s['round0_vote_ties']['ties']} ({s['round0_vote_ties']['tie_break_right']})"
+                    if "round0_vote_ties" in s
+                    else "—"
+                ),
+            )
     for arm in _arms_of(summaries):
         row(f"arm {escape(arm)}", lambda s, arm=arm: _cell((s.get("arms") or {}).get(arm)))
     t.add_section()

@@ -41,6 +41,10 @@ with them empty (None).
 A comparison arm (consensus/arms.py; `consensus eval --arm`) is scored on the reply the endpoint would send, read
 as the consensus is (1-3): the majority panelist's answer ending in its "Final answer: X" line, or a single
 panelist's. An arm whose vote tied states no answer: it counts as wrong and as a tie, as a split consensus does.
+So the consensus-vote arm and the round-0 vote score a tie differently: the arm counts it wrong, the round-0 vote
+keeps its tie-break (the earlier seat), as it always has, so that its figures mean what they meant in earlier
+runs. The summary counts the round-0 ties (round0_tied) and the tie-break's right answers among them, and gives
+the round-0 vote's accuracy with ties counted wrong, as the arm counts them.
 A record made without the debate (no `consensus` among the arms) has `debated` false and status "not_run".
 
 A split consensus: when the final round's largest positions tie and no synthesis passed the guard,
@@ -72,6 +76,7 @@ __all__ = [
     "record_from_arm",
     "record_from_error",
     "record_from_result",
+    "round0_tied",
 ]
 
 
@@ -238,6 +243,14 @@ def record_from_result(item: EvalItem, result: DebateResult, latency_ms: int) ->
         record.consensus_fallback_reason = c.fallback_reason
         record.rejected = [RejectedWriting(seat=w.synthesizer, failed=[k.name for k in w.failed]) for w in c.rejected]
     return record
+
+
+def round0_tied(record: EvalRecord) -> bool:
+    """Whether the round-0 vote's largest positions tied, so that its answer is the tie-break's (the earlier seat);
+    computed from the stored answers, so records written before this function count too."""
+    if not record.rounds or record.status == DebateStatus.failed.value:
+        return False
+    return score_agreement([(a.panelist, a.extracted) for a in record.rounds[0].answers]).tie
 
 
 def record_from_error(item: EvalItem, panelists: list[str], error: BaseException, latency_ms: int) -> EvalRecord:

@@ -94,3 +94,19 @@ async def test_a_run_of_arms_alone_reports_the_arms_and_no_debate(tmp_path):
     compared = Console(record=True, width=200, file=io.StringIO())
     compared.print(compare([tmp_path]))
     assert "arm consensus-sample-a-3" in compared.export_text()
+
+
+async def test_a_round0_tie_keeps_its_tie_break_and_is_counted_beside_the_vote_arms_rule(tmp_path):
+    said = {"a": "9", "b": "8", "c": "7"}  # split three ways: the tie-break (seat a) is right, the arm's tie wrong
+    provider = FunctionProvider(lambda seat, messages: Step(final=said.get(seat.name, "9")))
+    item = EvalItem(id="t1", question="What is 4+5?", answer="9", type="number")
+    run = await run_eval([item], PANEL, provider, tmp_path, arms=[Arm("consensus"), Arm("vote")])
+    s = summarize(run.records)
+    assert s["accuracy"]["round0_vote"]["correct"] == 1  # the figure keeps its meaning
+    assert s["arms"]["consensus-vote"]["correct"] == 0 and s["arms"]["consensus-vote"]["ties"] == 1
+    ties = s["round0_vote_ties"]
+    assert (ties["ties"], ties["tie_break_right"], ties["ties_counted_wrong"]["correct"]) == (1, 1, 0)
+    assert "1 round-0 ties broken by seat order above (right on 1)" in table_text(s)
+    compared = Console(record=True, width=200, file=io.StringIO())
+    compared.print(compare([tmp_path]))
+    assert "round-0 vote ties (tie-break right)" in compared.export_text()
