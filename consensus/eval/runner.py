@@ -301,7 +301,10 @@ async def _run_eval(
     failed = [i.id for i in items if debates and i.id in done and done[i.id].status == "failed"]
     if failed:
         problems.append(f"{len(failed)} debate(s) that failed before are asked again")
-    failed_arms = sum(1 for i in items if i.id in done for a in done[i.id].arms.values() if a.status == "failed")
+    asked = {a.id for a in arms if a.kind != "consensus"}  # a failed arm not asked this time is not asked again
+    failed_arms = sum(
+        1 for i in items if i.id in done for a in done[i.id].arms.values() if a.arm in asked and a.status == "failed"
+    )
     if failed_arms:
         problems.append(f"{failed_arms} arm answer(s) that failed before are asked again")
     todo: asyncio.Queue[tuple[EvalItem, list[Arm]]] = asyncio.Queue()

@@ -80,6 +80,14 @@ async def test_a_failed_arm_answer_is_asked_again_on_resume(tmp_path):
     assert all(r.arms["consensus-single-b"].status == "completed" for r in second.records)
 
 
+async def test_the_resume_warning_counts_only_the_failed_arms_asked_again(tmp_path):
+    await run_eval(ITEMS, PANEL, fake(failing="b"), tmp_path, arms=[Arm("single", "b"), Arm("single", "c")])
+    provider = fake()
+    again = await run_eval(ITEMS, PANEL, provider, tmp_path, arms=[Arm("single", "c")])
+    assert provider.calls == [] and again.new == 0  # c answered; b's failures are not asked this time
+    assert not any("arm answer(s) that failed before" in p for p in again.problems)
+
+
 async def test_a_run_of_arms_alone_reports_the_arms_and_no_debate(tmp_path):
     provider = fake()
     run = await run_eval(ITEMS, PANEL, provider, tmp_path, arms=[Arm("sample", "a", 3)])
