@@ -131,6 +131,13 @@ def _guard(debated: Sequence[EvalRecord]) -> dict[str, Any]:
     }
 
 
+def _panel(run: dict[str, Any] | None, records: Sequence[EvalRecord]) -> list[str]:
+    """The seats' names as run.json states the panel (a run of arms alone has no debated seats), else the records'."""
+    seats = ((run or {}).get("panel") or {}).get("panelists") or []
+    names = [str(p["name"]) for p in seats if isinstance(p, dict) and "name" in p]
+    return names or _seats(records)
+
+
 def _arm_ids(records: Sequence[EvalRecord]) -> list[str]:
     ids = ["consensus"] if any(r.debated for r in records) else []
     for r in records:
@@ -233,6 +240,7 @@ def summarize(records: Sequence[EvalRecord], run: dict[str, Any] | None = None) 
         "n_questions": len(every),
         "arms": {arm: _arm_summary(every, arm) for arm in arms},
         "panelists": seats,
+        "panel": _panel(run, every),
         "accuracy": {
             "panelists": {p: _accuracy(alone[p]) for p in seats},
             "round0_vote": _accuracy(vote0),
@@ -508,9 +516,13 @@ def compare(dirs: Sequence[str | Path], problems: list[str] | None = None) -> Ta
     def row(label: str, fn: Any) -> None:
         t.add_row(label, *(fn(s) for s in summaries))
 
+    def debated(fn: Any) -> Any:
+        """A debate's figure, or "—" for a run of comparison arms alone (no debate ran: nothing to show)."""
+        return lambda s: fn(s) if s["n"] else "—"
+
     row("dataset", lambda s: str((s.get("run") or {}).get("dataset") or "—"))
     row("questions", lambda s: str(s.get("n_questions", s["n"])))
-    row("panel", lambda s: ", ".join(s["panelists"]))
+    row("panel", lambda s: ", ".join(s.get("panel") or s["panelists"]) or "—")
     t.add_section()
     for p in _seats_of(summaries):
         row(f"{p} alone", lambda s, p=p: _cell(s["accuracy"]["panelists"].get(p)))
@@ -527,33 +539,39 @@ def compare(dirs: Sequence[str | Path], problems: list[str] | None = None) -> Ta
         if key == "round0_vote":
             row(
                 "round-0 vote ties (tie-break right)",
-                lambda s: (
-                    f"{s['round0_vote_ties']['ties']} ({s['round0_vote_ties']['tie_break_right']})"
-                    if "round0_vote_ties" in s
-                    else "—"
+                debated(
+                    lambda s: (
+                        f"{s['round0_vote_ties']['ties']} ({s['round0_vote_ties']['tie_break_right']})"
+                        if "round0_vote_ties" in s
+                        else "—"
+                    )
                 ),
             )
     for arm in _arms_of(summaries):
         row(f"arm {escape(arm)}", lambda s, arm=arm: _cell((s.get("arms") or {}).get(arm)))
     t.add_section()
-    row("vs best: McNemar p", lambda s: f"{s['tests']['consensus_vs_best_panelist']['mcnemar_p']:.3g}")
-    row("vs round-0 vote: McNemar p", lambda s: f"{s['tests']['consensus_vs_round0_vote']['mcnemar_p']:.3g}")
+    row("vs best: McNemar p", debated(lambda s: f"{s['tests']['consensus_vs_best_panelist']['mcnemar_p']:.3g}"))
+    row("vs round-0 vote: McNemar p", debated(lambda s: f"{s['tests']['consensus_vs_round0_vote']['mcnemar_p']:.3g}"))
     t.add_section()
-    row("calls / question", lambda s: _num(s["usage"]["llm_calls_per_question"]))
-    row("tokens / question", lambda s: _num(s["usage"]["tokens_per_question"], ",.0f"))
+    row("calls / question", debated(lambda s: _num(s["usage"]["llm_calls_per_question"])))
+    row("tokens / question", debated(lambda s: _num(s["usage"]["tokens_per_question"], ",.0f")))
     row(
         "cost / question",
-        lambda s: (
-            "unknown" if s["usage"]["cost_usd_per_question"] is None else f"${s['usage']['cost_usd_per_question']:.5f}"
+        debated(
+            lambda s: (
+                "unknown"
+                if s["usage"]["cost_usd_per_question"] is None
+                else f"${s['usage']['cost_usd_per_question']:.5f}"
+            )
         ),
     )
     row("latency", _latency)
-    row("failed debates", lambda s: str(s["status"].get("failed", 0)))
-    row("unreadable consensus", lambda s: str(s["unreadable"]["consensus"]) if "unreadable" in s else "—")
-    row("consensus: the panel is split", lambda s: str(s["split"]["consensus"]) if "split" in s else "—")
+    row("failed debates", debated(lambda s: str(s["status"].get("failed", 0))))
+    row("unreadable consensus", debated(lambda s: str(s["unreadable"]["consensus"]) if "unreadable" in s else "—"))
+    row("consensus: the panel is split", debated(lambda s: str(s["split"]["consensus"]) if "split" in s else "—"))
     row(
         "consensus not first writing",
-        lambda s: f"{s['guard']['not_first_writing']} of {s['guard']['recorded']}" if "guard" in s else "—",
+        debated(lambda s: f"{s['guard']['not_first_writing']} of {s['guard']['recorded']}" if "guard" in s else "—"),
     )
     return t
 
@@ -574,4 +592,5 @@ def _arms_of(summaries: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def _cell(acc: dict[str, Any] | None) -> str:
-    return "—" if acc is None else f"{_pct(acc['accuracy'])} ({_ci(acc)})"
+    """An accuracy and its CI; "—" when nothing was measured (a Wilson interval over 0 questions is 0-100 %)."""
+    return "—" if acc is None or not acc["n"] else f"{_pct(acc['accuracy'])} ({_ci(acc)})"

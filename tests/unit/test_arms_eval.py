@@ -101,7 +101,12 @@ async def test_a_run_of_arms_alone_reports_the_arms_and_no_debate(tmp_path):
     render_html(s, run.records)  # no debate figures to draw: it still renders
     compared = Console(record=True, width=200, file=io.StringIO())
     compared.print(compare([tmp_path]))
-    assert "arm consensus-sample-a-3" in compared.export_text()
+    text = compared.export_text()
+    assert "arm consensus-sample-a-3" in text and "66.7%" in text
+    lines = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in text.splitlines() if "│" in line}
+    assert lines["panel"] == "a, b, c"  # from run.json: no debate named its seats
+    for label in ("consensus", "round-0 vote", "vs best: McNemar p", "vs round-0 vote: McNemar p", "failed debates"):
+        assert lines[label] == "—", label  # no debate ran: nothing measured, not 0-100 % or p = 1
 
 
 async def test_a_round0_tie_keeps_its_tie_break_and_is_counted_beside_the_vote_arms_rule(tmp_path):
