@@ -1,5 +1,8 @@
 """The comparison arms on the provider seam: ids, parsing, votes, ties, samples, usage (consensus/arms.py)."""
 
+import re
+from pathlib import Path
+
 import pytest
 
 from consensus.arms import (
@@ -14,6 +17,7 @@ from consensus.arms import (
     run_arm,
     sample_counts,
 )
+from consensus.config import default_local_panel
 from consensus.errors import QuestionError, UnknownArmError
 from consensus.providers.fake import FunctionProvider, ScriptedProvider, Step
 from consensus.types import ModelAnswer
@@ -154,3 +158,12 @@ async def test_a_call_past_the_deadline_is_an_answer_with_kind_deadline():
     fake = ScriptedProvider(script={"a": [Step(final="4")], "b": [Step(final="4")], "c": [Step(final="4", delay_s=5)]})
     r = await run_arm(Arm("vote"), "2+2?", slow, fake, language="en")
     assert r.status == "degraded" and r.answers[2].error.kind == "deadline" and r.majority == "4"
+
+
+@pytest.mark.parametrize("doc", ["docs/arms.md", "docs/research.md", "README.md"])
+def test_the_documented_arms_exist_on_the_default_panel(doc):
+    """A documented `consensus eval --arm` command runs as written, with no --panel-file."""
+    text = (Path(__file__).parents[2] / doc).read_text(encoding="utf-8")
+    given = re.findall(r"--arm\s+([^\s`\\]+)", text)
+    assert given, f"{doc} shows no --arm"
+    parse_arms(given, default_local_panel())  # raises UnknownArmError naming the arm
