@@ -25,8 +25,10 @@ from consensus.types import (
     DebateCompleted,
     DebateFailed,
     DebateResult,
+    ModelAnswer,
     ThreadContext,
     ThreadTurn,
+    UsageTotals,
 )
 from service.deps import Caller, Services, admit
 from service.routes_debates import ERRORS, start_debate, wait_or_503
@@ -99,22 +101,24 @@ def extra(r: DebateResult) -> dict[str, Any]:
         "checks": [k.model_dump() for k in c.checks] if c else [],
         "agreement_method": r.rounds[-1].agreement.method if r.rounds and r.rounds[-1].agreement else None,
         "rounds": len(r.rounds),
-        "answers": {
-            name: {
-                "model": a.model,
-                "answer": a.answer,
-                "final_answer": a.final_answer,
-                "confidence": a.confidence,
-                "error": a.error.model_dump() if a.error else None,
-            }
-            for name, a in r.answers.items()
-        },
+        "answers": {name: _answer(a) for name, a in r.answers.items()},
         "links": {"self": f"/v1/debates/{r.id}", "permalink": f"/d/{r.id}"},
     }
 
 
-def _usage(r: DebateResult) -> dict[str, int]:
-    u = r.usage
+def _answer(a: ModelAnswer) -> dict[str, Any]:
+    """One answer as the `consensus` field lists it, for the debate and the arms alike."""
+    return {
+        "model": a.model,
+        "answer": a.answer,
+        "final_answer": a.final_answer,
+        "confidence": a.confidence,
+        "error": a.error.model_dump() if a.error else None,
+    }
+
+
+def _usage(u: UsageTotals) -> dict[str, int]:
+    """OpenAI's `usage` of a debate's or an arm's totals."""
     return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens}
 
 
@@ -135,22 +139,8 @@ def arm_extra(r: ArmResult) -> dict[str, Any]:
         "calls": r.usage.llm_calls,
         "cost_usd": r.usage.cost_usd,
         "missing": [a.panelist for a in r.answers if not a.ok],
-        "answers": {
-            a.panelist: {
-                "model": a.model,
-                "answer": a.answer,
-                "final_answer": a.final_answer,
-                "confidence": a.confidence,
-                "error": a.error.model_dump() if a.error else None,
-            }
-            for a in r.answers
-        },
+        "answers": {a.panelist: _answer(a) for a in r.answers},
     }
-
-
-def _arm_usage(r: ArmResult) -> dict[str, int]:
-    u = r.usage
-    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens}
 
 
 def _describe(arm: Arm, panel: list[str]) -> dict[str, Any]:
@@ -225,7 +215,7 @@ async def chat_completions(body: ChatRequest, svc: Services, who: Caller, reques
                     "logprobs": None,
                 }
             ],
-            "usage": _usage(result),
+            "usage": _usage(result.usage),
             "consensus": extra(result),
         },
         headers=given,
@@ -336,7 +326,7 @@ async def _arm_completion(
                     "logprobs": None,
                 }
             ],
-            "usage": _arm_usage(result),
+            "usage": _usage(result.usage),
             "consensus": arm_extra(result),
         }
     )
@@ -370,7 +360,7 @@ async def _stream_arm(
     else:
         yield _stream_error(str(result.reason), "arm_failed", arm_extra(result))
     if include_usage:
-        yield _usage_chunk(cid, created, model, _arm_usage(result))
+        yield _usage_chunk(cid, created, model, _usage(result.usage))
     yield format_sse_event(data_str="[DONE]")
 
 
@@ -405,5 +395,5 @@ async def _stream(
         reason = final.reason if final else "the debate ended without a result"
         yield _stream_error(str(reason), "debate_failed", extra(final) if final else None)
     if include_usage and final is not None:
-        yield _usage_chunk(cid, created, MODEL_ID, _usage(final))
+        yield _usage_chunk(cid, created, MODEL_ID, _usage(final.usage))
     yield format_sse_event(data_str="[DONE]")
