@@ -139,6 +139,12 @@ async def resolve_follow_up(
     return FollowUp(thread_id, len(rows), ThreadContext(turns=turns, language=row.language), language, wanted)
 
 
+def refused(exc: QuestionError) -> ApiError:
+    """A bad question, language or rounds as the 422 naming its field (the debates API and the OpenAI endpoint)."""
+    message = exc.message if exc.field in exc.message else f"{exc.field}: {exc.message}"
+    return ApiError(422, message, param=exc.field, code="invalid_value")
+
+
 async def start_debate(
     svc: AppServices,
     who: Principal,
@@ -164,12 +170,7 @@ async def start_debate(
     try:
         checked = validate_request(body.question, svc.panel, options)  # bad input is a 422 whatever the load
     except QuestionError as exc:
-        raise ApiError(
-            422,
-            exc.message if exc.field in exc.message else f"{exc.field}: {exc.message}",
-            param=exc.field,
-            code="invalid_value",
-        ) from None
+        raise refused(exc) from None
     follow = None
     if body.follow_up_of is not None:
         follow = await resolve_follow_up(svc, who, body.follow_up_of, cancel_token, checked[0])

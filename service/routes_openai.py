@@ -31,7 +31,7 @@ from consensus.types import (
     UsageTotals,
 )
 from service.deps import Caller, Services, admit
-from service.routes_debates import ERRORS, start_debate, wait_or_503
+from service.routes_debates import ERRORS, refused, start_debate, wait_or_503
 from service.schemas import ChatMessage, ChatRequest, DebateRequest
 from service.security import ApiError, Principal
 from service.services import AppServices
@@ -284,8 +284,7 @@ async def _arm_completion(
     try:
         validate_request(question, svc.panel, DebateOptions(language=body.language))
     except QuestionError as exc:
-        message = exc.message if exc.field in exc.message else f"{exc.field}: {exc.message}"
-        raise _as_messages_error(ApiError(422, message, param=exc.field, code="invalid_value")) from None
+        raise _as_messages_error(refused(exc)) from None
     admit(svc, who)  # the same per-key rate limit and capacity as a debate; the slot is held while the arm runs
     try:
         task = asyncio.create_task(
