@@ -352,16 +352,9 @@ class LocalDebates:
             if row is None:
                 raise ToolError(f"follow_up_of: no debate {debate_id!r} here (none this process ran, nor in {url})")
             refused(row.status)
-            thread_id = row.thread_id or row.id
-            rows = await store.thread(thread_id)
-            if len(rows) >= self.settings.thread_max_depth:
-                raise too_long(len(rows), self.settings.thread_max_depth)
-            upto = row.thread_index or 0
-            turns = [
-                thread_turn(DebateResult.model_validate(r.result))
-                for r in rows
-                if (r.thread_index or 0) <= upto and r.status in FINISHED
-            ]
+            thread_id, count, turns = await store.thread_upto(row)
+            if count >= self.settings.thread_max_depth:
+                raise too_long(count, self.settings.thread_max_depth)
         except ToolError:
             raise
         except Exception as exc:  # an unreachable or broken store: the call fails, the session goes on
@@ -369,7 +362,7 @@ class LocalDebates:
             raise ToolError(f"follow_up_of: cannot read the store {url}: {type(exc).__name__}") from None
         finally:
             await store.close()
-        return FollowUp(ThreadContext(turns=turns, language=row.language), (thread_id, len(rows), debate_id))
+        return FollowUp(ThreadContext(turns=turns, language=row.language), (thread_id, count, debate_id))
 
     async def store_follow_up(self, result: DebateResult, context: ThreadContext, place: tuple[str, int, str]) -> None:
         """Store the ended follow-up in its thread of the local store, as the service would have."""

@@ -19,11 +19,10 @@ from consensus.engine import (
     fits_some_seat,
     follow_up_language,
     new_result,
-    thread_turn,
     validate_request,
 )
 from consensus.errors import QuestionError
-from consensus.types import AnswerDelta, ConsensusDelta, DebateEvent, DebateResult, ThreadContext
+from consensus.types import AnswerDelta, ConsensusDelta, DebateEvent, ThreadContext
 from service.deps import Caller, Services, admit
 from service.fanout import Draining
 from service.schemas import (
@@ -37,7 +36,7 @@ from service.schemas import (
 )
 from service.security import ApiError, Principal, hash_key
 from service.services import AppServices
-from service.store import MAX_SEQ, DebateRow
+from service.store import FINISHED, MAX_SEQ, DebateRow
 
 router = APIRouter(prefix="/v1", tags=["debates"])
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -74,9 +73,6 @@ def wants_sse(accept: str | None) -> bool:
         elif media in ("application/json", "application/*", "*/*"):
             json_ = max(json_, q)
     return sse > 0 and sse >= json_
-
-
-FINISHED = ("completed", "degraded")
 
 
 class FollowUp:
@@ -121,28 +117,31 @@ async def resolve_follow_up(
         raise _refuse(409, "follow_up_of: that debate is still running; ask the follow-up once it ends", "not_finished")
     if row.status not in FINISHED:
         raise _refuse(422, f"follow_up_of: that debate has no consensus to follow ({row.status})", "not_answered")
-    thread_id = row.thread_id or row.id
-    rows = await svc.store.thread(thread_id)
-    if len(rows) >= svc.settings.thread_max_depth:
+    thread_id, count, turns = await svc.store.thread_upto(row)
+    if count >= svc.settings.thread_max_depth:
         raise _refuse(
             422,
-            f"follow_up_of: the thread already has {len(rows)} debates; the limit is {svc.settings.thread_max_depth}",
+            f"follow_up_of: the thread already has {count} debates; the limit is {svc.settings.thread_max_depth}",
             "thread_too_long",
         )
-    upto = row.thread_index or 0
-    turns = [
-        thread_turn(DebateResult.model_validate(r.result))
-        for r in rows
-        if (r.thread_index or 0) <= upto and r.status in FINISHED
-    ]
     language = follow_up_language(question, row.language)
-    return FollowUp(thread_id, len(rows), ThreadContext(turns=turns, language=row.language), language, wanted)
+    return FollowUp(thread_id, count, ThreadContext(turns=turns, language=row.language), language, wanted)
 
 
 def refused(exc: QuestionError) -> ApiError:
     """A bad question, language or rounds as the 422 naming its field (the debates API and the OpenAI endpoint)."""
     message = exc.message if exc.field in exc.message else f"{exc.field}: {exc.message}"
     return ApiError(422, message, param=exc.field, code="invalid_value")
+
+
+def too_long_with_thread() -> ApiError:
+    """A question that, with its thread's context, fits no seat's context window (the OpenAI endpoint's too)."""
+    return ApiError(
+        422,
+        "question: with the thread's context it fits no seat's context window; ask a shorter question",
+        param="question",
+        code="context_too_long",
+    )
 
 
 async def start_debate(
@@ -179,12 +178,7 @@ async def start_debate(
     elif context is not None and context.language and checked[1] is None:
         checked = (checked[0], follow_up_language(checked[0], context.language), checked[2])
     if options.thread is not None and not fits_some_seat(checked[0], svc.panel, checked[1] or "en"):
-        raise ApiError(
-            422,
-            "question: with the thread's context it fits no seat's context window; ask a shorter question",
-            param="question",
-            code="context_too_long",
-        )
+        raise too_long_with_thread()
     admit(svc, who)  # 429 and 503 come before the costly work (language detection, the store): refusals stay fast
     # Everyone on a site holds its publishable key: cancelling takes this token too, given to this caller only.
     token = secrets.token_urlsafe(24) if who.shared and follow is None else None

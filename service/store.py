@@ -39,7 +39,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_fixed
 
-from consensus.types import DebateEvent, DebateResult, parse_event
+from consensus.engine import thread_turn
+from consensus.types import DebateEvent, DebateResult, ThreadTurn, parse_event
+
+FINISHED = ("completed", "degraded")  # the statuses of a debate with a consensus to follow
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -357,6 +360,19 @@ class Store:
                 alone = await s.get(DebateRow, thread_id)
                 return [alone] if alone is not None and alone.thread_id is None else []
             return rows
+
+    async def thread_upto(self, row: DebateRow) -> tuple[str, int, list[ThreadTurn]]:
+        """The thread `row` belongs to: its id, how many debates it holds, and its finished debates up to `row`
+        (branches included: what a follow-up of `row` is given), oldest first, as turns."""
+        thread_id = row.thread_id or row.id
+        rows = await self.thread(thread_id)
+        upto = row.thread_index or 0
+        turns = [
+            thread_turn(DebateResult.model_validate(r.result))
+            for r in rows
+            if (r.thread_index or 0) <= upto and r.status in FINISHED
+        ]
+        return thread_id, len(rows), turns
 
     async def cancelled_among(self, ids: Sequence[str]) -> set[str]:
         """Which of these debates a client cancelled: one query on ids and status (no results loaded)."""

@@ -23,10 +23,9 @@ from consensus.claims import label_letter
 from consensus.rounds import LABELS
 from consensus.types import Analysis, Claim, Consensus, DebateResult, ThreadContext
 from service.deps import Services
-from service.routes_debates import FINISHED
 from service.security import SECRET_PREFIX, hash_key
 from service.services import AppServices
-from service.store import DebateRow
+from service.store import FINISHED, DebateRow
 from service.web_i18n import Translator, language_options, negotiate
 
 log = logging.getLogger("consensus.service")

@@ -133,21 +133,14 @@ class StoredThread:
                 raise fail(f"--follow-up: no debate {debate_id!r} in the store {url} (set DATABASE_URL)")
             if row.status not in ("completed", "degraded"):
                 raise fail(f"--follow-up: debate {debate_id} has no consensus to follow ({row.status})")
-            thread_id = row.thread_id or row.id
-            rows = await store.thread(thread_id)
+            thread_id, count, turns = await store.thread_upto(row)
             limit = Settings().thread_max_depth
-            if len(rows) >= limit:
-                raise fail(f"--follow-up: the thread already has {len(rows)} debates; the limit is {limit}")
-            upto = row.thread_index or 0
-            turns = [
-                thread_turn(DebateResult.model_validate(r.result))
-                for r in rows
-                if (r.thread_index or 0) <= upto and r.status in ("completed", "degraded")
-            ]
+            if count >= limit:
+                raise fail(f"--follow-up: the thread already has {count} debates; the limit is {limit}")
         finally:
             await store.close()
         context = ThreadContext(turns=turns, language=row.language)
-        return cls(url, debate_id, thread_id, len(rows), context, row.language)
+        return cls(url, debate_id, thread_id, count, context, row.language)
 
     async def save(self, result: DebateResult) -> None:
         """Store the finished follow-up in its thread, as the service would have."""
