@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.sse import format_sse_event
 
 from consensus.arms import MODEL_ID, Arm, ArmResult, arms_of, parse_arm, run_arm
-from consensus.engine import DebateOptions, validate_request
+from consensus.engine import DebateOptions, fits_some_seat, follow_up_language, validate_request
 from consensus.errors import QuestionError, UnknownArmError
 from consensus.language import detect_language
 from consensus.types import (
@@ -31,7 +31,7 @@ from consensus.types import (
     UsageTotals,
 )
 from service.deps import Caller, Services, admit
-from service.routes_debates import ERRORS, refused, start_debate, wait_or_503
+from service.routes_debates import ERRORS, refused, start_debate, too_long_with_thread, wait_or_503
 from service.schemas import ChatMessage, ChatRequest, DebateRequest
 from service.security import ApiError, Principal
 from service.services import AppServices
@@ -282,9 +282,19 @@ async def _arm_completion(
             code="invalid_value",
         )
     try:
-        validate_request(question, svc.panel, DebateOptions(language=body.language))
+        q, code, _ = validate_request(question, svc.panel, DebateOptions(language=body.language))
     except QuestionError as exc:
         raise _as_messages_error(refused(exc)) from None
+    if context is not None:  # as start_debate checks a threaded debate, on the seats this arm asks
+        if code is None and context.language:
+            code = follow_up_language(q, context.language)
+        asked = (
+            svc.panel
+            if arm.kind == "vote"
+            else svc.panel.model_copy(update={"panelists": [svc.panel.seat(str(arm.seat))]})
+        )
+        if not fits_some_seat(q, asked, code or "en"):
+            raise _as_messages_error(too_long_with_thread())
     admit(svc, who)  # the same per-key rate limit and capacity as a debate; the slot is held while the arm runs
     try:
         task = asyncio.create_task(

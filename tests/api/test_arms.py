@@ -307,3 +307,15 @@ def test_a_call_cut_off_by_the_deadline_counts_as_a_call_with_no_tokens(make_ser
     assert extra["status"] == "degraded" and extra["answers"]["carol"]["error"]["kind"] == "deadline"
     assert extra["calls"] == sum(stub.hits().values()) == 3  # carol's call was made: it counts
     assert usage(r) == charged(stub, steps)  # its tokens are unknown: alice's and bob's alone
+
+
+@pytest.mark.parametrize("model", ["consensus", "consensus-vote", "consensus-single-bob", "consensus-sample-bob-3"])
+def test_a_threaded_question_that_fits_no_seat_is_refused_naming_messages(make_service, stub, model):
+    service = make_service(stub_panel(stub, seat={"context_window": 500, "max_tokens": 200}))
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "why " * 400}]
+    with service.client() as c:
+        r = c.post("/v1/chat/completions", json={"model": model, "messages": messages})
+    assert r.status_code == 400, r.text  # the service's 422, as this endpoint gives every bad input: OpenAI's 400
+    error = r.json()["error"]
+    assert (error["param"], error["code"]) == ("messages", "context_too_long")
+    assert "fits no seat's context window" in error["message"] and stub.hits() == {}
