@@ -211,8 +211,14 @@ def reply_text(answer: ModelAnswer) -> str:
     return text or final
 
 
-def tie_reply(vote: Agreement, samples_of: str | None = None) -> str:
-    """The reply when the largest positions tie: no majority, and each tied position with who gave it."""
+def tie_reply(vote: Agreement, samples_of: str | None = None, missing: Sequence[str] = ()) -> str:
+    """The reply when the largest positions tie: no majority, each tied position with who gave it, and the calls
+    that gave no answer (`missing`: "carol (server)"), so a split of fewer answers is not read as the panel's."""
+    absent = f" No answer from {', '.join(missing)}." if missing else ""
+    return _split(vote, samples_of) + absent
+
+
+def _split(vote: Agreement, samples_of: str | None) -> str:
     if not vote.clusters:
         return "No majority: no answer states a final answer that can be compared."
     top = max(len(c.panelists) for c in vote.clusters)
@@ -326,7 +332,7 @@ async def run_arm(
     vote = score_agreement([(a.panelist, a.final_answer) for a in ok])
     result.vote, result.tie = vote, vote.tie
     if vote.tie or not vote.majority_panelists:
-        result.reply = tie_reply(vote, arm.seat if arm.kind == "sample" else None)
+        result.reply = tie_reply(vote, arm.seat if arm.kind == "sample" else None, failed)
         result.tie = True
         return result
     chosen = next(a for a in ok if a.panelist == vote.majority_panelists[0])

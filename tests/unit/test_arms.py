@@ -102,6 +102,16 @@ async def test_a_tied_vote_says_there_is_no_majority_and_names_every_position():
     assert r.reply == 'No majority: the panel is split, 1 vote each for "4" (a); "5" (b); "6" (c).'
 
 
+async def test_a_tie_among_fewer_answers_names_the_seats_that_gave_none():
+    fake = ScriptedProvider(script={"a": [Step(final="4")], "b": [Step(final="5")], "c": [Step(fault="500")]})
+    r = await run_arm(Arm("vote"), "2+2?", PANEL, fake, language="en")
+    assert r.tie and r.status == "degraded"
+    assert r.reply == 'No majority: the panel is split, 1 vote each for "4" (a); "5" (b). No answer from c (server).'
+    fake = ScriptedProvider(script={"a": [Step(final="9"), Step(final="3"), Step(fault="401")]})
+    r = await run_arm(Arm("sample", "a", 3), "3x3?", PANEL, fake, language="en")
+    assert r.reply == 'No majority: a\'s 2 samples are split, 1 vote each for "3"; "9". No answer from a#3 (auth).'
+
+
 async def test_a_vote_needs_two_answers_and_says_who_failed():
     fake = ScriptedProvider(script={"a": [Step(final="4")], "b": [Step(fault="401")], "c": [Step(fault="500")]})
     r = await run_arm(Arm("vote"), "2+2?", PANEL, fake, language="en")
