@@ -101,6 +101,13 @@ def eval_command(
     """Run a labelled dataset through the panel: accuracy of each panelist, the votes and the consensus (and of
     each comparison arm given with --arm)."""
 
+    panel = configured_panel(panel_file)
+    try:  # before the dataset: a misspelt arm fails at once, not after a download or a long file is read
+        arms = parse_arms(arm or ["consensus"], panel)
+    except UnknownArmError as exc:
+        raise _fail(f"--arm: {exc}") from None
+    if not arms:
+        raise _fail("--arm: give at least one arm, e.g. --arm consensus,consensus-vote")
     try:
         loaded = load_dataset(dataset, limit=limit, seed=seed)
         language = normalize_code(language)
@@ -110,13 +117,6 @@ def eval_command(
         err.print(f"[yellow]warning:[/] {escape(loaded.name)}: {escape(problem)}")
     if loaded.problems:
         err.print(f"[yellow]warning:[/] skipped {len(loaded.problems)} malformed record(s) of {escape(loaded.name)}")
-    panel = configured_panel(panel_file)
-    try:
-        arms = parse_arms(arm or ["consensus"], panel)
-    except UnknownArmError as exc:
-        raise _fail(f"--arm: {exc}") from None
-    if not arms:
-        raise _fail("--arm: give at least one arm, e.g. --arm consensus,consensus-vote")
     items = []
     for item in loaded.items:  # what the engine would refuse is a dataset problem, not a wrong answer
         try:

@@ -55,6 +55,8 @@ def test_eval_and_compare_refuse_bad_input_with_exit_2(tmp_path, stub):
     assert p.returncode == 2 and "dataset file not found" in p.stderr
     p = cli("compare", str(tmp_path / "nowhere"))
     assert p.returncode == 2 and "run directory not found" in p.stderr
+    p = cli("eval", str(tmp_path / "missing.jsonl"), "--panel-file", str(panel), "--arm", "single-zed")
+    assert p.returncode == 2 and "--arm: model 'single-zed' does not exist" in p.stderr  # before the dataset
     assert stub.hits() == {}
 
 
