@@ -137,3 +137,15 @@ def test_an_eval_where_every_debate_failed_exits_1_and_a_re_run_asks_again(tmp_p
     assert again.returncode == 0, again.stderr
     assert "2 debate(s) that failed before are asked again" in again.stderr
     assert json.loads((out / "summary.json").read_text())["status"] == {"completed": 2}
+
+
+def test_an_eval_whose_debates_failed_but_an_arm_answered_exits_0(tmp_path, stub):
+    panel, data = setup(tmp_path, stub)
+    for name in ("bob", "carol"):
+        stub.script(name, [{"fault": "401"}])  # alice alone answers: every debate fails, alice's arm does not
+    out = tmp_path / "run"
+    p = cli_here("eval", str(data), "--panel-file", str(panel), "--out", str(out), "--arm", "consensus,single-alice")
+    assert p.returncode == 0, p.stderr
+    assert "2 debate(s) failed" in p.stderr and "nothing was measured" not in p.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == {"failed": 2} and summary["arms"]["consensus-single-alice"]["correct"] == 1
