@@ -57,13 +57,16 @@ unreadable. The votes keep their tie-break (the earlier seat).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
 from consensus.agreement import extract_answer, matches_gold, score_agreement
-from consensus.arms import ArmResult
 from consensus.eval.datasets import EvalItem, ItemType
 from consensus.types import AgreementMethod, Check, ConsensusSource, DebateResult, DebateStatus, ModelAnswer
+
+if TYPE_CHECKING:  # a type only: scoring stays pure, importing no engine code
+    from consensus.arms import ArmResult
 
 __all__ = [
     "ArmRecord",

@@ -2,6 +2,8 @@
 
 import io
 import json
+import subprocess
+import sys
 
 from rich.console import Console
 
@@ -123,3 +125,10 @@ async def test_a_round0_tie_keeps_its_tie_break_and_is_counted_beside_the_vote_a
     compared = Console(record=True, width=200, file=io.StringIO())
     compared.print(compare([tmp_path]))
     assert "round-0 vote ties (tie-break right)" in compared.export_text()
+
+
+def test_scoring_does_not_import_the_arms_it_scores():
+    """The arms' result type is for mypy only: importing scoring runs no arm code."""
+    code = "import sys, consensus.eval.scoring; print('consensus.arms' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
