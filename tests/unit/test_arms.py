@@ -19,8 +19,9 @@ from consensus.arms import (
 )
 from consensus.config import default_local_panel
 from consensus.errors import QuestionError, UnknownArmError
-from consensus.providers.fake import FunctionProvider, ScriptedProvider, Step
-from consensus.types import ModelAnswer
+from consensus.providers.base import Completion
+from consensus.providers.fake import FunctionProvider, ScriptedProvider, Step, answer_json
+from consensus.types import ModelAnswer, Usage
 from tests.helpers import make_panel
 
 PANEL = make_panel("abc", max_rounds=1)
@@ -147,9 +148,17 @@ async def test_a_tie_among_samples_lists_the_positions_in_a_fixed_order():
 
 
 async def test_a_single_panelist_is_one_call_and_its_retries_count():
-    fake = ScriptedProvider(script={"c": [Step(final="4")]})
-    r = await run_arm(Arm("single", "c"), "2+2?", PANEL, fake, language="en")
-    assert [c.name for c in fake.calls] == ["c"] and r.vote is None and r.reply == "I conclude 4.\n\nFinal answer: 4"
+    calls = []
+
+    def retried(seat, messages):  # the gateway's report of a call that succeeded on its second attempt
+        calls.append(seat.name)
+        return Completion(
+            text=answer_json("4"), usage=Usage(prompt_tokens=10, completion_tokens=5, total_tokens=15), attempts=2
+        )
+
+    r = await run_arm(Arm("single", "c"), "2+2?", PANEL, FunctionProvider(retried), language="en")
+    assert calls == ["c"] and r.vote is None and r.reply == "I conclude 4.\n\nFinal answer: 4"
+    assert r.usage.llm_calls == 2 and r.usage.total_tokens == 15  # the retry counts as a call
     failed = await run_arm(Arm("single", "c"), "2+2?", PANEL, ScriptedProvider(script={"c": [Step(fault="401")]}))
     assert failed.status == "failed" and failed.reason.startswith("c did not answer (c: auth")
 
