@@ -19,11 +19,10 @@ from consensus.engine import (
     fits_some_seat,
     follow_up_language,
     new_result,
-    thread_turn,
     validate_request,
 )
 from consensus.errors import QuestionError
-from consensus.types import AnswerDelta, ConsensusDelta, DebateEvent, DebateResult, ThreadContext
+from consensus.types import AnswerDelta, ConsensusDelta, DebateEvent, ThreadContext
 from service.deps import Caller, Services, admit
 from service.fanout import Draining
 from service.schemas import (
@@ -37,7 +36,7 @@ from service.schemas import (
 )
 from service.security import ApiError, Principal, hash_key
 from service.services import AppServices
-from service.store import MAX_SEQ, DebateRow
+from service.store import FINISHED, MAX_SEQ, DebateRow
 
 router = APIRouter(prefix="/v1", tags=["debates"])
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -74,9 +73,6 @@ def wants_sse(accept: str | None) -> bool:
         elif media in ("application/json", "application/*", "*/*"):
             json_ = max(json_, q)
     return sse > 0 and sse >= json_
-
-
-FINISHED = ("completed", "degraded")
 
 
 class FollowUp:
@@ -121,22 +117,15 @@ async def resolve_follow_up(
         raise _refuse(409, "follow_up_of: that debate is still running; ask the follow-up once it ends", "not_finished")
     if row.status not in FINISHED:
         raise _refuse(422, f"follow_up_of: that debate has no consensus to follow ({row.status})", "not_answered")
-    thread_id = row.thread_id or row.id
-    rows = await svc.store.thread(thread_id)
-    if len(rows) >= svc.settings.thread_max_depth:
+    thread_id, count, turns = await svc.store.thread_upto(row)
+    if count >= svc.settings.thread_max_depth:
         raise _refuse(
             422,
-            f"follow_up_of: the thread already has {len(rows)} debates; the limit is {svc.settings.thread_max_depth}",
+            f"follow_up_of: the thread already has {count} debates; the limit is {svc.settings.thread_max_depth}",
             "thread_too_long",
         )
-    upto = row.thread_index or 0
-    turns = [
-        thread_turn(DebateResult.model_validate(r.result))
-        for r in rows
-        if (r.thread_index or 0) <= upto and r.status in FINISHED
-    ]
     language = follow_up_language(question, row.language)
-    return FollowUp(thread_id, len(rows), ThreadContext(turns=turns, language=row.language), language, wanted)
+    return FollowUp(thread_id, count, ThreadContext(turns=turns, language=row.language), language, wanted)
 
 
 def refused(exc: QuestionError) -> ApiError:
