@@ -444,6 +444,33 @@ def _read_choice(text: str, choices: Sequence[str] | None) -> str | None:
     return seen.pop() if len(seen) == 1 else None
 
 
+# A question's own options, one per line: "A. text", "A) text", "(A) text" (quiz-show multiple choice, ARC, MMLU).
+_OPTION_LINE = re.compile(r"(?m)^[ \t]*\(?([A-J])[.)][ \t]+(\S.*?)[ \t]*$")
+
+
+def question_choices(question: str) -> list[str] | None:
+    """The options a multiple-choice question lists, in order (A, B, ... on lines of their own, at least two), else
+    None. Such a question is closed-form whatever its answers look like: each is read as the option it names."""
+    found: list[str] = []
+    for m in _OPTION_LINE.finditer(question):
+        letter, text = m.group(1), m.group(2)
+        if ord(letter) - ord("A") == len(found):
+            found.append(text)
+        elif letter == "A":  # a new list starts: the last one listed is the question's
+            found = [text]
+    return found if len(found) >= 2 else None
+
+
+def choice_positions(
+    finals: Sequence[tuple[str, str | None]], choices: Sequence[str] | None
+) -> list[tuple[str, str | None]]:
+    """(panelist, final answer) pairs with each answer of a multiple-choice question read as the letter it names
+    (an answer that names none stays as it is); unchanged without choices."""
+    if not choices:
+        return list(finals)
+    return [(p, (extract_answer(a, "choice", choices) or a) if a else a) for p, a in finals]
+
+
 def extract_answer(text: str | None, kind: AnswerKind, choices: Sequence[str] | None = None) -> str | None:
     """The short answer a reply gives for an item of this kind (see consensus/eval/scoring.py), or None."""
     if text is None or not text.strip():

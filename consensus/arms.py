@@ -28,7 +28,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from consensus.agreement import score_agreement
+from consensus.agreement import choice_positions, question_choices, score_agreement
 from consensus.engine import DebateOptions, ask_seat, follow_up_language, sum_spent, threaded, validate_request
 from consensus.errors import UnknownArmError
 from consensus.language import detect_language
@@ -329,7 +329,8 @@ async def run_arm(
     if arm.kind == "single":
         result.reply, result.chosen, result.majority = reply_text(ok[0]), ok[0].panelist, ok[0].final_answer
         return result
-    vote = score_agreement([(a.panelist, a.final_answer) for a in ok])
+    # Read as the debate reads its rounds: a multiple-choice question's answers as the options they name.
+    vote = score_agreement(choice_positions([(a.panelist, a.final_answer) for a in ok], question_choices(q)))
     result.vote, result.tie = vote, vote.tie
     if vote.tie or not vote.majority_panelists:
         result.reply = tie_reply(vote, arm.seat if arm.kind == "sample" else None, failed)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from consensus.agreement import answers_are_open, score_agreement
+from consensus.agreement import answers_are_open, choice_positions, question_choices, score_agreement
 from consensus.claims import (
     CLAIM_MAP_SCHEMA,
     agreement_from_analysis,
@@ -300,6 +300,7 @@ class _Debate:
         self.opts = opts
         self.result = result
         self.marker = new_marker()
+        self.choices = question_choices(result.question)  # a multiple-choice question: answers read as its options
         thread = opts.thread
         # The analyst and the synthesizer see the thread too (the same turns, no answer of their own).
         self.reviewers: Provider = ThreadedProvider(provider, thread, self.marker) if thread else provider
@@ -505,6 +506,8 @@ class _Debate:
 
     def is_open(self, latest: dict[str, ModelAnswer]) -> bool:
         """Whether the round's answers need the analyst (explanations, lists, essays) to tell who agrees."""
+        if self.choices:  # a multiple-choice question is closed-form, however its answers are worded
+            return False
         return len(latest) >= 2 and answers_are_open([(n, a.final_answer) for n, a in latest.items()])
 
     async def analysis(self, index: int, latest: dict[str, ModelAnswer]) -> Analysis:
@@ -528,7 +531,7 @@ class _Debate:
         rnd = Round(index=index, answers=[*answers, *late], analysis=analysis)
         self.result.rounds.append(rnd)
         latest = self.latest()
-        exact = score_agreement([(n, a.final_answer) for n, a in latest.items()])
+        exact = score_agreement(choice_positions([(n, a.final_answer) for n, a in latest.items()], self.choices))
         rnd.agreement = exact if analysis is None else agreement_from_analysis(analysis, list(latest), exact)
         self.result.answers = {**self.result.answers, **{a.panelist: a for a in answers}, **latest}
         self.tally()
@@ -585,6 +588,7 @@ class _Debate:
             marker=self.marker,
             seats=len(self.panel.panelists),
             panelists=[s.name for s in self.panel.panelists],
+            choices=self.choices,
         )
 
     def degraded_reason(self) -> str | None:

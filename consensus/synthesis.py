@@ -90,6 +90,7 @@ class SynthesisInput:
     marker: str
     seats: int  # panelists on the panel, answered or not
     panelists: Sequence[str] = ()  # every panelist's name, in seat order
+    choices: Sequence[str] | None = None  # a multiple-choice question's options (agreement.question_choices)
 
     @property
     def latest(self) -> dict[str, ModelAnswer]:
@@ -121,6 +122,7 @@ class SynthesisInput:
             labels={label: name for name, label in self.labels.items()},
             language=self.language,
             closed=self.closed,
+            choices=self.choices,
             seats=self.seats,
         )
 
