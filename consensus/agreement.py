@@ -464,11 +464,15 @@ def question_choices(question: str) -> list[str] | None:
 def choice_positions(
     finals: Sequence[tuple[str, str | None]], choices: Sequence[str] | None
 ) -> list[tuple[str, str | None]]:
-    """(panelist, final answer) pairs with each answer of a multiple-choice question read as the letter it names
-    (an answer that names none stays as it is); unchanged without choices."""
+    """(panelist, final answer) pairs with each answer of a multiple-choice question read as the letter it names;
+    an answer that names none is a position of its own ("names no option (answer 2)": the number keeps two such
+    answers apart), never a majority with another; unchanged without choices."""
     if not choices:
         return list(finals)
-    return [(p, (extract_answer(a, "choice", choices) or a) if a else a) for p, a in finals]
+    return [
+        (p, (extract_answer(a, "choice", choices) or f"names no option (answer {i})") if a else a)
+        for i, (p, a) in enumerate(finals, start=1)
+    ]
 
 
 def extract_answer(text: str | None, kind: AnswerKind, choices: Sequence[str] | None = None) -> str | None:

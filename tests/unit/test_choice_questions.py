@@ -32,7 +32,7 @@ def test_answers_are_read_as_the_options_they_name():
         ("a", "B"),
         ("b", "B"),
         ("c", "B"),
-        ("d", "A green plant"),  # names no option: kept as it is
+        ("d", "names no option (answer 4)"),  # a position of its own: two such answers are no majority
         ("e", None),
     ]
     assert choice_positions(finals, None) == finals
@@ -54,3 +54,17 @@ async def test_worded_answers_to_a_choice_question_agree_and_an_unreadable_synth
     assert c is not None and c.source == "majority_answer" and c.majority_because == "rejected"
     assert [k.name for k in c.rejected[0].failed] == ["majority_answer"]
     assert extract_answer(c.answer, "choice", question_choices(QUESTION)) == "B"  # what eval scores
+
+
+async def test_answers_that_name_no_option_are_no_majority_and_an_unreadable_listing_is_rejected():
+    """Found on ARC-Easy: two panelists listed every option, one said B; the synthesizer's listing passed the guard
+    as text and eval could not read it. Now the two listings are two positions of one: a tie."""
+    listing = "A. Earth is a sphere. B. Earth supports life. C. Earth has air."
+    finals = [listing, "B", listing.replace("sphere", "ball")]
+    script = {n: [Step(final=f), *[Step(text=listing)] * 3] for n, f in zip("abc", finals, strict=True)}
+    r = await debate(QUESTION, make_panel("abc", max_rounds=0), ScriptedProvider(script=script), DebateOptions())
+    agreement = r.rounds[0].agreement
+    assert agreement and agreement.tie and len(agreement.clusters) == 3
+    c = r.consensus
+    assert c is not None and c.source == "majority_answer" and c.majority_because == "rejected"
+    assert c.answer.startswith("The panel is split")
