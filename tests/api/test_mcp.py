@@ -19,9 +19,9 @@ from mcp import Client, MCPError, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
 from consensus.types import DebateResult, DebateStatus
-from service.security import create_key
 from service.store import Store
 from tests.api.conftest import stub_panel
+from tests.api.test_security import make_key
 from tests.helpers import SEATS, ans, write_panel
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -281,13 +281,6 @@ async def stored_thread(url: str, debate_id: str) -> list[tuple[str, str | None,
 
 
 # -- HTTP: the service's /mcp ------------------------------------------------------------------------------------
-def make_key(srv, name: str, origins: tuple[str, ...] = ()) -> str:
-    async def go() -> str:
-        plain, _row = await create_key(srv.services.store, name, list(origins))
-        await srv.services.keys.refresh(force=True)
-        return plain
-
-    return asyncio.run_coroutine_threadsafe(go(), srv.server_loop).result(10)
 
 
 def mcp_client(srv, key: str | None, answers: list[httpx2.Response] | None = None, mode: str = "auto") -> Client:
