@@ -461,6 +461,9 @@ def question_choices(question: str) -> list[str] | None:
     return found if len(found) >= 2 else None
 
 
+NAMES_NO_OPTION = "names no option"  # the start of the position of an answer that names none of the options
+
+
 def choice_positions(
     finals: Sequence[tuple[str, str | None]], choices: Sequence[str] | None
 ) -> list[tuple[str, str | None]]:
@@ -470,7 +473,7 @@ def choice_positions(
     if not choices:
         return list(finals)
     return [
-        (p, (extract_answer(a, "choice", choices) or f"names no option (answer {i})") if a else a)
+        (p, (extract_answer(a, "choice", choices) or f"{NAMES_NO_OPTION} (answer {i})") if a else a)
         for i, (p, a) in enumerate(finals, start=1)
     ]
 

@@ -41,6 +41,7 @@ from functools import cache
 
 from consensus.agreement import (
     FUNCTION_WORDS,
+    NAMES_NO_OPTION,
     content_words,
     extract_answer,
     negated,
@@ -60,6 +61,7 @@ __all__ = [
     "guard_passed",
     "majority_answer_consensus_text",
     "rejection_feedback",
+    "tie_break_answer",
 ]
 
 CHECKS = (
@@ -127,6 +129,22 @@ SPLIT_LABELS = {
     "ar": "اللجنة منقسمة",
     "ur": "پینل منقسم ہے",
 }
+# The line under a split closed-form panel's tied positions that names the tie-break's answer: the vote's rule (the
+# earlier seat's position), labelled so that nobody reads it as a majority.
+TIE_BREAK_LABELS = {
+    "en": "Tie-break by seat order, not a majority",
+    "es": "Desempate por orden de asiento, no una mayoría",
+    "fr": "Départage par ordre des sièges, pas une majorité",
+    "de": "Stichentscheid nach Sitzreihenfolge, keine Mehrheit",
+    "pt": "Desempate pela ordem dos assentos, não uma maioria",
+    "it": "Spareggio per ordine dei seggi, non una maggioranza",
+    "hi": "सीट क्रम से टाई-ब्रेक, बहुमत नहीं",
+    "ar": "كسر التعادل بترتيب المقاعد، وليس أغلبية",
+    "ur": "نشستوں کی ترتیب سے ٹائی بریک، اکثریت نہیں",
+}
+_TIE_BREAK_LINE = re.compile(
+    r"^(?:" + "|".join(re.escape(v) for v in TIE_BREAK_LABELS.values()) + r"):[ \t]*(?P<answer>\S.*)$", re.MULTILINE
+)
 _FEEDBACK = {
     "not_empty": "The consensus was empty: write the consensus answer.",
     "no_scaffolding": "The consensus repeated the prompt's scaffolding (fence markers, block headings or "
@@ -372,6 +390,12 @@ def _label(table: Mapping[str, str], language: str) -> str:
     return table.get(_primary(language), table["en"])
 
 
+def tie_break_answer(text: str) -> str | None:
+    """The answer a split consensus names on its tie-break line (majority_answer_consensus_text), or None."""
+    found = _TIE_BREAK_LINE.findall(text)
+    return found[-1].strip() if found else None
+
+
 def majority_answer_consensus_text(
     agreement: Agreement,
     answers: Mapping[str, str],
@@ -386,14 +410,20 @@ def majority_answer_consensus_text(
     Closed-form: the first majority panelist's whole answer followed by "<label>: <final answer>", or only that line
     when the whole answer would be read as another answer (with that line; and alone, unless the answer is a
     number), or holds prompt scaffolding. Open: "<label>:" and that panelist's whole answer (its final answer when the whole one holds
-    scaffolding). A tie has no majority: "<the panel is split>:" and each tied position's answer, one a line.
+    scaffolding). A tie has no majority: "<the panel is split>:" and each tied position's answer, one a line; on a
+    closed-form round then "<tie-break by seat order, not a majority>: <the earlier seat's position>", the answer the
+    votes' tie-break gives (tie_break_answer reads it back); an answer that names none of a question's options is
+    passed over, and with no other position there is no such line.
     """
     if agreement.majority is None:
         return ""
     if agreement.tie:
         best = len(agreement.majority_panelists)
         tied = [c.answer for c in agreement.clusters if len(c.panelists) == best]
-        return f"{_label(SPLIT_LABELS, language)}:\n" + "\n".join(f"- {a}" for a in tied)
+        text = f"{_label(SPLIT_LABELS, language)}:\n" + "\n".join(f"- {a}" for a in tied)
+        # The earlier seat's position, as the votes break a tie; one that names no option is unreadable to them.
+        lean = next((a for a in tied if not a.startswith(NAMES_NO_OPTION)), None)
+        return f"{text}\n\n{_label(TIE_BREAK_LABELS, language)}: {lean}" if closed and lean else text
     label = _label(MAJORITY_LABELS, language)
     whole = next((answers[p].strip() for p in agreement.majority_panelists if answers.get(p, "").strip()), "")
     if whole and not _scaffolding(whole, "").passed:  # a panelist that echoed the prompt: its final answer only

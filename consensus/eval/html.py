@@ -200,8 +200,9 @@ def _guard_parts(summary: dict[str, Any]) -> list[str]:
         f"the guard rejected {guard['rejected_writings']} writings in {guard['rejected_debates']} debates"
         + (f"; {guard['unrecorded']} records were written before the guard" if guard["unrecorded"] else "")
         + (
-            f"; {split['consensus']} consensus said the panel is split (the guard's list of tied positions, counted "
-            f"wrong; the round-0 vote's tie-break was right on {split['round0_vote_right']})"
+            f"; {split['consensus']} consensus said the panel is split (the guard's list of tied positions, read on "
+            f"its tie-break line by seat order: right on {split.get('tie_break_right', 0)}; the round-0 vote's "
+            f"tie-break was right on {split['round0_vote_right']})"
             if split["consensus"]
             else ""
         )

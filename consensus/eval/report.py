@@ -295,6 +295,8 @@ def summarize(records: Sequence[EvalRecord], run: dict[str, Any] | None = None) 
             "consensus": sum(1 for r in ok if r.consensus_split),
             "round0_vote_right": sum(1 for r in ok if r.consensus_split and r.round0_vote.correct),
             "final_vote_right": sum(1 for r in ok if r.consensus_split and r.final_vote.correct),
+            "tie_break_right": sum(1 for r in ok if r.consensus_split and r.consensus.correct),
+            "consensus_splits_counted_wrong": _accuracy([r.consensus.correct and not r.consensus_split for r in recs]),
         },
         "failures": [{"id": r.id, "reason": r.reason} for r in recs if r.status == "failed"][:50],
     }
@@ -410,6 +412,16 @@ def _debate_rows(t: Table, summary: dict[str, Any]) -> None:
                 f"{ties['ties']} round-0 ties broken by seat order above (right on {ties['tie_break_right']}); "
                 "counted wrong here, as the consensus-vote arm counts a tie",
             )
+        split = summary.get("split")
+        if key == "consensus" and split and split["consensus"] and "consensus_splits_counted_wrong" in split:
+            wrong = split["consensus_splits_counted_wrong"]
+            t.add_row(
+                "  splits counted wrong",
+                _pct(wrong["accuracy"]),
+                _ci(wrong),
+                f"{split['consensus']} split consensus read on their tie-break line above (right on "
+                f"{split['tie_break_right']}); counted wrong here",
+            )
     t.add_section()
     tests = summary["tests"]
     t.add_row(f"consensus vs best ({best})", "", "", _test_line(tests["consensus_vs_best_panelist"]))
@@ -466,8 +478,9 @@ def _debate_rows(t: Table, summary: dict[str, Any]) -> None:
             "consensus: the panel is split",
             "",
             "",
-            f"{split['consensus']} (counted wrong; the round-0 vote's "
-            f"tie-break was right on {split['round0_vote_right']}, the final vote's on {split['final_vote_right']})",
+            f"{split['consensus']} (read on the tie-break line: right on {split.get('tie_break_right', 0)}; the "
+            f"round-0 vote's tie-break was right on {split['round0_vote_right']}, the final vote's on "
+            f"{split['final_vote_right']})",
         )
 
 

@@ -49,9 +49,11 @@ A record made without the debate (no `consensus` among the arms) has `debated` f
 
 A split consensus: when the final round's largest positions tie and no synthesis passed the guard,
 the consensus is the guard's list of the tied positions under "The panel is split" (source
-majority_answer). It states no answer: nothing is read from it (a letter in the list is one of the
-positions, not the consensus's answer), it counts as wrong, and it is counted as split, not as
-unreadable. The votes keep their tie-break (the earlier seat).
+majority_answer), and on a closed-form round a last line, labelled as a tie-break by seat order and not a
+majority, with the earlier seat's position: the votes' tie-break. It is read on that line only (a letter in
+the list is one of the positions, not the consensus's answer; a list without the line states no answer and
+counts as wrong), and it is counted as split, not as unreadable. The summary also gives the consensus's
+accuracy with splits counted wrong, next to the round-0 vote's with ties counted wrong.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ from pydantic import BaseModel
 
 from consensus.agreement import extract_answer, matches_gold, score_agreement
 from consensus.eval.datasets import EvalItem, ItemType
+from consensus.guard import tie_break_answer
 from consensus.types import AgreementMethod, Check, ConsensusSource, DebateResult, DebateStatus, ModelAnswer
 
 if TYPE_CHECKING:  # a type only: scoring stays pure, importing no engine code
@@ -238,7 +241,9 @@ def record_from_result(item: EvalItem, result: DebateResult, latency_ms: int) ->
     c = result.consensus
     if c is not None:
         split = c.source == "majority_answer" and bool(rounds) and bool(rounds[-1].tie)
-        got = None if split else extract_answer(c.answer, item.type, item.choices)
+        # A split consensus is read on its tie-break line only: a letter in the list is one of the positions.
+        said = tie_break_answer(c.answer) if split else c.answer
+        got = None if said is None else extract_answer(said, item.type, item.choices)
         record.consensus = Scored(answer=c.answer, extracted=got, correct=not failed and is_correct(got, item))
         record.consensus_split = split
         record.synthesizer, record.consensus_fallback = c.synthesizer, c.fallback

@@ -3,6 +3,9 @@ names, so the vote, the early stop and the guard agree with what eval scores."""
 
 from consensus.agreement import choice_positions, extract_answer, question_choices
 from consensus.engine import DebateOptions, debate
+from consensus.eval.datasets import EvalItem
+from consensus.eval.report import summarize
+from consensus.eval.scoring import record_from_result
 from consensus.providers.fake import ScriptedProvider, Step
 from tests.helpers import make_panel
 
@@ -68,3 +71,26 @@ async def test_answers_that_name_no_option_are_no_majority_and_an_unreadable_lis
     c = r.consensus
     assert c is not None and c.source == "majority_answer" and c.majority_because == "rejected"
     assert c.answer.startswith("The panel is split")
+    # The tie-break line passes over the listings, as the votes leave unreadable answers out.
+    assert c.answer.endswith("\n\nTie-break by seat order, not a majority: B")
+
+
+async def test_a_split_consensus_is_scored_on_its_tie_break_as_the_round0_vote_is():
+    """1-1-1 on ARC-Easy: the vote's seat-order tie-break got lucky where a split consensus was counted wrong. Now
+    the split consensus names that tie-break, labelled as not a majority, and is scored on it; the summary still
+    counts it as split and gives the accuracy with splits counted wrong."""
+    script = {n: [Step(final=f), *[Step(text="Plants need light.")] * 3] for n, f in zip("abc", "ACB", strict=True)}
+    r = await debate(QUESTION, make_panel("abc", max_rounds=0), ScriptedProvider(script=script), DebateOptions())
+    c = r.consensus
+    assert c is not None and c.source == "majority_answer" and c.majority is None  # a tie reports no majority
+    item = EvalItem(id="q1", question=QUESTION, answer="A", type="choice", choices=question_choices(QUESTION))
+    record = record_from_result(item, r, latency_ms=5)
+    assert record.consensus_split and record.consensus.extracted == "A" and record.consensus.correct
+    assert record.round0_vote.extracted == "A" and record.round0_vote.correct
+    wrong = item.model_copy(update={"answer": "C"})
+    assert not record_from_result(wrong, r, latency_ms=5).consensus.correct
+    summary = summarize([record])
+    assert summary["accuracy"]["consensus"]["correct"] == summary["accuracy"]["round0_vote"]["correct"] == 1
+    assert summary["split"]["tie_break_right"] == 1
+    assert summary["split"]["consensus_splits_counted_wrong"]["correct"] == 0
+    assert summary["unreadable"]["consensus"] == 0

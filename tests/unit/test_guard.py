@@ -10,6 +10,7 @@ from consensus.guard import (
     guard_passed,
     majority_answer_consensus_text,
     rejection_feedback,
+    tie_break_answer,
 )
 from consensus.rounds import fence, new_marker
 from consensus.types import Agreement, Cluster
@@ -245,7 +246,18 @@ def test_the_feedback_for_the_retry_holds_no_model_text():
         # The whole answer names the minority's Lyon: only the labelled final answer.
         (PARIS, {"alice": "Lyon is wrong; it is Paris."}, "en", "Majority answer: Paris"),
         (PARIS, {"alice": "It is Paris, of course."}, "en", "It is Paris, of course.\n\nMajority answer: Paris"),
-        (score_agreement([("alice", "18"), ("bob", "20")]), EGGS, "en", "The panel is split:\n- 18\n- 20"),
+        (
+            score_agreement([("alice", "18"), ("bob", "20")]),
+            EGGS,
+            "en",
+            "The panel is split:\n- 18\n- 20\n\nTie-break by seat order, not a majority: 18",
+        ),
+        (
+            score_agreement([("alice", "20"), ("bob", "18")]),
+            EGGS,
+            "fr",
+            "Le panel est divisé:\n- 20\n- 18\n\nDépartage par ordre des sièges, pas une majorité: 20",
+        ),
     ],
 )
 def test_the_majority_fallback_is_the_majority_answer_labelled_in_the_debates_language(
@@ -353,3 +365,15 @@ def test_the_majority_fallback_shows_a_whole_answer_only_when_it_states_the_majo
         clusters=[Cluster(answer="MLOps", panelists=["bob"])],
     )
     assert majority_answer_consensus_text(essay, {"bob": echoed}, "en", closed=False) == "Majority answer:\n\nMLOps"
+
+
+def test_a_split_closed_panel_names_the_votes_tie_break_and_an_open_one_does_not():
+    tie = score_agreement([("alice", "C"), ("bob", "A"), ("carol", "B")])
+    assert tie.tie and tie.majority == "C"  # the earlier seat's position: the round-0 vote's tie-break
+    closed = majority_answer_consensus_text(tie, {"alice": "C", "bob": "A", "carol": "B"}, "de")
+    assert closed.startswith("Das Panel ist gespalten:\n- C\n- A\n- B")
+    assert tie_break_answer(closed) == "C"
+    opened = majority_answer_consensus_text(tie, {}, "en", closed=False)
+    assert tie_break_answer(opened) is None and "Tie-break" not in opened
+    # Only the software's own line is read: a panelist's text that merely mentions a tie-break is not.
+    assert tie_break_answer("The panel is split. A tie-break by seat order, not a majority: B") is None
