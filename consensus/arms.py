@@ -330,7 +330,9 @@ async def run_arm(
         result.reply, result.chosen, result.majority = reply_text(ok[0]), ok[0].panelist, ok[0].final_answer
         return result
     # Read as the debate reads its rounds: a multiple-choice question's answers as the options they name.
-    vote = score_agreement(choice_positions([(a.panelist, a.final_answer) for a in ok], question_choices(q)))
+    choices = question_choices(q)
+    finals = [(a.panelist, a.read_text if choices else a.final_answer) for a in ok]
+    vote = score_agreement(choice_positions(finals, choices))
     result.vote, result.tie = vote, vote.tie
     if vote.tie or not vote.majority_panelists:
         result.reply = tie_reply(vote, arm.seat if arm.kind == "sample" else None, failed)

@@ -531,7 +531,9 @@ class _Debate:
         rnd = Round(index=index, answers=[*answers, *late], analysis=analysis)
         self.result.rounds.append(rnd)
         latest = self.latest()
-        exact = score_agreement(choice_positions([(n, a.final_answer) for n, a in latest.items()], self.choices))
+        # A multiple-choice answer is read for the option it names from the text research mode scores.
+        finals = [(n, a.read_text if self.choices else a.final_answer) for n, a in latest.items()]
+        exact = score_agreement(choice_positions(finals, self.choices))
         rnd.agreement = exact if analysis is None else agreement_from_analysis(analysis, list(latest), exact)
         self.result.answers = {**self.result.answers, **{a.panelist: a for a in answers}, **latest}
         self.tally()

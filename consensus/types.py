@@ -198,6 +198,12 @@ class ModelAnswer(BaseModel):
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def read_text(self) -> str | None:
+        """The text a closed-form reading reads (research mode scores it; the option a multiple-choice answer
+        names is read from it): a structured reply's final answer, else the whole answer, not a guess at its end."""
+        return self.final_answer if self.structured and self.final_answer else (self.answer or self.final_answer)
+
 
 class Cluster(BaseModel):
     """Panelists whose final answers count as the same position."""

@@ -184,10 +184,6 @@ class EvalRecord(BaseModel):
     arms: dict[str, ArmRecord] = {}  # comparison arms by id (consensus-vote, ...), beside the debate
 
 
-def _scored_text(a: ModelAnswer) -> str | None:
-    return a.final_answer if a.structured and a.final_answer else (a.answer or a.final_answer)
-
-
 def _vote(answers: Sequence[tuple[str, str | None]], item: EvalItem) -> Scored:
     majority = score_agreement(answers).majority
     return Scored(answer=majority, extracted=majority, correct=is_correct(majority, item))
@@ -277,7 +273,7 @@ def record_from_error(item: EvalItem, panelists: list[str], error: BaseException
 
 
 def _panelist_record(a: ModelAnswer, item: EvalItem) -> PanelistRecord:
-    got = extract_answer(_scored_text(a), item.type, item.choices) if a.ok else None
+    got = extract_answer(a.read_text, item.type, item.choices) if a.ok else None
     return PanelistRecord(
         panelist=a.panelist,
         answer=a.answer,

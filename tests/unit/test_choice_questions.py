@@ -94,3 +94,29 @@ async def test_a_split_consensus_is_scored_on_its_tie_break_as_the_round0_vote_i
     assert summary["split"]["tie_break_right"] == 1
     assert summary["split"]["consensus_splits_counted_wrong"]["correct"] == 0
     assert summary["unreadable"]["consensus"] == 0
+
+
+async def test_the_engine_reads_a_plain_text_answer_from_the_same_text_research_mode_scores():
+    """Found on ARC-Easy: a plain-text answer's guessed final answer (its first 120 characters) named D, the whole
+    answer read as A for eval; the engine's 'majority' D then became the consensus while the vote said A."""
+    question = (
+        "Which of the following is produced during the process of cellular respiration?\n\nA. carbon dioxide\n"
+        "B. sodium chloride\nC. oxygen\nD. sugar\n\nAnswer with the letter of the correct choice (A, B, C or D)."
+    )
+    plain = (
+        "D. sugar }\n\nC. I'm afraid to answer. I'm not an expert. I've never used the word 'D.'\n\nSo, in a list of "
+        "options, the most appropriate answer is: \nA. carbon dioxide. B. sodium chloride. C. […]"
+    )
+    script = {
+        "a": [Step(final="A."), *[Step(text="Plants.")] * 3],
+        "b": [Step(text=plain)],
+        "c": [Step(final="D. sugar")],
+    }
+    r = await debate(question, make_panel("abc", max_rounds=0), ScriptedProvider(script=script), DebateOptions())
+    [opening] = r.rounds
+    assert not opening.answers[1].structured and "D." in (opening.answers[1].final_answer or "")
+    item = EvalItem(id="q", question=question, answer="A", type="choice", choices=question_choices(question))
+    record = record_from_result(item, r, latency_ms=5)
+    assert [a.extracted for a in record.rounds[0].answers] == ["A", "A", "D"]
+    assert opening.agreement and opening.agreement.majority == "A" and not opening.agreement.tie
+    assert record.round0_vote.extracted == record.consensus.extracted == "A"
