@@ -8,6 +8,8 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pydantic_core import from_json
+
 from consensus.language import language_name
 from consensus.prompts import render
 from consensus.types import Message, ModelAnswer, Seat, ThreadContext, ThreadTurn
@@ -295,31 +297,27 @@ def parse_reply(text: str) -> ParsedReply:
     return ParsedReply(answer=raw, final_answer=_guess_final(raw), confidence=None, structured=False)
 
 
-_STRING_FIELD = re.compile(r'"(answer|final_answer)"\s*:\s*"((?:[^"\\]|\\.)*)("?)')
-_NUMBER_FIELD = re.compile(r'"confidence"\s*:\s*(-?\d+(?:\.\d+)?)')
-
-
 def _truncated_fields(text: str) -> tuple[dict[str, str], set[str]]:
-    """The fields of a JSON reply that stops part-way, and which string fields were cut off."""
-    if not _unfenced(text).startswith("{"):
+    """The fields of a JSON reply that stops part-way (pydantic-core's partial parsing), and which string fields
+    were cut off."""
+    body = _unfenced(text)
+    if not body.startswith("{"):
+        return {}, set()
+    try:
+        partial = from_json(body, allow_partial="trailing-strings")
+        whole_strings = from_json(body, allow_partial=True)  # a string cut off is left out here
+    except ValueError:
+        return {}, set()
+    if not isinstance(partial, dict) or not isinstance(whole_strings, dict):
         return {}, set()
     out: dict[str, str] = {}
-    cut: set[str] = set()
-    for m in _STRING_FIELD.finditer(text):
-        name = m.group(1)
-        body = m.group(2).rstrip("\\")  # a cut right after a backslash leaves a dangling escape
-        try:
-            value = json.loads(f'"{body}"')
-        except json.JSONDecodeError:
-            value = body
-        value = value.strip()
-        if value and name not in out:
-            out[name] = value
-            if not m.group(3):
-                cut.add(name)
-    if conf := _NUMBER_FIELD.search(text):
-        out["confidence"] = conf.group(1)
-    return out, cut
+    for name in ("answer", "final_answer"):
+        value = partial.get(name)
+        if isinstance(value, str) and value.strip():
+            out[name] = value.strip()
+    if isinstance(conf := partial.get("confidence"), int | float | str) and not isinstance(conf, bool):
+        out["confidence"] = str(conf)
+    return out, {name for name in ("answer", "final_answer") if name in out and name not in whole_strings}
 
 
 def _unfenced(text: str) -> str:

@@ -125,3 +125,5 @@ def test_a_reply_cut_off_mid_json_keeps_the_fields_that_arrived():
     dangling = parse_reply('{"answer": "ends on a backslash \\')
     assert dangling.answer == "ends on a backslash […]"
     assert parse_reply('{"foo": 1').answer == '{"foo": 1'  # no answer field: the raw text, kept
+    whole = parse_reply('{"answer": "Paris", "confidence": 0.8, "fin')  # cut after the answer: it is whole
+    assert (whole.answer, whole.final_answer, whole.confidence) == ("Paris", "Paris", 0.8)
