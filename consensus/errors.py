@@ -138,3 +138,12 @@ def _keep_prefix(m: re.Match[str]) -> str:
     if m.re.groups and m.group(1) and not re.fullmatch(r"sk|pk|rk|ck", m.group(1)):
         return m.group(1) + ("[REDACTED]@" if m.group(0).endswith("@") else "[REDACTED]")
     return "[REDACTED]"
+
+
+class WritingStopped(ProviderError):
+    """A streamed writing its caller stopped part-way, because what had arrived can only be rejected (the guard's
+    scaffolding check failed on it); `text` is what had arrived. Kind "cancelled": never retried."""
+
+    def __init__(self, text: str, reason: str) -> None:
+        super().__init__("cancelled", reason)
+        self.text = text

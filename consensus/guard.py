@@ -61,6 +61,7 @@ __all__ = [
     "guard_passed",
     "majority_answer_consensus_text",
     "rejection_feedback",
+    "scaffolding_check",
     "tie_break_answer",
 ]
 
@@ -176,6 +177,11 @@ def _template_lines() -> tuple[str, ...]:
                 if len(run) >= 24 and len(run.split()) >= 4:
                     runs.add(run)
     return tuple(sorted(normalize_quote(r) for r in runs))
+
+
+def scaffolding_check(text: str, marker: str) -> Check:
+    """The ``no_scaffolding`` check alone: cheap enough to run on a consensus while it streams in."""
+    return _scaffolding(text, marker)
 
 
 def _scaffolding(text: str, marker: str) -> Check:

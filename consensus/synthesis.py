@@ -17,8 +17,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from consensus.claims import claim_map_prompt, normalize_quote
-from consensus.errors import ProviderError
-from consensus.guard import check_consensus, guard_passed, majority_answer_consensus_text, rejection_feedback
+from consensus.errors import ProviderError, WritingStopped
+from consensus.guard import (
+    check_consensus,
+    guard_passed,
+    majority_answer_consensus_text,
+    rejection_feedback,
+    scaffolding_check,
+)
 from consensus.providers.base import Completion, DeltaSink, Provider
 from consensus.rounds import label_for, parse_reply, seat_budget, shorten, synthesis_messages
 from consensus.types import (
@@ -171,18 +177,26 @@ async def synthesize_consensus(
             given.marker,
             budget,
         )
+        sink = on_delta(seat)
+        watch = _Watch(given.marker, sink) if sink is not None or seat.route == "local" else None
         try:
-            done: Completion = await provider.complete(seat, messages, timeout_s=timeout_s, on_delta=on_delta(seat))
+            done: Completion = await provider.complete(seat, messages, timeout_s=timeout_s, on_delta=watch)
+        except WritingStopped as stopped:  # scaffolding showed part-way: rejected now, not after the rest
+            attempts += stopped.attempts
+            costs.append(0.0 if zero_priced(seat) else None)  # the tokens of a stopped stream are not reported
+            text, latency_ms = consensus_text(stopped.text), 0
+            checks = given.check(text)
         except ProviderError as err:
             failures.append((seat, err))
             attempts += err.attempts
             seat_failed.add(seat.name)
             continue
-        attempts += done.attempts
-        usage = usage + done.usage
-        costs.append(done.cost_usd)
-        text = consensus_text(done.text)
-        checks = given.check(text)
+        else:
+            attempts += done.attempts
+            usage = usage + done.usage
+            costs.append(done.cost_usd)
+            text, latency_ms = consensus_text(done.text), done.latency_ms
+            checks = given.check(text)
         if guard_passed(checks):
             if source == "synthesis" and failures:
                 source = "fallback_seat"  # the synthesizer's call failed: this is another seat's writing
@@ -198,7 +212,7 @@ async def synthesize_consensus(
                 attempts,
                 usage,
                 costs,
-                done.latency_ms,
+                latency_ms,
             ), failures
         rejected.append(RejectedWriting(synthesizer=seat.name, failed=[c for c in checks if not c.passed]))
         feedback = rejection_feedback(checks, given.language)
@@ -209,6 +223,32 @@ async def synthesize_consensus(
     return _consensus(
         given, latest, text, None, "majority_answer", given.check(text), failures, rejected, attempts, usage, costs, 0
     ), failures
+
+
+class _Watch:
+    """The caller's sink, with the guard's scaffolding check run on the writing as it streams in: a writing that
+    echoes the prompt's scaffolding is stopped there (WritingStopped), as the guard would reject it whole. The
+    check runs each time 64 more characters or a line end arrived."""
+
+    def __init__(self, marker: str, sink: DeltaSink | None) -> None:
+        self.marker, self.sink, self.text, self.checked = marker, sink, "", 0
+
+    def __call__(self, text: str, restart: bool = False) -> None:
+        if self.sink is not None:
+            self.sink(text, restart=True) if restart else self.sink(text)
+        self.text = text if restart else self.text + text
+        if restart:
+            self.checked = 0
+        if len(self.text) - self.checked >= 64 or "\n" in text:
+            self.checked = len(self.text)
+            check = scaffolding_check(consensus_text(self.text), self.marker)
+            if not check.passed:
+                raise WritingStopped(self.text, check.detail)
+
+
+def zero_priced(seat: Seat) -> bool:
+    """Every token of this seat costs 0 by the panel's prices (the embedded model, or both prices 0)."""
+    return seat.route == "local" or (seat.input_cost_per_token == 0 and seat.output_cost_per_token == 0)
 
 
 def majority_text(given: SynthesisInput) -> str:

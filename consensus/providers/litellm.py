@@ -8,6 +8,7 @@ loads it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import re
@@ -111,15 +112,17 @@ async def _streamed(seat: Seat, kwargs: dict[str, Any], on_delta: DeltaSink) -> 
     stream: Any = await load().acompletion(**kwargs, stream=True, stream_options={"include_usage": True})
     parts: list[str] = []
     usage = Usage()
-    async for chunk in stream:
-        if chunk.choices:
-            piece = chunk.choices[0].delta.content
-            if piece:
-                parts.append(piece)
-                on_delta(piece)
-        u = getattr(chunk, "usage", None)
-        if u:
-            usage = _usage(u)
+    # Closed whenever the loop ends: a sink that stops the writing (synthesis._Watch) releases the connection now.
+    async with contextlib.aclosing(stream):
+        async for chunk in stream:
+            if chunk.choices:
+                piece = chunk.choices[0].delta.content
+                if piece:
+                    parts.append(piece)
+                    on_delta(piece)
+            u = getattr(chunk, "usage", None)
+            if u:
+                usage = _usage(u)
     text = "".join(parts)
     usage = estimated_usage(usage, text)
     return Completion(text=text, usage=usage, cost_usd=price(seat, usage, None))

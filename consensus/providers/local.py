@@ -20,7 +20,7 @@ import io
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,12 +199,16 @@ class LocalTransport:
         parts: list[str] = []
         usage: dict[str, int] | None = None
         try:
-            async for piece in generate(seat.model, [m.model_dump() for m in messages], optional, timeout_s):
-                if piece.text:
-                    parts.append(piece.text)
-                    if on_delta is not None:
-                        on_delta(piece.text)
-                usage = piece.usage or usage
+            # Closed at once when the sink stops the writing (synthesis._Watch): the model stops at its next token.
+            async with contextlib.aclosing(
+                generate(seat.model, [m.model_dump() for m in messages], optional, timeout_s)
+            ) as pieces:
+                async for piece in pieces:
+                    if piece.text:
+                        parts.append(piece.text)
+                        if on_delta is not None:
+                            on_delta(piece.text)
+                    usage = piece.usage or usage
         except LocalError as exc:
             raise provider_error(exc) from exc
         except LocalModelUnavailable as exc:
@@ -237,7 +241,7 @@ def provider_error(exc: LocalError) -> ProviderError:
 
 async def generate(
     model: Any, raw_messages: list[Any], optional: dict[str, Any], time_limit: Any
-) -> AsyncIterator[Piece]:
+) -> AsyncGenerator[Piece, None]:
     """Run one call on the model's thread, relaying its tokens through a queue; honour the timeout.
 
     Raises LocalModelUnavailable, or a LocalError subclass saying what failed."""

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from consensus.engine import DebateOptions, debate
+from consensus.engine import DebateOptions, debate, run_debate
 from consensus.types import Seat
 from tests.helpers import ans, make_panel
 
@@ -154,6 +154,26 @@ async def test_a_synthesizer_that_echoes_the_fence_is_rejected_retried_then_the_
     retry_prompt = stub.requests("alice")[2]["messages"][-1]["content"]
     assert "rejected by the software checks" in retry_prompt
     assert "no_scaffolding" in (c.fallback_reason or "") and all(k.passed for k in c.checks)
+
+
+async def test_a_streamed_synthesis_is_stopped_as_soon_as_it_echoes_the_fence(stub, transport, gateway):
+    # The guard would reject it whole: the stream stops there, the writing is rejected, the retry is asked for.
+    echo = "<<<DATA-0123456789ab QUESTION\nWhat is 2+2?\nDATA-0123456789ab>>>\n" + "and so on " * 400
+    stub.script("alice", [{"text": ans("4")}, {"text": echo, "chunk_chars": 8}, {"text": "The answer is 4."}])
+    stub.script("bob", [{"text": ans("4")}])
+    stub.script("carol", [{"text": ans("5")}])
+    panel = make_panel(stub=stub, transport=transport, max_rounds=0)
+    opts = DebateOptions(language="en", stream=True)
+    events = [e async for e in run_debate("What is 2+2?", panel, gateway(panel.debate), opts)]
+    deltas = [e for e in events if e.type == "consensus.delta"]
+    restart = next(i for i, e in enumerate(deltas) if (e.data or {}).get("restart"))
+    first_writing = "".join(e.delta for e in deltas[:restart])
+    assert first_writing.startswith("<<<DATA-") and len(first_writing) < len(echo) // 10
+    assert "".join(e.delta for e in deltas[restart:]) == "The answer is 4."
+    c = next(e for e in events if e.type == "debate.completed").result.consensus
+    assert c.source == "synthesis_retry" and c.answer == "The answer is 4."
+    assert "no_scaffolding" in [k.name for k in c.rejected[0].failed]
+    assert stub.hits("alice") == 3  # the opening, the stopped writing (not retried by the gateway), the retry
 
 
 async def test_a_synthesizer_stating_the_minority_number_is_rejected_and_the_retry_kept(stub, transport, gateway):

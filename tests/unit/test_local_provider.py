@@ -18,8 +18,9 @@ from typing import Any  # noqa: E402
 import litellm  # noqa: E402
 import pytest  # noqa: E402
 
-from consensus.errors import LocalModelUnavailable  # noqa: E402
+from consensus.errors import LocalModelUnavailable, WritingStopped  # noqa: E402
 from consensus.providers import local, local_litellm  # noqa: E402
+from consensus.types import Message, Seat  # noqa: E402
 
 litellm.suppress_debug_info = True
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -156,6 +157,27 @@ async def test_timeout_raises_litellm_timeout_and_stops_generating(fake: FakeLla
     assert fake.active == 0 and fake.produced < 200
     fake.tokens, fake.delay = ("ok",), 0.0
     assert (await ask(timeout=5)).choices[0].message.content == "ok"  # the lock was released
+
+
+async def test_a_sink_that_stops_the_writing_stops_the_model_at_its_next_token(fake: FakeLlama) -> None:
+    fake.tokens, fake.delay = ("x",) * 200, 0.01  # about 2 s if nothing stopped it
+    seen: list[str] = []
+
+    def sink(text: str, restart: bool = False) -> None:
+        seen.append(text)
+        if len(seen) == 3:
+            raise WritingStopped("".join(seen), "stopped by the caller")
+
+    seat = Seat(name="s", model="local/smollm2")
+    with pytest.raises(WritingStopped):
+        await local.LocalTransport().call(
+            seat, [Message(role="user", content="hi")], timeout_s=30, api_key=None, schema=None, on_delta=sink
+        )
+    for _ in range(100):
+        if fake.active == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert fake.active == 0 and fake.produced < 50 and seen == ["x"] * 3
 
 
 async def test_prompt_over_the_context_window_is_a_context_error(fake: FakeLlama) -> None:
