@@ -228,7 +228,8 @@ async def synthesize_consensus(
 class _Watch:
     """The caller's sink, with the guard's scaffolding check run on the writing as it streams in: a writing that
     echoes the prompt's scaffolding is stopped there (WritingStopped), as the guard would reject it whole. The
-    check runs each time 64 more characters or a line end arrived."""
+    check runs on every piece of the first 256 characters (an echo usually opens the writing), then each time 64
+    more characters or a line end arrived."""
 
     def __init__(self, marker: str, sink: DeltaSink | None) -> None:
         self.marker, self.sink, self.text, self.checked = marker, sink, "", 0
@@ -239,7 +240,7 @@ class _Watch:
         self.text = text if restart else self.text + text
         if restart:
             self.checked = 0
-        if len(self.text) - self.checked >= 64 or "\n" in text:
+        if len(self.text) <= 256 or len(self.text) - self.checked >= 64 or "\n" in text:
             self.checked = len(self.text)
             check = scaffolding_check(consensus_text(self.text), self.marker)
             if not check.passed:

@@ -14,6 +14,7 @@ own lock serves count_tokens() without waiting for a generation to finish.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import importlib.util
 import io
@@ -342,7 +343,18 @@ def _ensure_model() -> _Model:
     with _load_lock:  # two concurrent first calls load the model once
         if _model is None:
             _model = _load(model_path())
+            atexit.register(_free, _model)
         return _model
+
+
+def _free(m: _Model) -> None:
+    """Free the model's memory at exit, before the interpreter's teardown, which frees it in the slowest order
+    (measured: a tenth of a second or more off every `consensus ask`)."""
+    with m.lock, m.vocab_lock:
+        for llm in {id(m.llm): m.llm, id(m.vocab): m.vocab}.values():
+            close = getattr(llm, "close", None)
+            if close is not None:
+                close()
 
 
 def _check(path: Path) -> Any:

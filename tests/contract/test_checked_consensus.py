@@ -157,8 +157,9 @@ async def test_a_synthesizer_that_echoes_the_fence_is_rejected_retried_then_the_
 
 
 async def test_a_streamed_synthesis_is_stopped_as_soon_as_it_echoes_the_fence(stub, transport, gateway):
-    # The guard would reject it whole: the stream stops there, the writing is rejected, the retry is asked for.
-    echo = "<<<DATA-0123456789ab QUESTION\nWhat is 2+2?\nDATA-0123456789ab>>>\n" + "and so on " * 400
+    # The guard would reject it whole: the stream stops there (checked on every piece while the writing is short,
+    # not only at a line end or every 64 characters), the writing is rejected, the retry is asked for.
+    echo = "<<<DATA-0123456789ab QUESTION What is 2+2? " + "and so on " * 400
     stub.script("alice", [{"text": ans("4")}, {"text": echo, "chunk_chars": 8}, {"text": "The answer is 4."}])
     stub.script("bob", [{"text": ans("4")}])
     stub.script("carol", [{"text": ans("5")}])
@@ -168,7 +169,7 @@ async def test_a_streamed_synthesis_is_stopped_as_soon_as_it_echoes_the_fence(st
     deltas = [e for e in events if e.type == "consensus.delta"]
     restart = next(i for i, e in enumerate(deltas) if (e.data or {}).get("restart"))
     first_writing = "".join(e.delta for e in deltas[:restart])
-    assert first_writing.startswith("<<<DATA-") and len(first_writing) < len(echo) // 10
+    assert first_writing.startswith("<<<DATA-") and len(first_writing) <= 24  # "<<<DATA-0123" is in chunk 2
     assert "".join(e.delta for e in deltas[restart:]) == "The answer is 4."
     c = next(e for e in events if e.type == "debate.completed").result.consensus
     assert c.source == "synthesis_retry" and c.answer == "The answer is 4."

@@ -346,3 +346,20 @@ def test_the_model_loads_in_the_background_once(monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(LocalModelUnavailable, match="boom"):
         local._ensure_model()
     local.set_model_for_tests(None)
+
+
+def test_the_model_is_freed_once_at_exit_even_when_its_tokenizer_is_the_same_object() -> None:
+    closed: list[str] = []
+
+    class Closable:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def close(self) -> None:
+            closed.append(self.name)
+
+    twin = Closable("model")
+    local._free(local._Model(llm=twin, vocab=twin, render=local._chatml))
+    local._free(local._Model(llm=Closable("llm"), vocab=Closable("vocab"), render=local._chatml))
+    local._free(local._Model(llm=Closable("alone"), vocab=None, render=local._chatml))
+    assert closed == ["model", "llm", "vocab", "alone"]
