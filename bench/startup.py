@@ -1,9 +1,10 @@
 """Start-up: how long until a person sees something, and what it costs in memory.
 
-    python bench/startup.py [--skip-ask]
+    python bench/startup.py [--skip-ask] [--runs N]
 
 Prints, for the README's first command (`consensus ask "What is the capital of France?"` on the default local
-panel): wall time, time to the first streamed token, peak RSS, and whether LiteLLM was imported; then the time
+panel), run N times (default 5; the machine is shared and one run is noise): the median, min and max of its wall
+time and of its time to the first streamed token, its peak RSS, and whether LiteLLM was imported; then the time
 until `consensus serve` answers /readyz, on the local panel and on a LiteLLM panel (seats on a loopback stub).
 """
 
@@ -13,6 +14,7 @@ import argparse
 import os
 import resource
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,17 +43,29 @@ ASK = (
 )
 
 
-def ask() -> None:
+def ask(runs: int) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENSUS_PANEL")}
-    start = time.perf_counter()
-    p = subprocess.run([sys.executable, "-c", ASK], capture_output=True, text=True, env=env, timeout=900)
-    wall = time.perf_counter() - start
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    lines = dict(line.split(" ", 1) for line in p.stderr.splitlines() if line.startswith(("FIRST_TOKEN", "LITELLM")))
-    print(
-        f"consensus ask (default local panel): exit {p.returncode}, wall {wall:.1f} s, first token "
-        f"{lines.get('FIRST_TOKEN', '?')} s, peak RSS {rss:.0f} MiB, LiteLLM imported: {lines.get('LITELLM')}"
-    )
+    walls: list[float] = []
+    firsts: list[float] = []
+    imported: set[str] = set()
+    for _ in range(runs):
+        start = time.perf_counter()
+        p = subprocess.run([sys.executable, "-c", ASK], capture_output=True, text=True, env=env, timeout=900)
+        walls.append(time.perf_counter() - start)
+        if p.returncode != 0:
+            sys.exit(f"consensus ask failed (exit {p.returncode}):\n{p.stderr[-2000:]}")
+        lines = dict(
+            line.split(" ", 1) for line in p.stderr.splitlines() if line.startswith(("FIRST_TOKEN", "LITELLM"))
+        )
+        firsts.append(float(lines["FIRST_TOKEN"]))
+        imported.add(lines.get("LITELLM", "?"))
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest child's peak
+
+    def spread(xs: list[float]) -> str:
+        return f"median {statistics.median(xs):.2f} s (min {min(xs):.2f}, max {max(xs):.2f})"
+
+    print(f"consensus ask (default local panel), {runs} runs: wall {spread(walls)}; first token {spread(firsts)}")
+    print(f"  peak RSS {rss:.0f} MiB; LiteLLM imported: {', '.join(sorted(imported))}")
     print(f"  load average {os.getloadavg()[0]:.1f} (2 cores; targets: <= 10 s and <= 300 MiB)")
 
 
@@ -87,9 +101,10 @@ def serve(label: str, panel: Path | None) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--skip-ask", action="store_true")
+    ap.add_argument("--runs", type=int, default=5, help="runs of the first command (default 5)")
     a = ap.parse_args()
     if not a.skip_ask:
-        ask()
+        ask(max(1, a.runs))
     serve("local panel", None)
     stub = StubServer().start()
     try:
