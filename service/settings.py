@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     )
     grace_s: float = Field(default=1.0, ge=0, le=600)
     grace_factor: float = Field(default=0.25, ge=0, le=100)
+    gc_tuning: bool = Field(
+        default=False,
+        description="while serving: freeze what start-up built out of the collector's reach and collect less "
+        "often (`consensus serve` turns it on; CONSENSUS_GC_TUNING=0 turns it off)",
+    )
     log_level: str = "info"
 
     @field_validator("database_url")

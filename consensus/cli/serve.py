@@ -49,6 +49,8 @@ def serve(
     try:
         # Flags win when given, then the environment (CONSENSUS_HOST, CONSENSUS_PORT), then Settings' defaults.
         overrides = {k: v for k, v in {"host": host, "port": port, "panel_file": panel_file}.items() if v is not None}
+        if "CONSENSUS_GC_TUNING" not in os.environ:
+            overrides["gc_tuning"] = True  # on when serving; bench/README.md (load.py) has why
         settings = Settings(**overrides)  # type: ignore[arg-type]
         if workers > 1 and not settings.is_postgres:
             raise fail(
@@ -88,7 +90,9 @@ def serve(
         except Exception as exc:  # noqa: BLE001 - unreachable or refusing database: one line, not a traceback
             raise fail(f"DATABASE_URL: cannot migrate the database ({type(exc).__name__}: {exc})") from None
         os.environ[WORKER_OF_ENV] = os.environ.pop("CONSENSUS_REPLICA_ID", "") or settings.replica_id
-        os.environ.update({"CONSENSUS_HOST": host, "CONSENSUS_PORT": str(port)})
+        os.environ.update(
+            {"CONSENSUS_HOST": host, "CONSENSUS_PORT": str(port), "CONSENSUS_GC_TUNING": str(int(settings.gc_tuning))}
+        )
         if panel_file:
             os.environ["CONSENSUS_PANEL_FILE"] = panel_file
         typer.echo(f"consensus serving on {where} with {workers} workers (panel: {panel.source})")

@@ -158,10 +158,12 @@ def served(monkeypatch, tmp_path, stub):
 
     def run(self: uvicorn.Server, *args: object, **kw: object) -> None:
         seen.update(host=self.config.host, port=self.config.port)
+        seen["gc_tuning"] = self.config.app.state.services.settings.gc_tuning  # type: ignore[union-attr]
 
     monkeypatch.setattr(uvicorn.Server, "run", run)
     for name in ("CONSENSUS_HOST", "CONSENSUS_PORT", "CONSENSUS_PANEL_FILE", "CONSENSUS_PANEL"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("CONSENSUS_GC_TUNING", raising=False)
     monkeypatch.setenv("CONSENSUS_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path}/s.db")
     folder = tmp_path / ("a-folder-with-a-long-name-" * 4)
     folder.mkdir()
@@ -180,14 +182,48 @@ def served(monkeypatch, tmp_path, stub):
 
 def test_serve_takes_host_and_port_from_its_flags_then_the_environment_then_the_defaults(served):
     serve, _ = served
-    assert serve()[0] == {"host": "127.0.0.1", "port": 8000}
-    assert serve(CONSENSUS_HOST="127.0.0.2", CONSENSUS_PORT="18330")[0] == {"host": "127.0.0.2", "port": 18330}
+    assert serve()[0] == {"host": "127.0.0.1", "port": 8000, "gc_tuning": True}
+    assert serve(CONSENSUS_HOST="127.0.0.2", CONSENSUS_PORT="18330")[0] == {
+        "host": "127.0.0.2",
+        "port": 18330,
+        "gc_tuning": True,
+    }
     given = serve("--host", "127.0.0.3", "--port", "18331", CONSENSUS_HOST="127.0.0.2", CONSENSUS_PORT="18330")
-    assert given[0] == {"host": "127.0.0.3", "port": 18331}
+    assert given[0] == {"host": "127.0.0.3", "port": 18331, "gc_tuning": True}
     from consensus.cli import app
 
     bad = CliRunner().invoke(app, ["serve"], env={"CONSENSUS_PORT": "eighty"})
     assert bad.exit_code == 2 and "CONSENSUS_PORT" in bad.output and "Traceback" not in bad.output
+
+
+def test_serve_tunes_the_collector_unless_the_environment_turns_it_off(served):
+    serve, _ = served
+    assert serve()[0]["gc_tuning"] is True  # `consensus serve` turns it on (Settings' own default is off)
+    assert serve(CONSENSUS_GC_TUNING="0")[0]["gc_tuning"] is False
+    assert Settings().gc_tuning is False
+
+
+def test_a_tuned_service_freezes_start_up_and_collects_less_often_and_undoes_it_at_shutdown(make_service):
+    import gc
+
+    from service.app import SERVING_GC_THRESHOLDS
+
+    before = gc.get_threshold()
+    srv = make_service(gc_tuning=True)
+    assert gc.get_threshold() == SERVING_GC_THRESHOLDS != before
+    assert gc.get_freeze_count() > 10_000  # the modules, the panel and the language profiles
+    with srv.client() as c:
+        assert c.get("/readyz").status_code == 200
+    srv.stop()
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+
+def test_an_untuned_service_leaves_the_collector_alone(make_service):
+    import gc
+
+    before = gc.get_threshold()
+    make_service()
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
 
 
 def test_the_serving_line_is_one_line_however_long(served):
