@@ -82,6 +82,8 @@ class DebateOptions:
     stream: bool | Callable[[], bool] = False
     debate_id: str | None = None
     start_seq: int = 0
+    # Called after each round with the live state, before the round's event goes out: read it (or copy_result it)
+    # then, as it goes on changing after.
     on_checkpoint: Callable[[DebateResult], None] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     quorum_grace: QuorumGrace | None = None  # None: every round waits for every seat (research mode's default)
@@ -206,7 +208,7 @@ def new_result(
     )
 
 
-def _copied(result: DebateResult) -> DebateResult:
+def copy_result(result: DebateResult) -> DebateResult:
     """A deep copy, rebuilt by pydantic-core from a dump: far cheaper than model_copy(deep=True)'s copy.deepcopy,
     and the service takes one per round (figures: bench/README.md)."""
     return DebateResult.model_validate(result.model_dump())
@@ -225,7 +227,7 @@ async def run_debate(
     With `resume`, completed rounds are kept and the debate continues after the last one.
     """
     opts = options or DebateOptions()
-    result = _copied(resume) if resume else new_result(question, panel, opts)
+    result = copy_result(resume) if resume else new_result(question, panel, opts)
     run = _Debate(panel, provider, opts, result)
     task = asyncio.create_task(run.run())
     try:
@@ -543,9 +545,9 @@ class _Debate:
         self.emit("round.completed", round=index, round_result=rnd)
 
     def checkpoint(self) -> None:
-        """Hand a copy of the state so far to whoever persists it (before the event goes out)."""
+        """Hand the state so far to whoever persists it (before the event goes out); it takes what it keeps now."""
         if self.opts.on_checkpoint is not None:
-            self.opts.on_checkpoint(_copied(self.result))
+            self.opts.on_checkpoint(self.result)
 
     def timeout(self, seat: Seat) -> float:
         return seat.timeout_s or self.settings.call_timeout_s

@@ -46,6 +46,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from consensus.engine import (
     DebateOptions,
+    copy_result,
     fits_some_seat,
     follow_up_language,
     new_result,
@@ -274,7 +275,12 @@ class LocalDebates:
     async def ask(
         self, ctx: Context, question: str, rounds: int | None, language: str | None, follow_up_of: str | None
     ) -> DebateResult:
-        options = DebateOptions(rounds=rounds, language=language, debate_id=uuid.uuid4().hex, on_checkpoint=self.keep)
+        options = DebateOptions(
+            rounds=rounds,
+            language=language,
+            debate_id=uuid.uuid4().hex,
+            on_checkpoint=lambda r: self.keep(copy_result(r)),
+        )
         try:
             checked = validate_request(question, self.panel, options)
         except QuestionError as exc:

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from consensus.engine import DebateOptions, QuorumGrace, run_debate
+from consensus.engine import DebateOptions, QuorumGrace, copy_result, run_debate
 from consensus.providers.base import Completion, Provider
 from consensus.types import (
     AnswerDelta,
@@ -35,7 +35,7 @@ from service import metrics
 from service.fanout import FINAL_STATUSES, Draining, Hub, follow, follow_batches
 from service.relay import PgRelay
 from service.settings import Settings
-from service.store import DebateRow, LeaseLostError, Store
+from service.store import DebateRow, EncodedResult, LeaseLostError, Store
 
 log = logging.getLogger("consensus.service")
 
@@ -81,7 +81,7 @@ class Outbox:
     def __init__(self, debate_id: str) -> None:
         self.debate_id = debate_id
         self.pending: list[DebateEvent] = []  # not yet published, in order; the stored kinds not yet written
-        self.snapshot: DebateResult | None = None  # the newest round checkpoint among them
+        self.snapshot: EncodedResult | None = None  # the newest round checkpoint among them
         self.final: DebateResult | None = None  # the debate's end among them: the write that finishes it
         self.error: Exception | None = None
         self.flushing: asyncio.Task[None] | None = None
@@ -94,6 +94,22 @@ class Outbox:
         """Raise the error of a write that failed (LeaseLostError: it ended elsewhere, or is leased elsewhere)."""
         if self.error is not None:
             raise self.error
+
+
+class Latest:
+    """A running debate's state as of its last round: the result it started from, then each round's checkpoint,
+    encoded when the engine hands it over (no copy of the engine's state is made)."""
+
+    def __init__(self, initial: DebateResult) -> None:
+        self.initial = initial
+        self.checkpoint: EncodedResult | None = None
+
+    def keep(self, result: DebateResult) -> None:
+        self.checkpoint = EncodedResult.of(result)
+
+    def result(self) -> DebateResult:
+        """A result of its own (to end the debate with): the last checkpoint, or the one it started from."""
+        return self.checkpoint.decoded() if self.checkpoint is not None else copy_result(self.initial)
 
 
 class Runner:
@@ -319,13 +335,13 @@ class Runner:
     ) -> DebateResult | None:
         """Run the debate to its end; the final result as this replica stored it, or None when it stored none."""
         debate_id = initial.id
-        latest: dict[str, DebateResult] = {"r": initial}
+        latest = Latest(initial)
         seq = start_seq  # the last event emitted (deltas too)
         outbox = self.outboxes[debate_id] = Outbox(debate_id)
         opts = DebateOptions(
             stream=lambda: self.hub.watched(debate_id) or self.relay.remotely_watched(debate_id),
             start_seq=start_seq,
-            on_checkpoint=lambda r: latest.__setitem__("r", r),
+            on_checkpoint=latest.keep,
             deadline_at=deadline_at,
             thread=thread,
             quorum_grace=QuorumGrace(grace_s=self.settings.grace_s, grace_factor=self.settings.grace_factor)
@@ -344,7 +360,7 @@ class Runner:
                     continue
                 outbox.pending.append(event)
                 if isinstance(event, RoundCompleted):
-                    outbox.snapshot = latest["r"]  # a copy (the engine's checkpoint), taken before the event
+                    outbox.snapshot = latest.checkpoint  # the engine's checkpoint, taken before the event
                 if isinstance(event, DebateCompleted | DebateFailed):
                     outbox.final = event.result
                     await self._flushed(outbox, latest)
@@ -359,7 +375,7 @@ class Runner:
         except asyncio.CancelledError:
             if self.shutting_down:
                 raise  # stays running in the store; resumed from its last round by whoever restarts first
-            r = latest["r"]
+            r = latest.result()
             r.status = DebateStatus.cancelled
             r.reason = "cancelled by a client"
             try:
@@ -373,7 +389,7 @@ class Runner:
             return r
         except Exception as exc:  # noqa: BLE001 - a bug must end the debate visibly, not leave it running
             log.exception("debate %s crashed", debate_id)
-            r = latest["r"]
+            r = latest.result()
             r.status = DebateStatus.failed
             r.reason = f"internal error: {type(exc).__name__}"
             try:
@@ -394,23 +410,23 @@ class Runner:
         if isinstance(event, AnswerDelta | ConsensusDelta) and self.relay.remotely_watched(event.debate_id):
             self.relay.queue_delta(event)
 
-    def _flush_soon(self, outbox: Outbox, latest: dict[str, DebateResult]) -> None:
+    def _flush_soon(self, outbox: Outbox, latest: Latest) -> None:
         """Start writing the outbox unless a write of it is in flight (that one goes on with what came since)."""
         if outbox.flushing is None or outbox.flushing.done():
             outbox.flushing = asyncio.create_task(self._flush(outbox, latest))
 
-    async def _drain(self, outbox: Outbox, latest: dict[str, DebateResult]) -> None:
+    async def _drain(self, outbox: Outbox, latest: Latest) -> None:
         """Write and publish everything queued (the debate's end too, when it is there), or up to a failed write."""
         self._flush_soon(outbox, latest)
         assert outbox.flushing is not None
         await outbox.flushing
 
-    async def _flushed(self, outbox: Outbox, latest: dict[str, DebateResult]) -> None:
+    async def _flushed(self, outbox: Outbox, latest: Latest) -> None:
         """_drain, then raise the error of a write that failed."""
         await self._drain(outbox, latest)
         outbox.check()
 
-    async def _flush(self, outbox: Outbox, latest: dict[str, DebateResult]) -> None:
+    async def _flush(self, outbox: Outbox, latest: Latest) -> None:
         """Write what the outbox holds, one transaction at a time, and publish each write's events once stored.
 
         Never raises: a failed write is kept in `outbox.error` and nothing after it is written or published.
@@ -431,7 +447,7 @@ class Runner:
                 return
             for event in outbox.pending[:taken]:
                 if not isinstance(event, AnswerDelta | ConsensusDelta):
-                    metrics.observe_event(event, latest["r"])
+                    metrics.observe_event(event, latest.initial)  # its panel and synthesizer
                     if debate_id in self.stored:
                         self.stored[debate_id] = event.seq  # before it is published: see follow()
                     await self.relay.notify(debate_id, event.seq)

@@ -148,7 +148,7 @@ MAX_SEQ = 2**31 - 1  # the events table's seq column is a 32-bit integer on Post
 class _Write:
     debate_id: str
     events: Sequence[DebateEvent]
-    result: DebateResult | None
+    result: DebateResult | EncodedResult | None
     owner: str | None
     release: bool
     insert: dict[str, Any] | None = None  # a new debate row instead of an update
@@ -391,7 +391,11 @@ class Store:
             return (await s.execute(q)).scalars().all()
 
     async def record(
-        self, debate_id: str, events: Sequence[DebateEvent], result: DebateResult | None, owner: str | None = None
+        self,
+        debate_id: str,
+        events: Sequence[DebateEvent],
+        result: DebateResult | EncodedResult | None,
+        owner: str | None = None,
     ) -> None:
         """Append events and (optionally) a result snapshot, atomically.
 
@@ -461,8 +465,8 @@ class Store:
                             params["w_last_seq"] = max(e.seq for e in events)
                         result = next((w.result for w in reversed(group) if w.result is not None), None)
                         if result is not None:
-                            params["w_result"] = Encoded(result.model_dump_json())
-                            params["w_status"] = result.status.value
+                            encoded = result if isinstance(result, EncodedResult) else EncodedResult.of(result)
+                            params["w_result"], params["w_status"] = encoded.json, encoded.status
                         if first.owner is not None:
                             params["w_owner"] = first.owner
                         shape = (bool(events), result is not None, last.release, first.owner is not None)
@@ -585,6 +589,22 @@ def event_payload(e: DebateEvent) -> Encoded:
     and the stored event would then no longer validate, or read back with defaults (cost 0.0 for unknown).
     """
     return Encoded(e.model_dump_json(exclude={k for k in type(e).model_fields if getattr(e, k) is None}))
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedResult:
+    """A result as its JSON column and status: a running debate's checkpoint, encoded when it was taken (the
+    engine's state goes on changing after), so the write needs no copy of it."""
+
+    json: Encoded
+    status: str
+
+    @classmethod
+    def of(cls, result: DebateResult) -> EncodedResult:
+        return cls(Encoded(result.model_dump_json()), result.status.value)
+
+    def decoded(self) -> DebateResult:
+        return DebateResult.model_validate_json(self.json)
 
 
 class Encoded(str):

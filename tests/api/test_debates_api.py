@@ -10,7 +10,7 @@ import pytest
 from httpx_sse import connect_sse
 
 from service.routes_debates import wants_sse
-from tests.api.conftest import ans, wait_status
+from tests.api.conftest import ans, script_hang_in_round_1, wait_round_1_in_flight, wait_status
 
 
 def script_agree(stub, final="4", delay=0.0):
@@ -202,6 +202,18 @@ def test_cancel_a_running_debate(stub, service):
         assert c.get(f"/v1/debates/{debate_id}").json()["status"] == "cancelled"
         again = c.post(f"/v1/debates/{debate_id}/cancel")
         assert again.status_code == 409
+
+
+def test_a_debate_cancelled_after_its_first_round_keeps_that_round_and_the_panels_answers(stub, service):
+    script_hang_in_round_1(stub)
+    with service.client() as c:
+        debate_id = c.post("/v1/debates", json={"question": "2+2?"}).json()["id"]
+        wait_round_1_in_flight(c, stub, debate_id)
+        assert c.post(f"/v1/debates/{debate_id}/cancel").json()["status"] == "cancelled"
+        final = c.get(f"/v1/debates/{debate_id}").json()
+    assert (final["status"], final["reason"]) == ("cancelled", "cancelled by a client")
+    assert [r["index"] for r in final["rounds"]] == [0]  # the checkpoint the engine handed over after round 0
+    assert {n: a["final_answer"] for n, a in final["answers"].items()} == {"alice": "4", "bob": "5", "carol": "6"}
 
 
 def test_unknown_debate_is_404_in_the_error_shape(service):
