@@ -66,6 +66,7 @@ class Step(BaseModel):
     fault: Fault | None = None  # one of FAULTS
     retry_after: float | None = None  # a "429"'s Retry-After, in seconds
     chunk_chars: int = Field(default=CHUNK_CHARS, ge=1)  # the size of the pieces a streamed reply comes in
+    chunk_delay_s: float = Field(default=0.0, ge=0, le=10)  # the stub only: the pause between those pieces, as tokens
     echo_auth: bool = False  # the stub only: a fault's message quotes the bearer token it got (servers that leak keys)
 
     def render(self) -> str:

@@ -147,7 +147,9 @@ async def stream_events(
     pieces = [text[i : i + size] for i in range(0, len(text), size)]
     if step.fault == "cut":
         pieces = pieces[: max(1, len(pieces) // 2)] if pieces else ["partial"]
-    for piece in pieces:
+    for i, piece in enumerate(pieces):
+        if i and step.chunk_delay_s:
+            await asyncio.sleep(step.chunk_delay_s)  # a model writing token by token
         yield sse({**base, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
     if step.fault == "cut":
         return  # no finish_reason, no [DONE]: the connection just ends

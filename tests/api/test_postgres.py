@@ -211,7 +211,9 @@ def test_other_replica_relays_events_live(stub, pg_database, listen):
 def test_token_deltas_reach_a_follower_on_another_replica(stub, pg_database):
     script(stub, {"bob": 0.8, "carol": 1.4})
     consensus_text = "The panel agrees the answer is 4; every panelist reached it independently."
-    stub.script("alice", [{"text": ans("4"), "delay_s": 0.2}, {"text": consensus_text, "delay_s": 0.3}])
+    # Its pieces come 50 ms apart, as a model writes: the pieces that arrive together go out as one delta.
+    written = {"text": consensus_text, "delay_s": 0.3, "chunk_delay_s": 0.05}
+    stub.script("alice", [{"text": ans("4"), "delay_s": 0.2}, written])
     a = ServiceServer(Settings(database_url=pg_database, lease_s=LEASE_S), stub_panel(stub)).start()
     b = ServiceServer(Settings(database_url=pg_database, lease_s=LEASE_S), stub_panel(stub)).start()
     try:

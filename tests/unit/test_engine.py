@@ -122,6 +122,39 @@ async def test_events_come_in_order_with_deltas_only_when_watched():
     assert not any(e.type.endswith(".delta") for e in quiet)
 
 
+async def test_pieces_that_stream_in_before_the_reader_runs_go_out_as_one_delta_in_order():
+    """The reader (the service, the CLI) gets one delta for the pieces that came while it waited, not one per piece;
+    a piece after it took that delta is a delta of its own, and nothing is merged across another event."""
+    import asyncio
+
+    from consensus.providers.base import Completion
+
+    reply = ans("4")
+    third = len(reply) // 3
+    pieces = [reply[:third], reply[third : 2 * third], reply[2 * third :]]
+
+    class Bursty:
+        async def complete(self, seat, messages, *, timeout_s, schema=None, on_delta=None):
+            if on_delta is not None and seat.name == "b":
+                on_delta(pieces[0][:5])
+                on_delta(pieces[0][5:])  # the same burst: merged into the first
+                for _ in range(5):
+                    await asyncio.sleep(0)  # the reader runs and takes it
+                on_delta(pieces[1])
+                on_delta(pieces[2])
+            return Completion(text=reply)
+
+        async def aclose(self):
+            pass
+
+    events = [
+        e async for e in run_debate("2+2?", make_panel("abc"), Bursty(), DebateOptions(language="en", stream=True))
+    ]
+    deltas = [e.delta for e in events if e.type == "answer.delta" and e.panelist == "b"]
+    assert deltas == [pieces[0], pieces[1] + pieces[2]]
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))  # merged pieces take no number of their own
+
+
 async def test_result_is_json_serialisable_with_usage_totals():
     fake = ScriptedProvider(script={n: [Step(final="4")] for n in "abc"})
     r = await debate("2+2?", make_panel("abc"), fake, DebateOptions(language="en"))
