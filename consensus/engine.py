@@ -211,8 +211,9 @@ def new_result(
 
 
 def copy_result(result: DebateResult) -> DebateResult:
-    """A deep copy, rebuilt by pydantic-core from a dump: far cheaper than model_copy(deep=True)'s copy.deepcopy,
-    and the service takes one per round (figures: bench/README.md)."""
+    """A deep copy, rebuilt by pydantic-core from a dump: far cheaper than model_copy(deep=True)'s copy.deepcopy
+    (figures: bench/README.md). A resumed debate starts from one; MCP keeps one per round (the service encodes its
+    checkpoint instead: service/runner.py Latest)."""
     return DebateResult.model_validate(result.model_dump())
 
 
