@@ -161,9 +161,8 @@ def served(monkeypatch, tmp_path, stub):
         seen["gc_tuning"] = self.config.app.state.services.settings.gc_tuning  # type: ignore[union-attr]
 
     monkeypatch.setattr(uvicorn.Server, "run", run)
-    for name in ("CONSENSUS_HOST", "CONSENSUS_PORT", "CONSENSUS_PANEL_FILE", "CONSENSUS_PANEL"):
+    for name in ("CONSENSUS_HOST", "CONSENSUS_PORT", "CONSENSUS_PANEL_FILE", "CONSENSUS_PANEL", "CONSENSUS_GC_TUNING"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv("CONSENSUS_GC_TUNING", raising=False)
     monkeypatch.setenv("CONSENSUS_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path}/s.db")
     folder = tmp_path / ("a-folder-with-a-long-name-" * 4)
     folder.mkdir()
